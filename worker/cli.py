@@ -1,0 +1,136 @@
+"""The ``tradescribe`` command. The only place that reads flags, installs signal
+handlers and configures logging."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import typer
+
+from contracts.errors import TradescribeError
+from worker.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="tradescribe",
+    help="One scribe for all your trading bots: events on Redis Streams, one writer, one SQLite.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="TOML settings file (default /etc/tradescribe/tradescribe.toml if it exists).",
+    ),
+]
+RedisOpt = Annotated[
+    str | None,
+    typer.Option("--redis-url", help="Redis URL [env TRADESCRIBE_REDIS_URL]", show_default=False),
+]
+DbOpt = Annotated[
+    Path | None, typer.Option("--db", help="SQLite database file [env TRADESCRIBE_DB]")
+]
+StreamOpt = Annotated[str | None, typer.Option("--stream", help="Stream key.")]
+GroupOpt = Annotated[str | None, typer.Option("--group", help="Consumer group.")]
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level)
+
+
+@app.command()
+def worker(
+    config: ConfigOpt = None,
+    redis_url: RedisOpt = None,
+    db: DbOpt = None,
+    stream: StreamOpt = None,
+    group: GroupOpt = None,
+    consumer: Annotated[
+        str | None, typer.Option(help="Consumer name (default: host name).")
+    ] = None,
+    batch_max: Annotated[int | None, typer.Option(help="Most events per transaction.")] = None,
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = None,
+    log_format: Annotated[str | None, typer.Option(help="text or json (journald).")] = None,
+) -> None:
+    """Run the single writer in the foreground (what systemd runs).
+
+    Reads the stream through a consumer group, commits each batch in one SQLite
+    transaction, acknowledges after the commit. SIGTERM or Ctrl-C: the batch in
+    hand is committed, then it exits 0.
+    """
+    from worker.service import run_worker
+
+    settings = load_settings(
+        config,
+        redis_url=redis_url,
+        db=db,
+        stream=stream,
+        group=group,
+        consumer=consumer,
+        batch_max=batch_max,
+        log_level=log_level,
+        log_format=log_format,
+    )
+    setup_logging(settings)
+    anyio.run(lambda: run_worker(settings))
+
+
+@app.command()
+def demo(
+    redis_url: Annotated[
+        str | None,
+        typer.Option(help="Use this Redis instead of starting an embedded one."),
+    ] = None,
+    db: Annotated[Path, typer.Option(help="Database to write (recreated each run).")] = Path(
+        "tradescribe-demo/demo.db"
+    ),
+    seconds: Annotated[float, typer.Option(min=0.5, max=3600, help="How long bots run.")] = 5.0,
+    bots: Annotated[int, typer.Option(min=1, max=50, help="Simulated bots.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Start an embedded redis-server, a worker and simulated bots; print what was stored."""
+    from worker.demo import run_demo
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    run_demo(redis_url=redis_url, db=db, seconds=seconds, bots=bots, as_json=as_json)
+
+
+def main() -> None:
+    try:
+        app()
+    except TradescribeError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

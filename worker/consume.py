@@ -1,0 +1,399 @@
+"""The consume loop: read -> decode -> batch -> commit -> ack.
+
+At-least-once transport, exactly-once effect: an entry is acknowledged only
+after the transaction holding its effect has committed, and the event log
+refuses a second copy of an id, so a redelivered entry changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import redis.asyncio as aredis
+from anyio.abc import TaskStatus
+from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from contracts.errors import describe_validation_error
+from contracts.events import WIRE_FIELD, parse_event
+from worker.errors import RedisSetupError
+from worker.lease import FileLock, RedisLease, worker_identity
+from worker.settings import Settings
+from worker.store import DeadLetter, Decoded, SqliteStore
+
+log = logging.getLogger(__name__)
+
+Entry = tuple[str, dict[bytes, bytes]]
+_WIRE_KEY = WIRE_FIELD.encode()
+_TRANSIENT_REDIS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+@dataclass
+class Stats:
+    """Counters the status command and the heartbeat report."""
+
+    started_at: float = field(default_factory=time.time)
+    committed: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    by_type: Counter[str] = field(default_factory=Counter)
+    last_commit_at: float | None = None
+    last_stream_id: str | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    commit_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
+    batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1000))
+    commits: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=600))
+
+    def note_error(self, what: str, exc: BaseException) -> None:
+        self.last_error = f"{what}: {exc}"
+        self.last_error_at = time.time()
+
+    def summary(self) -> str:
+        return (
+            f"committed={self.committed} duplicates={self.duplicates} "
+            f"dead_letters={self.dead_letters} batches={self.batches}"
+        )
+
+
+class Worker:
+    """The single writer. ``await worker.run()``; ``worker.stop()`` to end it cleanly."""
+
+    def __init__(self, settings: Settings, redis: aredis.Redis, store: SqliteStore) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.store = store
+        self.stats = Stats()
+        self.identity = worker_identity(settings.consumer)
+        self._stopping = anyio.Event()
+        self.ready = anyio.Event()
+        self._read_scope: anyio.CancelScope | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop reading; the batch in hand is committed and acknowledged. Safe twice."""
+        self._stopping.set()
+        if self._read_scope is not None:
+            self._read_scope.cancel()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        s = self.settings
+        lock = FileLock(s.db, self.identity)
+        lock.acquire()
+        lease = RedisLease(self.redis, s.stream, s.group, self.identity, s.lease_ttl_ms)
+        try:
+            await self._until_redis_answers(lease.acquire)
+            await self.store.migrate()
+            await self._until_redis_answers(self._ensure_group)
+            log.info(
+                "worker %s started: stream=%s group=%s db=%s",
+                s.consumer,
+                s.stream,
+                s.group,
+                s.db,
+            )
+            self.ready.set()
+            task_status.started()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._keep_lease, lease)
+                tg.start_soon(self._trim_periodically)
+                await self._consume()
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await lease.release()
+                except RedisError:
+                    log.warning("could not release the writer lease; it expires by itself")
+            lock.release()
+            log.info("worker %s stopped: %s", s.consumer, self.stats.summary())
+
+    async def _until_redis_answers(self, step: Any) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await step()
+                return
+            except _TRANSIENT_REDIS as exc:
+                self.stats.note_error("redis unreachable", exc)
+                log.warning("Redis unreachable (%s); retrying in %.1fs", exc, delay)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, self.settings.retry_max_s)
+
+    async def _ensure_group(self) -> None:
+        s = self.settings
+        try:
+            await self.redis.xgroup_create(s.stream, s.group, id="0", mkstream=True)
+            log.info("created consumer group %s on %s", s.group, s.stream)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise RedisSetupError(
+                    f"cannot create consumer group {s.group} on {s.stream}: {exc}"
+                ) from exc
+
+    # -- the loop ----------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        async for entries, deliveries in self._read():
+            good, dead = self._decode(entries, deliveries)
+            if not await self._commit(good, dead):
+                return  # stopped while the store was failing; nothing was acked
+            await self._ack([stream_id for stream_id, _ in entries])
+
+    async def _read(self) -> AsyncIterator[tuple[list[Entry], dict[str, int]]]:
+        """Own pending entries first, then idle ones of dead consumers, then new ones."""
+        async for batch in self._read_pending():
+            yield batch
+        next_claim = 0.0
+        while not self.stopping:
+            if time.monotonic() >= next_claim:
+                async for batch in self._read_claimable():
+                    yield batch
+                next_claim = time.monotonic() + self.settings.claim_interval_s
+            entries = await self._xreadgroup(">", block=self.settings.block_ms)
+            if entries:
+                yield entries, {}
+
+    async def _read_pending(self) -> AsyncIterator[tuple[list[Entry], dict[str, int]]]:
+        after = "0"
+        while not self.stopping:
+            entries = await self._xreadgroup(after, block=None)
+            if not entries:
+                return
+            after = entries[-1][0]
+            yield entries, await self._deliveries(entries)
+
+    async def _read_claimable(self) -> AsyncIterator[tuple[list[Entry], dict[str, int]]]:
+        s = self.settings
+        cursor = "0-0"
+        while not self.stopping:
+            try:
+                reply = await self.redis.xautoclaim(
+                    s.stream, s.group, s.consumer, s.claim_idle_ms, cursor, count=s.batch_max
+                )
+            except _TRANSIENT_REDIS as exc:
+                self.stats.note_error("redis unreachable", exc)
+                return
+            cursor = _text(reply[0])
+            entries = [(_text(i), f or {}) for i, f in reply[1]]
+            if entries:
+                log.info("claimed %d idle entries from other consumers", len(entries))
+                yield entries, await self._deliveries(entries)
+            if cursor == "0-0":
+                return
+
+    async def _xreadgroup(self, after: str, block: int | None) -> list[Entry]:
+        """One XREADGROUP, retried on transient errors; [] when stopping."""
+        s = self.settings
+        delay = 0.05
+        while not self.stopping:
+            with anyio.CancelScope() as scope:
+                self._read_scope = scope
+                try:
+                    reply = await self.redis.xreadgroup(
+                        s.group, s.consumer, {s.stream: after}, count=s.batch_max, block=block
+                    )
+                    return [(_text(i), f or {}) for _, entries in reply or [] for i, f in entries]
+                except _TRANSIENT_REDIS as exc:
+                    self.stats.note_error("redis unreachable", exc)
+                    log.warning("reading from Redis failed (%s); retrying in %.2fs", exc, delay)
+                except ResponseError as exc:
+                    if "NOGROUP" not in str(exc):
+                        raise
+                    log.warning("consumer group vanished (%s); creating it again", exc)
+                    await self._ensure_group()
+                    continue
+                finally:
+                    self._read_scope = None
+            if scope.cancelled_caught:
+                return []
+            await anyio.sleep(delay)
+            delay = min(delay * 2, s.retry_max_s)
+        return []
+
+    async def _deliveries(self, entries: list[Entry]) -> dict[str, int]:
+        """How many times each (re-read or claimed) entry has been delivered."""
+        s = self.settings
+        try:
+            pending = await self.redis.xpending_range(
+                s.stream, s.group, entries[0][0], entries[-1][0], len(entries), s.consumer
+            )
+        except _TRANSIENT_REDIS:
+            return {}
+        return {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
+
+    def _decode(
+        self, entries: list[Entry], deliveries: dict[str, int]
+    ) -> tuple[list[Decoded], list[DeadLetter]]:
+        good: list[Decoded] = []
+        dead: list[DeadLetter] = []
+        limit = self.settings.max_message_bytes
+        for stream_id, fields in entries:
+            if not fields:
+                continue  # deleted from the stream before we read it; nothing to store
+            raw = fields.get(_WIRE_KEY)
+            times = deliveries.get(stream_id, 1)
+            reason = None
+            if raw is None:
+                names = ", ".join(sorted(_text(k) for k in fields))[:200]
+                reason = f"entry has no '{WIRE_FIELD}' field (it has: {names})"
+                raw = json.dumps({_text(k): _text(v) for k, v in fields.items()}).encode()
+            elif len(raw) > limit:
+                reason = f"entry is {len(raw)} bytes, more than max_message_bytes={limit}"
+            elif times > self.settings.max_deliveries:
+                reason = f"delivered {times} times without being stored"
+            else:
+                try:
+                    good.append(Decoded(stream_id, raw.decode(), parse_event(raw)))
+                    continue
+                except ValidationError as exc:
+                    reason = "invalid event: " + describe_validation_error(exc)
+                except UnicodeDecodeError as exc:
+                    reason = f"not UTF-8: {exc}"
+            dead.append(DeadLetter(stream_id, raw, reason, _guess_id(raw), times))
+        return good, dead
+
+    async def _commit(self, good: Sequence[Decoded], dead: Sequence[DeadLetter]) -> bool:
+        """Commit, retrying transient failures; False if stopped before it succeeded."""
+        if not good and not dead:
+            return True
+        delay = 0.05
+        while True:
+            try:
+                with anyio.CancelScope(shield=True):
+                    started = time.perf_counter()
+                    new = await self.store.commit(good, dead)
+                self._record(good, dead, new, time.perf_counter() - started)
+                return True
+            except (sqlite3.OperationalError, OSError) as exc:
+                self.stats.note_error("database", exc)
+                log.warning("commit failed (%s); nothing acknowledged, retry in %.2fs", exc, delay)
+            except sqlite3.Error as exc:
+                if len(good) > 1:
+                    # One event breaks the batch: find it by committing them one by one.
+                    log.exception("commit failed; retrying the batch event by event")
+                    for one in good:
+                        if not await self._commit([one], []):
+                            return False
+                    return await self._commit([], dead)
+                log.exception("event cannot be stored; dead-lettering it")
+                dead = [*dead, *(_unstorable(d, exc) for d in good)]
+                good = []
+                continue
+            if self.stopping:
+                return False
+            await anyio.sleep(delay)
+            delay = min(delay * 2, self.settings.retry_max_s)
+
+    def _record(
+        self, good: Sequence[Decoded], dead: Sequence[DeadLetter], new: int, seconds: float
+    ) -> None:
+        st = self.stats
+        st.committed += new
+        st.duplicates += len(good) - new
+        st.dead_letters += len(dead)
+        st.batches += 1
+        st.by_type.update(d.event.type for d in good)
+        st.last_commit_at = time.time()
+        st.commit_ms.append(seconds * 1000)
+        st.batch_sizes.append(len(good) + len(dead))
+        st.commits.append((time.monotonic(), new))
+        st.last_error = None
+        log.debug(
+            "committed %d events (%d new, %d dead) in %.1f ms",
+            len(good),
+            new,
+            len(dead),
+            seconds * 1000,
+        )
+
+    async def _ack(self, ids: list[str]) -> None:
+        s = self.settings
+        delay = 0.05
+        while ids:
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self.redis.xack(s.stream, s.group, *ids)
+                self.stats.last_stream_id = ids[-1]
+                return
+            except _TRANSIENT_REDIS as exc:
+                # Committed but not acknowledged: redelivery is harmless, so just retry.
+                self.stats.note_error("redis unreachable", exc)
+                if self.stopping:
+                    return
+                await anyio.sleep(delay)
+                delay = min(delay * 2, s.retry_max_s)
+
+    # -- housekeeping ------------------------------------------------------------
+
+    async def _keep_lease(self, lease: RedisLease) -> None:
+        while True:
+            await anyio.sleep(lease.ttl_ms / 3000)
+            try:
+                await lease.renew()
+            except _TRANSIENT_REDIS as exc:
+                self.stats.note_error("redis unreachable", exc)
+
+    async def _trim_periodically(self) -> None:
+        s = self.settings
+        if s.trim_keep_s <= 0:
+            return
+        while True:
+            await anyio.sleep(s.trim_interval_s)
+            try:
+                await self.trim()
+            except RedisError as exc:
+                log.warning("trimming the stream failed: %s", exc)
+
+    async def trim(self) -> int:
+        """Drop entries that are committed and older than ``trim_keep_s``."""
+        s = self.settings
+        groups = await self.redis.xinfo_groups(s.stream)
+        ours = next((g for g in groups if _text(g["name"]) == s.group), None)
+        if ours is None:
+            return 0
+        bound = _text(ours["last-delivered-id"])
+        summary = await self.redis.xpending(s.stream, s.group)
+        if summary["pending"]:
+            bound = min(bound, _text(summary["min"]), key=_stream_key)
+        keep_from = f"{int((time.time() - s.trim_keep_s) * 1000)}-0"
+        min_id = min(bound, keep_from, key=_stream_key)
+        return int(await self.redis.xtrim(s.stream, minid=min_id, approximate=False))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _stream_key(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _guess_id(raw: bytes) -> str | None:
+    try:
+        value = json.loads(raw)
+        event_id = value.get("id") if isinstance(value, dict) else None
+        return event_id[:100] if isinstance(event_id, str) else None
+    except (ValueError, RecursionError):
+        return None
+
+
+def _unstorable(d: Decoded, exc: BaseException) -> DeadLetter:
+    return DeadLetter(d.stream_id, d.body.encode(), f"cannot be stored: {exc}", d.event.id)

@@ -1,0 +1,119 @@
+"""Only one writer: a lock on the database file and a lease in Redis.
+
+The file lock stops a second worker on the same host and file; the Redis lease
+stops a second worker anywhere on the same stream and group. Either refusal
+names the worker that holds it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aredis
+
+from worker.errors import AlreadyRunningError, LeaseLostError
+
+
+def worker_identity(consumer: str) -> dict[str, Any]:
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "consumer": consumer,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def describe_holder(raw: str | bytes | None) -> str:
+    try:
+        who = json.loads(raw or "{}")
+        return f"pid {who['pid']} on {who['host']} (consumer {who['consumer']})"
+    except (ValueError, KeyError, TypeError):
+        return "an unknown process"
+
+
+class FileLock:
+    """An exclusive ``flock`` on ``<db>.lock``; released when the process dies."""
+
+    def __init__(self, db_path: Path, identity: dict[str, Any]) -> None:
+        self.path = db_path.with_name(db_path.name + ".lock")
+        self._identity = identity
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = describe_holder(os.pread(fd, 4096, 0))
+            os.close(fd)
+            raise AlreadyRunningError(
+                f"another worker ({holder}) is writing to {self.path.with_suffix('')}; "
+                "stop it first, or give this one another --db"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(self._identity).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class RedisLease:
+    """``SET key NX PX`` held by renewing it; lost if someone else holds the key."""
+
+    def __init__(
+        self, client: aredis.Redis, stream: str, group: str, identity: dict[str, Any], ttl_ms: int
+    ) -> None:
+        self.key = f"tradescribe:lease:{stream}:{group}"
+        self._what = f"group '{group}' of stream '{stream}'"
+        self._client = client
+        self._value = json.dumps(identity)
+        self.ttl_ms = ttl_ms
+
+    async def acquire(self) -> None:
+        if await self._client.set(self.key, self._value, nx=True, px=self.ttl_ms):
+            return
+        holder = await self._client.get(self.key)
+        if holder == self._value:
+            return
+        raise AlreadyRunningError(
+            f"another worker ({describe_holder(holder)}) already consumes {self._what}; "
+            f"stop it first (its lease {self.key} expires {self.ttl_ms} ms after it stops)"
+        )
+
+    async def renew(self) -> None:
+        renewed = await self._client.eval(_RENEW, 1, self.key, self._value, self.ttl_ms)  # type: ignore[misc]
+        if not renewed:
+            # Expired while we could not reach Redis: take it back if nobody else did.
+            if not await self._client.set(self.key, self._value, nx=True, px=self.ttl_ms):
+                holder = await self._client.get(self.key)
+                raise LeaseLostError(
+                    f"the writer lease {self.key} is now held by {describe_holder(holder)}; "
+                    "this worker stops writing"
+                )
+
+    async def release(self) -> None:
+        await self._client.eval(_RELEASE, 1, self.key, self._value)  # type: ignore[misc]

@@ -1,0 +1,421 @@
+"""From events to projection rows, order-independently.
+
+Trades, signals, positions and daily stats are *entities*: rows that many events
+update. Each field of an entity row remembers the version (event time, then
+event id) of the event that last set it, and an event sets a field only if its
+version is newer. The row is therefore the same whatever order its events
+arrive in, and a stale update never overwrites a newer one. A terminal status
+(closed, cancelled, expired) outranks any non-terminal one, so a late
+``trade.updated`` cannot reopen a closed trade.
+
+Journal entries, audit events and status changes are *append-only* rows keyed
+by the event id, so a redelivered event adds nothing.
+
+Everything here is pure: no I/O, easy to test and to rebuild from the log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from contracts.events import (
+    TERMINAL_STATUSES,
+    AnyEvent,
+    AuditEventEvent,
+    DailyStatsUpdatedEvent,
+    JournalEntryEvent,
+    Payload,
+    PositionUpdatedEvent,
+    SignalClosedEvent,
+    SignalEmittedEvent,
+    TradeClosedEvent,
+    TradeOpenedEvent,
+)
+
+TENANCY = ("account", "plugin_id", "mode")
+
+
+@dataclass(frozen=True)
+class Entity:
+    """An entity table: its key columns and the value columns events may set."""
+
+    table: str
+    key: tuple[str, ...]
+    columns: tuple[str, ...]
+
+    @property
+    def all_columns(self) -> tuple[str, ...]:
+        return (*self.key, *self.columns, "created_at", "updated_at", "attributes", "versions")
+
+
+TRADES = Entity(
+    "trades",
+    ("source", "trade_id"),
+    (
+        *TENANCY,
+        "symbol",
+        "side",
+        "quantity",
+        "entry_price",
+        "stop_loss",
+        "take_profit",
+        "exit_price",
+        "current_price",
+        "realized_pnl",
+        "unrealized_pnl",
+        "fees",
+        "exit_reason",
+        "strategy",
+        "notes",
+        "status",
+        "opened_at",
+        "closed_at",
+    ),
+)
+SIGNALS = Entity(
+    "signals",
+    ("source", "signal_id"),
+    (
+        *TENANCY,
+        "symbol",
+        "side",
+        "entry_price",
+        "stop_loss",
+        "take_profit",
+        "current_price",
+        "exit_price",
+        "realized_pnl",
+        "unrealized_pnl",
+        "confidence",
+        "timeframe",
+        "strategy",
+        "exit_reason",
+        "notes",
+        "status",
+        "emitted_at",
+        "closed_at",
+    ),
+)
+POSITIONS = Entity(
+    "positions",
+    ("account", "source", "mode", "position_key"),
+    (
+        "plugin_id",
+        "symbol",
+        "quantity",
+        "entry_price",
+        "current_price",
+        "unrealized_pnl",
+        "realized_pnl",
+        "lot_size",
+        "exchange",
+        "instrument_token",
+        "is_active",
+    ),
+)
+DAILY_STATS = Entity(
+    "daily_stats",
+    ("account", "source", "plugin_id", "mode", "date"),
+    (
+        "total_realized_pnl",
+        "total_unrealized_pnl",
+        "protected_profit",
+        "number_of_trades",
+        "daily_loss_used",
+        "daily_loss_limit",
+        "loss_limit_hit",
+        "trading_blocked",
+        "trailing_sl_active",
+        "trailing_sl_level",
+        "paper_balance",
+        "signals_today",
+    ),
+)
+ENTITIES = (TRADES, SIGNALS, POSITIONS, DAILY_STATS)
+
+STATUS_HISTORY_COLUMNS = ("event_id", "source", "trade_id", "status", "ts", "event_type")
+JOURNAL_COLUMNS = (
+    "event_id",
+    "source",
+    *TENANCY,
+    "at",
+    "title",
+    "text",
+    "trade_id",
+    "signal_id",
+    "category",
+    "tags",
+    "attributes",
+)
+AUDIT_COLUMNS = (
+    "event_id",
+    "source",
+    *TENANCY,
+    "ts",
+    "action",
+    "user",
+    "component",
+    "level",
+    "details",
+    "ip_address",
+    "attributes",
+)
+
+
+def utc_text(moment: dt.datetime) -> str:
+    """Fixed-width UTC text, so that string order is time order."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def column_value(value: Any) -> Any:
+    """A Python value as SQLite should hold it in a projection column."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, dt.datetime):
+        return utc_text(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def json_value(value: Any) -> Any:
+    """A Python value as it is kept inside a JSON column (decimals stay exact)."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=json_value, ensure_ascii=False)
+
+
+@dataclass(slots=True)
+class Change:
+    """One event's effect on one entity row."""
+
+    entity: Entity
+    key: tuple[Any, ...]
+    version: str
+    ts: str
+    fields: dict[str, Any]
+    attributes: dict[str, Any]
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Projected:
+    """Everything one batch of events does to the projections."""
+
+    changes: list[Change] = field(default_factory=list)
+    status_history: list[tuple[Any, ...]] = field(default_factory=list)
+    journal: list[tuple[Any, ...]] = field(default_factory=list)
+    audit: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+def event_version(event: AnyEvent) -> str:
+    return f"{utc_text(event.ts)}|{event.id}"
+
+
+def _split(payload: Payload, entity: Entity, skip: Iterable[str]) -> tuple[dict[str, Any], dict]:
+    """Fields the sender set, as (projection columns, everything else)."""
+    skipped = set(skip)
+    columns: dict[str, Any] = {}
+    attributes: dict[str, Any] = {}
+    for name in payload.model_fields_set:
+        if name in skipped or name == "attributes":
+            continue
+        value = getattr(payload, name)
+        if name in entity.columns:
+            columns[name] = column_value(value)
+        else:
+            attributes[name] = json_value(value)
+    attributes.update({k: json_value(v) for k, v in payload.extras().items()})
+    return columns, attributes
+
+
+def _tenancy(event: AnyEvent) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Tenancy the sender named explicitly, and the defaults it left implicit."""
+    explicit = {k: getattr(event, k) for k in TENANCY if k in event.model_fields_set}
+    implicit = {k: getattr(event, k) for k in TENANCY if k not in explicit}
+    return explicit, implicit
+
+
+def project(events: Iterable[AnyEvent]) -> Projected:
+    """What a batch of validated events does to the projections."""
+    out = Projected()
+    for event in events:
+        version = event_version(event)
+        ts = utc_text(event.ts)
+        data = event.data
+        kind = event.type.split(".", 1)[0]
+        if kind == "trade":
+            _trade_change(event, version, ts, out)
+        elif kind == "signal":
+            _signal_change(event, version, ts, out)
+        elif isinstance(event, PositionUpdatedEvent):
+            pos = event.data
+            columns, attributes = _split(pos, POSITIONS, ("position_id",))
+            columns["plugin_id"] = event.plugin_id
+            if "is_active" not in columns:
+                columns["is_active"] = int(pos.quantity != 0)
+            key = (event.account, event.source, event.mode, pos.position_id or pos.symbol)
+            out.changes.append(Change(POSITIONS, key, version, ts, columns, attributes))
+        elif isinstance(event, DailyStatsUpdatedEvent):
+            columns, attributes = _split(event.data, DAILY_STATS, ("date",))
+            key = (event.account, event.source, event.plugin_id, event.mode, str(event.data.date))
+            out.changes.append(Change(DAILY_STATS, key, version, ts, columns, attributes))
+        elif isinstance(event, JournalEntryEvent):
+            entry = event.data
+            _, attributes = _split(entry, TRADES, ("text", "title", "trade_id", "signal_id"))
+            for name in ("category", "tags", "at"):
+                attributes.pop(name, None)
+            out.journal.append(
+                (
+                    event.id,
+                    event.source,
+                    event.account,
+                    event.plugin_id,
+                    event.mode,
+                    utc_text(entry.at or event.ts),
+                    entry.title,
+                    entry.text,
+                    entry.trade_id,
+                    entry.signal_id,
+                    entry.category,
+                    dumps(entry.tags) if entry.tags is not None else None,
+                    dumps(attributes),
+                )
+            )
+        elif isinstance(event, AuditEventEvent):
+            audit = event.data
+            out.audit.append(
+                (
+                    event.id,
+                    event.source,
+                    event.account,
+                    event.plugin_id,
+                    event.mode,
+                    ts,
+                    audit.action,
+                    audit.user,
+                    audit.component,
+                    audit.level,
+                    dumps(audit.details) if audit.details is not None else None,
+                    audit.ip_address,
+                    dumps(audit.extras()),
+                )
+            )
+        else:  # pragma: no cover - the union is closed
+            raise AssertionError(f"no projection for {event.type}: {data!r}")
+    return out
+
+
+def _trade_change(event: AnyEvent, version: str, ts: str, out: Projected) -> None:
+    data = event.data
+    columns, attributes = _split(data, TRADES, ("trade_id",))  # type: ignore[arg-type]
+    if isinstance(event, TradeOpenedEvent):
+        columns.setdefault("status", "open")
+        columns.setdefault("opened_at", ts)
+    elif isinstance(event, TradeClosedEvent):
+        if columns.get("status") not in TERMINAL_STATUSES:
+            columns["status"] = "closed"
+        columns.setdefault("closed_at", ts)
+    explicit, implicit = _tenancy(event)
+    columns.update(explicit)
+    trade_id = data.trade_id  # type: ignore[union-attr]
+    key = (event.source, trade_id)
+    out.changes.append(Change(TRADES, key, version, ts, columns, attributes, implicit))
+    if "status" in columns:
+        out.status_history.append(
+            (event.id, event.source, trade_id, columns["status"], ts, event.type)
+        )
+
+
+def _signal_change(event: AnyEvent, version: str, ts: str, out: Projected) -> None:
+    data = event.data
+    columns, attributes = _split(data, SIGNALS, ("signal_id",))  # type: ignore[arg-type]
+    if isinstance(event, SignalEmittedEvent):
+        columns.setdefault("status", "active")
+        columns.setdefault("emitted_at", ts)
+    elif isinstance(event, SignalClosedEvent):
+        if columns.get("status") not in TERMINAL_STATUSES:
+            columns["status"] = "closed"
+        columns.setdefault("closed_at", ts)
+    explicit, implicit = _tenancy(event)
+    columns.update(explicit)
+    key = (event.source, data.signal_id)  # type: ignore[union-attr]
+    out.changes.append(Change(SIGNALS, key, version, ts, columns, attributes, implicit))
+
+
+def _field_version(name: str, value: Any, version: str) -> str:
+    if name == "status":
+        return ("1" if value in TERMINAL_STATUSES else "0") + version
+    return version
+
+
+def new_row(entity: Entity, key: tuple[Any, ...], ts: str) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(entity.columns)
+    row.update(zip(entity.key, key, strict=True))
+    row.update(created_at=ts, updated_at=ts, attributes={}, versions={})
+    return row
+
+
+def merge(row: dict[str, Any], change: Change) -> None:
+    """Apply one change to a row in place; commutative and idempotent."""
+    versions: dict[str, str] = row["versions"]
+    for name, value in change.fields.items():
+        version = _field_version(name, value, change.version)
+        if version > versions.get(name, ""):
+            row[name] = value
+            versions[name] = version
+    attributes: dict[str, Any] = row["attributes"]
+    for name, value in change.attributes.items():
+        slot = "attributes." + name
+        if change.version > versions.get(slot, ""):
+            attributes[name] = value
+            versions[slot] = change.version
+    for name, value in change.defaults.items():
+        if name not in versions:
+            row[name] = value
+    row["created_at"] = min(row["created_at"], change.ts)
+    row["updated_at"] = max(row["updated_at"], change.ts)
+    if change.entity is TRADES:
+        _derive_trade(row)
+
+
+def _derive_trade(row: dict[str, Any]) -> None:
+    """Fill realized P&L from prices when the bot did not send it."""
+    if "realized_pnl" in row["versions"]:
+        return
+    entry, exit_, qty = row["entry_price"], row["exit_price"], row["quantity"]
+    if row["status"] != "closed" or None in (entry, exit_, qty, row["side"]):
+        row["realized_pnl"] = None
+        return
+    direction = 1 if row["side"] == "buy" else -1
+    row["realized_pnl"] = (exit_ - entry) * qty * direction - (row["fees"] or 0.0)
+
+
+def row_values(entity: Entity, row: dict[str, Any]) -> tuple[Any, ...]:
+    """A merged row as the tuple an INSERT takes, JSON columns serialised."""
+    values = [row[c] for c in entity.all_columns[:-2]]
+    values.append(dumps(row["attributes"]))
+    values.append(dumps(row["versions"]))
+    return tuple(values)
+
+
+def row_from_db(entity: Entity, values: tuple[Any, ...]) -> dict[str, Any]:
+    row = dict(zip(entity.all_columns, values, strict=True))
+    row["attributes"] = json.loads(row["attributes"])
+    row["versions"] = json.loads(row["versions"])
+    return row

@@ -1,0 +1,148 @@
+"""The database schema, as numbered migrations.
+
+``PRAGMA user_version`` holds the number of the last migration applied. Each
+migration runs in its own transaction and only ever moves the version forward,
+so running them again changes nothing.
+"""
+
+from __future__ import annotations
+
+from worker.projections import DAILY_STATS, POSITIONS, SIGNALS, TRADES, Entity
+
+_REAL = {
+    "quantity",
+    "entry_price",
+    "stop_loss",
+    "take_profit",
+    "exit_price",
+    "current_price",
+    "realized_pnl",
+    "unrealized_pnl",
+    "fees",
+    "confidence",
+    "lot_size",
+    "total_realized_pnl",
+    "total_unrealized_pnl",
+    "protected_profit",
+    "daily_loss_used",
+    "daily_loss_limit",
+    "trailing_sl_level",
+    "paper_balance",
+}
+_INTEGER = {
+    "number_of_trades",
+    "signals_today",
+    "is_active",
+    "loss_limit_hit",
+    "trading_blocked",
+    "trailing_sl_active",
+}
+
+
+def _entity_table(entity: Entity) -> str:
+    cols = [f"{k} TEXT NOT NULL" for k in entity.key]
+    for c in entity.columns:
+        kind = "REAL" if c in _REAL else "INTEGER" if c in _INTEGER else "TEXT"
+        cols.append(f"{c} {kind}")
+    cols += [
+        "created_at TEXT NOT NULL",
+        "updated_at TEXT NOT NULL",
+        "attributes TEXT NOT NULL DEFAULT '{}'",
+        "versions TEXT NOT NULL DEFAULT '{}'",
+        f"PRIMARY KEY ({', '.join(entity.key)})",
+    ]
+    body = ",\n    ".join(cols)
+    return f"CREATE TABLE {entity.table} (\n    {body}\n)"
+
+
+_V1 = [
+    """CREATE TABLE events (
+    seq INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    source TEXT NOT NULL,
+    account TEXT NOT NULL,
+    plugin_id TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    subject TEXT,
+    ts TEXT NOT NULL,
+    stream_id TEXT NOT NULL,
+    committed_at TEXT NOT NULL,
+    body TEXT NOT NULL
+)""",
+    "CREATE INDEX events_subject ON events(source, subject)",
+    _entity_table(TRADES),
+    "CREATE INDEX trades_status ON trades(status, account)",
+    "CREATE INDEX trades_closed_at ON trades(closed_at)",
+    "CREATE INDEX trades_account_closed ON trades(account, closed_at)",
+    "CREATE INDEX trades_plugin ON trades(plugin_id, status)",
+    "CREATE INDEX trades_symbol ON trades(symbol)",
+    """CREATE TABLE trade_status_history (
+    event_id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    trade_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    ts TEXT NOT NULL,
+    event_type TEXT NOT NULL
+)""",
+    "CREATE INDEX trade_status_history_trade ON trade_status_history(source, trade_id, ts)",
+    _entity_table(SIGNALS),
+    "CREATE INDEX signals_status ON signals(status, account)",
+    "CREATE INDEX signals_closed_at ON signals(closed_at)",
+    _entity_table(POSITIONS),
+    "CREATE INDEX positions_active ON positions(is_active, account)",
+    _entity_table(DAILY_STATS),
+    "CREATE INDEX daily_stats_date ON daily_stats(date, account)",
+    """CREATE TABLE journal_entries (
+    event_id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    account TEXT NOT NULL,
+    plugin_id TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    at TEXT NOT NULL,
+    title TEXT,
+    text TEXT NOT NULL,
+    trade_id TEXT,
+    signal_id TEXT,
+    category TEXT,
+    tags TEXT,
+    attributes TEXT NOT NULL DEFAULT '{}'
+)""",
+    "CREATE INDEX journal_at ON journal_entries(at)",
+    """CREATE TABLE audit_log (
+    event_id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    account TEXT NOT NULL,
+    plugin_id TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    ts TEXT NOT NULL,
+    action TEXT NOT NULL,
+    user TEXT,
+    component TEXT,
+    level TEXT,
+    details TEXT,
+    ip_address TEXT,
+    attributes TEXT NOT NULL DEFAULT '{}'
+)""",
+    "CREATE INDEX audit_ts ON audit_log(ts)",
+    "CREATE INDEX audit_action ON audit_log(action)",
+    """CREATE TABLE dead_letters (
+    id INTEGER PRIMARY KEY,
+    stream_id TEXT NOT NULL,
+    event_id TEXT,
+    raw BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    deliveries INTEGER NOT NULL DEFAULT 1,
+    received_at TEXT NOT NULL,
+    replayed_at TEXT
+)""",
+    "CREATE INDEX dead_letters_received ON dead_letters(received_at)",
+    """CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+)""",
+]
+
+# MIGRATIONS[n - 1] brings a database from version n - 1 to version n.
+MIGRATIONS: list[list[str]] = [_V1]
+SCHEMA_VERSION = len(MIGRATIONS)

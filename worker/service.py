@@ -1,0 +1,71 @@
+"""Wiring: build the Redis client and the store from settings, run the worker.
+
+This is where factories like ``from_url`` live; everything below takes built
+clients.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+import anyio
+import redis.asyncio as aredis
+from anyio.abc import TaskStatus
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from worker.consume import Worker
+from worker.settings import Settings
+from worker.store import SqliteStore
+
+log = logging.getLogger(__name__)
+
+
+def redis_client(settings: Settings) -> aredis.Redis:
+    """The worker's client: bytes in and out, socket timeout above the read block."""
+    return aredis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.block_ms / 1000 + 5,
+        socket_connect_timeout=5,
+        retry=Retry(NoBackoff(), 0),
+        decode_responses=False,
+    )
+
+
+async def run_worker(
+    settings: Settings,
+    *,
+    handle_signals: bool = True,
+    task_status: TaskStatus[Worker] = anyio.TASK_STATUS_IGNORED,
+) -> Worker:
+    """Run the worker until it is stopped (SIGTERM/SIGINT when ``handle_signals``)."""
+    client = redis_client(settings)
+    store = await SqliteStore.open(
+        settings.db, synchronous=settings.synchronous, busy_timeout_ms=settings.busy_timeout_ms
+    )
+    worker = Worker(settings, client, store)
+    try:
+        async with anyio.create_task_group() as tg:
+            if handle_signals:
+                tg.start_soon(_stop_on_signals, worker, tg.cancel_scope, settings.shutdown_grace_s)
+            task_status.started(worker)  # await worker.ready.wait() to know it reads
+            await worker.run()
+            tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await store.close()
+            await client.aclose()
+    return worker
+
+
+async def _stop_on_signals(worker: Worker, scope: anyio.CancelScope, grace_s: float) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if worker.stopping:
+                log.warning("second %s: stopping now", signal.Signals(signum).name)
+                scope.cancel()
+                return
+            log.info("%s: finishing the batch in hand, then stopping", signal.Signals(signum).name)
+            worker.stop()
+            scope.deadline = anyio.current_time() + grace_s

@@ -1,0 +1,142 @@
+"""One frozen settings model, built once at the edge (the CLI) and passed down.
+
+Precedence: command-line flags > ``TRADESCRIBE_*`` environment variables >
+TOML file (``--config``, default ``/etc/tradescribe/tradescribe.toml`` when it
+exists) > defaults.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import socket
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from contracts.events import DEFAULT_STREAM
+from contracts.redisurl import mask_url
+from worker.errors import ConfigError
+
+DEFAULT_CONFIG = Path("/etc/tradescribe/tradescribe.toml")
+_toml_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml", default=None)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TRADESCRIBE_", frozen=True, extra="forbid", validate_default=True
+    )
+
+    redis_url: str = Field(
+        "redis://localhost:6379/0",
+        description="Redis to read from (redis://, rediss:// for TLS, unix://).",
+    )
+    db: Path = Field(Path("tradescribe.db"), description="The SQLite database file.")
+    stream: str = Field(DEFAULT_STREAM, min_length=1, description="Stream key bots publish to.")
+    group: str = Field("tradescribe", min_length=1, description="Consumer group name.")
+    consumer: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        description="Consumer name; keep it stable so a restart re-reads its own pending.",
+    )
+    batch_max: int = Field(2000, ge=1, le=100_000, description="Most events in one transaction.")
+    block_ms: int = Field(
+        1000, ge=1, le=60_000, description="Longest wait for new events before a read returns."
+    )
+    claim_idle_ms: int = Field(
+        30_000, ge=0, description="Entries pending this long at a dead consumer are claimed."
+    )
+    claim_interval_s: float = Field(30.0, gt=0, description="How often to look for such entries.")
+    max_deliveries: int = Field(
+        5, ge=1, description="Dead-letter an entry delivered this many times without commit."
+    )
+    max_message_bytes: int = Field(
+        65_536, ge=256, description="Larger stream entries are dead-lettered unread."
+    )
+    synchronous: Literal["FULL", "NORMAL"] = Field(
+        "FULL", description="SQLite synchronous mode; FULL survives power loss."
+    )
+    busy_timeout_ms: int = Field(5000, ge=0, description="SQLite busy timeout.")
+    retry_max_s: float = Field(5.0, gt=0, description="Longest back-off after a transient error.")
+    shutdown_grace_s: float = Field(
+        10.0, gt=0, description="On stop, time to finish the batch in hand before cancelling."
+    )
+    trim_keep_s: float = Field(
+        3600.0,
+        ge=0,
+        description="Committed entries younger than this stay in the stream (0: never trim).",
+    )
+    trim_interval_s: float = Field(60.0, gt=0, description="How often to trim.")
+    lease_ttl_ms: int = Field(
+        10_000, ge=1000, description="Writer lease in Redis; another worker waits this long."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = Field("text", description="json for journald.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml = _toml_file.get()
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+    def public(self) -> dict[str, Any]:
+        """The settings as a person may see them: secrets masked."""
+        values = self.model_dump(mode="json")
+        values["redis_url"] = mask_url(self.redis_url)
+        return values
+
+
+def load_settings(config: Path | None = None, **flags: Any) -> Settings:
+    """Build the settings from flags, environment and TOML; bad input -> ConfigError."""
+    if config is None and DEFAULT_CONFIG.is_file():
+        config = DEFAULT_CONFIG
+    if config is not None:
+        if not config.is_file():
+            raise ConfigError(f"config file {config} does not exist (fix the --config path)")
+        try:
+            with config.open("rb") as fh:
+                tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {config} is not valid TOML: {exc}") from exc
+    token = _toml_file.set(config)
+    try:
+        return Settings(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, config)) from exc
+    finally:
+        _toml_file.reset(token)
+
+
+def _describe(exc: ValidationError, config: Path | None) -> str:
+    lines = []
+    for err in exc.errors(include_url=False):
+        name = ".".join(str(p) for p in err["loc"])
+        field = Settings.model_fields.get(name)
+        if err["type"] == "extra_forbidden":
+            where = f" in {config}" if config else ""
+            known = ", ".join(sorted(Settings.model_fields))
+            lines.append(f"unknown setting '{name}'{where}; known settings: {known}")
+            continue
+        hint = f" ({field.description})" if field and field.description else ""
+        env = f"TRADESCRIBE_{name.upper()}"
+        lines.append(
+            f"bad value for setting '{name}' (--{name.replace('_', '-')} or {env}): "
+            f"{err['msg']}; got {err.get('input')!r}{hint}"
+        )
+    return "; ".join(lines)
