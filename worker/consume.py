@@ -29,7 +29,7 @@ from contracts.events import WIRE_FIELD, parse_event
 from worker.errors import RedisSetupError
 from worker.lease import FileLock, RedisLease, worker_identity
 from worker.settings import Settings
-from worker.store import DeadLetter, Decoded, SqliteStore
+from worker.store import DeadLetter, Decoded, SqliteStore, stream_order
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ class Worker:
                     reply = await self.redis.xreadgroup(
                         s.group, s.consumer, {s.stream: after}, count=s.batch_max, block=block
                     )
-                    return [(_text(i), f or {}) for _, entries in reply or [] for i, f in entries]
+                    return _entries(reply)
                 except _TRANSIENT_REDIS as exc:
                     self.stats.note_error("redis unreachable", exc)
                     log.warning("reading from Redis failed (%s); retrying in %.2fs", exc, delay)
@@ -371,9 +371,9 @@ class Worker:
         bound = _text(ours["last-delivered-id"])
         summary = await self.redis.xpending(s.stream, s.group)
         if summary["pending"]:
-            bound = min(bound, _text(summary["min"]), key=_stream_key)
+            bound = min(bound, _text(summary["min"]), key=stream_order)
         keep_from = f"{int((time.time() - s.trim_keep_s) * 1000)}-0"
-        min_id = min(bound, keep_from, key=_stream_key)
+        min_id = min(bound, keep_from, key=stream_order)
         return int(await self.redis.xtrim(s.stream, minid=min_id, approximate=False))
 
 
@@ -381,9 +381,9 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _stream_key(stream_id: str) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
+def _entries(reply: Any) -> list[Entry]:
+    """XREADGROUP's reply as (stream id, fields); deleted entries have no fields."""
+    return [(_text(i), f or {}) for _, entries in reply or [] for i, f in entries]
 
 
 def _guess_id(raw: bytes) -> str | None:

@@ -105,15 +105,16 @@ class RedisLease:
         )
 
     async def renew(self) -> None:
-        renewed = await self._client.eval(_RENEW, 1, self.key, self._value, self.ttl_ms)  # type: ignore[misc]
-        if not renewed:
-            # Expired while we could not reach Redis: take it back if nobody else did.
-            if not await self._client.set(self.key, self._value, nx=True, px=self.ttl_ms):
-                holder = await self._client.get(self.key)
-                raise LeaseLostError(
-                    f"the writer lease {self.key} is now held by {describe_holder(holder)}; "
-                    "this worker stops writing"
-                )
+        renewed = await self._client.eval(_RENEW, 1, self.key, self._value, self.ttl_ms)
+        # Expired while we could not reach Redis: take it back if nobody else did.
+        if not renewed and not await self._client.set(
+            self.key, self._value, nx=True, px=self.ttl_ms
+        ):
+            holder = await self._client.get(self.key)
+            raise LeaseLostError(
+                f"the writer lease {self.key} is now held by {describe_holder(holder)}; "
+                "this worker stops writing"
+            )
 
     async def release(self) -> None:
-        await self._client.eval(_RELEASE, 1, self.key, self._value)  # type: ignore[misc]
+        await self._client.eval(_RELEASE, 1, self.key, self._value)

@@ -227,7 +227,9 @@ def event_version(event: AnyEvent) -> str:
     return f"{utc_text(event.ts)}|{event.id}"
 
 
-def _split(payload: Payload, entity: Entity, skip: Iterable[str]) -> tuple[dict[str, Any], dict]:
+def _split(
+    payload: Payload, entity: Entity, skip: Iterable[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fields the sender set, as (projection columns, everything else)."""
     skipped = set(skip)
     columns: dict[str, Any] = {}
@@ -269,8 +271,8 @@ def project(events: Iterable[AnyEvent]) -> Projected:
             columns["plugin_id"] = event.plugin_id
             if "is_active" not in columns:
                 columns["is_active"] = int(pos.quantity != 0)
-            key = (event.account, event.source, event.mode, pos.position_id or pos.symbol)
-            out.changes.append(Change(POSITIONS, key, version, ts, columns, attributes))
+            pos_key = (event.account, event.source, event.mode, pos.position_id or pos.symbol)
+            out.changes.append(Change(POSITIONS, pos_key, version, ts, columns, attributes))
         elif isinstance(event, DailyStatsUpdatedEvent):
             columns, attributes = _split(event.data, DAILY_STATS, ("date",))
             key = (event.account, event.source, event.plugin_id, event.mode, str(event.data.date))
@@ -323,7 +325,7 @@ def project(events: Iterable[AnyEvent]) -> Projected:
 
 def _trade_change(event: AnyEvent, version: str, ts: str, out: Projected) -> None:
     data = event.data
-    columns, attributes = _split(data, TRADES, ("trade_id",))  # type: ignore[arg-type]
+    columns, attributes = _split(data, TRADES, ("trade_id",))
     if isinstance(event, TradeOpenedEvent):
         columns.setdefault("status", "open")
         columns.setdefault("opened_at", ts)
@@ -344,7 +346,7 @@ def _trade_change(event: AnyEvent, version: str, ts: str, out: Projected) -> Non
 
 def _signal_change(event: AnyEvent, version: str, ts: str, out: Projected) -> None:
     data = event.data
-    columns, attributes = _split(data, SIGNALS, ("signal_id",))  # type: ignore[arg-type]
+    columns, attributes = _split(data, SIGNALS, ("signal_id",))
     if isinstance(event, SignalEmittedEvent):
         columns.setdefault("status", "active")
         columns.setdefault("emitted_at", ts)

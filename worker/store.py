@@ -171,7 +171,8 @@ class SqliteStore:
                     _INSERT_DEAD,
                     ((d.stream_id, d.event_id, d.raw, d.reason, d.deliveries, now) for d in dead),
                 )
-            last = max((x.stream_id for x in [*good, *dead]), key=_stream_order, default=None)
+            ids = [x.stream_id for x in good] + [x.stream_id for x in dead]
+            last = max(ids, key=stream_order, default=None)
             if last is not None:
                 await db.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_stream_id', ?)",
@@ -233,7 +234,8 @@ class SqliteStore:
         return row[0] if row else None
 
 
-def _stream_order(stream_id: str) -> tuple[int, int]:
+def stream_order(stream_id: str) -> tuple[int, int]:
+    """A Redis stream id as a sortable (milliseconds, sequence) pair."""
     ms, _, seq = stream_id.partition("-")
     return int(ms), int(seq or 0)
 
