@@ -122,14 +122,29 @@ def demo(
     run_demo(redis_url=redis_url, db=db, seconds=seconds, bots=bots, as_json=as_json)
 
 
+def _user_error(exc: BaseException) -> TradescribeError | None:
+    """The error meant for a person, also when a task group wrapped it."""
+    if isinstance(exc, TradescribeError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _user_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
 def main() -> None:
     try:
         app()
-    except TradescribeError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except BaseException as exc:
+        error = _user_error(exc)
+        if error is None:
+            raise
+        typer.secho(f"error: {error}", fg="red", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -78,15 +78,16 @@ class Worker:
         self.identity = worker_identity(settings.consumer)
         self._stopping = anyio.Event()
         self.ready = anyio.Event()
-        self._read_scope: anyio.CancelScope | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop reading; the batch in hand is committed and acknowledged. Safe twice."""
+        """Stop reading; the batch in hand is committed and acknowledged. Safe twice.
+
+        A read in flight is let finish (within ``block_ms``): what Redis delivered
+        to it is in hand too.
+        """
         self._stopping.set()
-        if self._read_scope is not None:
-            self._read_scope.cancel()
 
     @property
     def stopping(self) -> bool:
@@ -203,26 +204,20 @@ class Worker:
         s = self.settings
         delay = 0.05
         while not self.stopping:
-            with anyio.CancelScope() as scope:
-                self._read_scope = scope
-                try:
-                    reply = await self.redis.xreadgroup(
-                        s.group, s.consumer, {s.stream: after}, count=s.batch_max, block=block
-                    )
-                    return _entries(reply)
-                except _TRANSIENT_REDIS as exc:
-                    self.stats.note_error("redis unreachable", exc)
-                    log.warning("reading from Redis failed (%s); retrying in %.2fs", exc, delay)
-                except ResponseError as exc:
-                    if "NOGROUP" not in str(exc):
-                        raise
-                    log.warning("consumer group vanished (%s); creating it again", exc)
-                    await self._ensure_group()
-                    continue
-                finally:
-                    self._read_scope = None
-            if scope.cancelled_caught:
-                return []
+            try:
+                reply = await self.redis.xreadgroup(
+                    s.group, s.consumer, {s.stream: after}, count=s.batch_max, block=block
+                )
+                return _entries(reply)
+            except _TRANSIENT_REDIS as exc:
+                self.stats.note_error("redis unreachable", exc)
+                log.warning("reading from Redis failed (%s); retrying in %.2fs", exc, delay)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                log.warning("consumer group vanished (%s); creating it again", exc)
+                await self._ensure_group()
+                continue
             await anyio.sleep(delay)
             delay = min(delay * 2, s.retry_max_s)
         return []

@@ -37,6 +37,20 @@ def describe_holder(raw: str | bytes | None) -> str:
         return "an unknown process"
 
 
+def _is_dead_local_process(raw: str | bytes) -> bool:
+    """True if the lease holder ran on this host and its process is gone."""
+    try:
+        who = json.loads(raw)
+        if who["host"] != socket.gethostname():
+            return False
+        os.kill(int(who["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, KeyError, TypeError, PermissionError):
+        return False
+    return False
+
+
 class FileLock:
     """An exclusive ``flock`` on ``<db>.lock``; released when the process dies."""
 
@@ -73,6 +87,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return false
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -97,8 +117,13 @@ class RedisLease:
         if await self._client.set(self.key, self._value, nx=True, px=self.ttl_ms):
             return
         holder = await self._client.get(self.key)
-        if holder == self._value:
-            return
+        if holder is not None and _is_dead_local_process(holder):
+            # A worker on this host died (kill -9) before its lease expired: take over.
+            if await self._client.eval(_TAKE_OVER, 1, self.key, holder, self._value, self.ttl_ms):
+                return
+            holder = await self._client.get(self.key)
+        if holder is None:
+            return await self.acquire()
         raise AlreadyRunningError(
             f"another worker ({describe_holder(holder)}) already consumes {self._what}; "
             f"stop it first (its lease {self.key} expires {self.ttl_ms} ms after it stops)"

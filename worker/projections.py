@@ -197,7 +197,9 @@ def json_value(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=json_value, ensure_ascii=False)
+    return json.dumps(
+        value, separators=(",", ":"), default=json_value, ensure_ascii=False, sort_keys=True
+    )
 
 
 @dataclass(slots=True)

@@ -1,0 +1,260 @@
+"""Delivery semantics: at-least-once transport, exactly-once effect."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import pytest
+import redis
+
+from contracts import AsyncPublisher, Publisher, build_event, new_event_id, to_wire
+from tests.conftest import (
+    WorkerProcess,
+    count,
+    make_settings,
+    pending,
+    query,
+    running_worker,
+    wait_for,
+)
+from worker.settings import Settings
+
+pytestmark = pytest.mark.delivery
+
+TS = "2026-11-22T10:00:00+00:00"
+
+
+def wire(event_type: str, source: str = "bot-a", **data: object) -> str:
+    event = build_event(event_type, data, source=source, ts=dt.datetime.fromisoformat(TS))
+    return to_wire(event)
+
+
+def publish_many(client: redis.Redis, stream: str, n: int, source: str = "bot-a") -> list[str]:
+    """n trade.opened events, sent in pipelined chunks; returns their ids."""
+    ids = []
+    for start in range(0, n, 1000):
+        pipe = client.pipeline(transaction=False)
+        for i in range(start, min(n, start + 1000)):
+            event = build_event(
+                "trade.opened",
+                {"trade_id": f"T{i}", "symbol": "BTCUSDT", "side": "buy", "quantity": "1",
+                 "entry_price": "100"},
+                source=source,
+            )  # fmt: skip
+            ids.append(event.id)
+            pipe.xadd(stream, {"event": to_wire(event)})
+        pipe.execute()
+    return ids
+
+
+ROUND_TRIP = [
+    ("trade.opened", {"trade_id": "T1", "symbol": "BTCUSDT", "side": "buy", "quantity": "0.5",
+                      "entry_price": "43000.5", "stop_loss": "42000", "take_profit": "45000",
+                      "strategy": "breakout", "atr_at_entry": "350.2"},
+     "trades", "trade_id = 'T1' AND entry_price = 43000.5 AND strategy = 'breakout' "
+     "AND json_extract(attributes, '$.atr_at_entry') = '350.2'"),
+    ("trade.updated", {"trade_id": "T1", "current_price": "43500", "unrealized_pnl": "250"},
+     "trades", "current_price = 43500 AND unrealized_pnl = 250"),
+    ("trade.closed", {"trade_id": "T1", "exit_price": "44000", "realized_pnl": "500",
+                      "exit_reason": "take_profit"},
+     "trades", "status = 'closed' AND realized_pnl = 500 AND closed_at IS NOT NULL"),
+    ("signal.emitted", {"signal_id": "S1", "symbol": "ETHUSDT", "side": "sell",
+                        "entry_price": "2300", "confidence": "87"},
+     "signals", "signal_id = 'S1' AND emitted_at IS NOT NULL AND confidence = 87"),
+    ("signal.updated", {"signal_id": "S1", "current_price": "2250", "unrealized_pnl": "50"},
+     "signals", "current_price = 2250"),
+    ("signal.closed", {"signal_id": "S1", "exit_price": "2200", "realized_pnl": "100"},
+     "signals", "status = 'closed' AND realized_pnl = 100"),
+    ("position.updated", {"symbol": "NIFTY24NOVFUT", "quantity": "-50", "entry_price": "24100",
+                          "exchange": "NFO", "lot_size": "25"},
+     "positions", "position_key = 'NIFTY24NOVFUT' AND quantity = -50 AND is_active = 1"),
+    ("daily_stats.updated", {"date": "2026-11-22", "daily_loss_used": "1200",
+                             "daily_loss_limit": "5000", "number_of_trades": 7},
+     "daily_stats", "date = '2026-11-22' AND daily_loss_used = 1200 AND number_of_trades = 7"),
+    ("journal.entry", {"text": "Closed T1 at target", "trade_id": "T1", "tags": ["win"]},
+     "journal_entries", "trade_id = 'T1' AND tags = '[\"win\"]'"),
+    ("audit.event", {"action": "config.changed", "user": "ops", "details": {"risk": 0.01}},
+     "audit_log", "action = 'config.changed' AND details = '{\"risk\":0.01}'"),
+]  # fmt: skip
+
+
+async def test_each_event_type_lands_in_its_projection(settings: Settings) -> None:
+    async with running_worker(settings):
+        async with AsyncPublisher(
+            settings.redis_url, source="bot-a", account="ACC1", mode="paper",
+            stream=settings.stream,
+        ) as pub:  # fmt: skip
+            for event_type, data, _, _ in ROUND_TRIP:
+                await pub.publish(event_type, data)
+        await wait_for(lambda: count(settings.db, "events") == len(ROUND_TRIP))
+    for event_type, _, table, where in ROUND_TRIP:
+        assert count(settings.db, table, where) == 1, f"{event_type} not in {table} ({where})"
+    assert count(settings.db, "trades", "account = 'ACC1' AND mode = 'paper'") == 1
+    assert count(settings.db, "trade_status_history") == 2  # opened, closed
+    assert count(settings.db, "dead_letters") == 0
+
+
+def test_sync_publisher_returns_the_id_it_stored(
+    settings: Settings, worker_process: Callable[..., WorkerProcess]
+) -> None:
+    worker_process()
+    with Publisher(settings.redis_url, source="sync-bot", stream=settings.stream) as pub:
+        event_id = pub.publish("journal.entry", text="hello")
+    anyio.run(wait_for, lambda: count(settings.db, "journal_entries") == 1)
+    assert query(settings.db, "SELECT event_id, source FROM events") == [(event_id, "sync-bot")]
+
+
+async def test_same_id_published_twice_is_stored_once(
+    settings: Settings, sync_redis: redis.Redis
+) -> None:
+    event_id = new_event_id()
+    body = json.loads(wire("journal.entry", text="once"))
+    body["id"] = event_id
+    for _ in range(2):
+        sync_redis.xadd(settings.stream, {"event": json.dumps(body)})
+    async with running_worker(settings) as worker:
+        await wait_for(lambda: worker.stats.duplicates == 1, what="the duplicate to be refused")
+    assert query(settings.db, "SELECT event_id FROM events") == [(event_id,)]
+    assert count(settings.db, "journal_entries") == 1
+
+
+async def test_redelivered_entries_are_stored_once(
+    settings: Settings, sync_redis: redis.Redis, names: dict[str, str]
+) -> None:
+    publish_many(sync_redis, settings.stream, 500)
+    async with running_worker(settings):
+        await wait_for(lambda: count(settings.db, "events") == 500)
+    # Rewind the group: every committed entry is delivered again, as after a lost ack.
+    sync_redis.xgroup_setid(settings.stream, settings.group, "0")
+    async with running_worker(settings) as worker:
+        await wait_for(lambda: worker.stats.duplicates == 500, what="500 redeliveries")
+        assert worker.stats.committed == 0
+    assert count(settings.db, "events") == 500
+    assert count(settings.db, "trades") == 500
+    assert pending(sync_redis, names) == 0
+
+
+async def test_invalid_message_is_dead_lettered_and_its_batch_committed(
+    settings: Settings, sync_redis: redis.Redis, names: dict[str, str]
+) -> None:
+    sync_redis.xadd(settings.stream, {"event": wire("journal.entry", text="before")})
+    bad = json.loads(wire("trade.opened", trade_id="B", symbol="X", side="buy", quantity="1",
+                          entry_price="1"))  # fmt: skip
+    bad["data"]["quantity"] = "-5"
+    bad_id = sync_redis.xadd(settings.stream, {"event": json.dumps(bad)}).decode()
+    sync_redis.xadd(settings.stream, {"event": b"\xff not json"})
+    sync_redis.xadd(settings.stream, {"wrong": "field"})
+    sync_redis.xadd(settings.stream, {"event": wire("journal.entry", text="after")})
+    async with running_worker(settings) as worker:
+        await wait_for(lambda: count(settings.db, "dead_letters") == 3)
+        assert worker.stats.batches == 1  # all five were in one batch
+    assert count(settings.db, "journal_entries") == 2
+    reasons = query(settings.db, "SELECT stream_id, event_id, reason FROM dead_letters ORDER BY id")
+    assert reasons[0] == (
+        bad_id,
+        bad["id"],
+        "invalid event: data.quantity: Input should be greater than 0",
+    )
+    assert reasons[1][2].startswith("not UTF-8: ")
+    assert reasons[2][2] == "entry has no 'event' field (it has: wrong)"
+    raw = query(settings.db, "SELECT raw FROM dead_letters WHERE stream_id = ?", (bad_id,))
+    assert json.loads(raw[0][0]) == bad  # the exact bytes, kept for replay
+    assert pending(sync_redis, names) == 0
+
+
+def test_worker_killed_mid_stream_stores_every_event_exactly_once(
+    settings: Settings,
+    sync_redis: redis.Redis,
+    names: dict[str, str],
+    worker_process: Callable[..., WorkerProcess],
+) -> None:
+    s = settings.model_copy(update={"batch_max": 500})
+    proc = worker_process(s)
+    ids = publish_many(sync_redis, s.stream, 20_000)
+    anyio.run(wait_for, lambda: count(s.db, "events") >= 4000)
+    proc.kill()
+    stored_at_kill = count(s.db, "events")
+    worker_process(s, "worker-2.log")
+    anyio.run(wait_for, lambda: count(s.db, "events") == 20_000, 60)
+    anyio.run(wait_for, lambda: pending(sync_redis, names) == 0)
+    print(f"sent 20000, stored {stored_at_kill} before SIGKILL, 20000 after restart")
+    assert {r[0] for r in query(s.db, "SELECT event_id FROM events")} == set(ids)
+    assert count(s.db, "trades") == 20_000
+    assert stored_at_kill < 20_000, "the kill came too late to prove anything"
+
+
+def test_sigterm_during_a_burst_exits_0_and_loses_nothing(
+    settings: Settings,
+    sync_redis: redis.Redis,
+    names: dict[str, str],
+    worker_process: Callable[..., WorkerProcess],
+) -> None:
+    s = settings.model_copy(update={"batch_max": 200})
+    proc = worker_process(s)
+    publish_many(sync_redis, s.stream, 10_000)
+    anyio.run(wait_for, lambda: count(s.db, "events") >= 1000)
+    proc.signal(signal.SIGTERM)
+    assert proc.wait() == 0, proc.output()
+    assert pending(sync_redis, names) == 0  # the batch in hand was committed and acked
+    stored = count(s.db, "events")
+    assert "stopped: committed=" in proc.output()
+    worker_process(s, "worker-2.log")
+    anyio.run(wait_for, lambda: count(s.db, "events") == 10_000, 60)
+    print(f"sent 10000, {stored} stored before SIGTERM, 10000 after restart")
+
+
+def test_second_worker_on_the_same_database_refuses_to_start(
+    settings: Settings, tmp_path: Path, worker_process: Callable[..., WorkerProcess]
+) -> None:
+    first = worker_process()
+    anyio.run(wait_for, lambda: count(settings.db, "events", "0") == 0 and settings.db.exists())
+    anyio.run(wait_for, lambda: "started" in first.output())
+    other_stream = settings.model_copy(update={"stream": settings.stream + ":2"})
+    second = worker_process(other_stream, "second.log")
+    assert second.wait() == 1
+    out = second.output()
+    assert f"pid {first.process.pid}" in out and "is writing to" in out, out  # type: ignore[union-attr]
+    assert "Traceback" not in out
+
+
+def test_second_worker_on_the_same_group_refuses_to_start(
+    settings: Settings, tmp_path: Path, worker_process: Callable[..., WorkerProcess]
+) -> None:
+    first = worker_process()
+    anyio.run(wait_for, lambda: "started" in first.output())
+    elsewhere = settings.model_copy(update={"db": tmp_path / "other.db"})
+    second = worker_process(elsewhere, "second.log")
+    assert second.wait() == 1
+    out = second.output()
+    assert f"pid {first.process.pid}" in out and "already consumes" in out, out  # type: ignore[union-attr]
+
+
+async def test_worker_restarts_after_kill_without_waiting_for_its_lease(
+    settings: Settings, worker_process: Callable[..., WorkerProcess]
+) -> None:
+    s = settings.model_copy(update={"lease_ttl_ms": 60_000})
+    first = worker_process(s)
+    await wait_for(lambda: "started" in first.output())
+    first.kill()
+    second = worker_process(s, "second.log")
+    await wait_for(lambda: "started" in second.output(), 10)
+
+
+async def test_stream_is_trimmed_only_below_what_was_committed(
+    tmp_path: Path, redis_url: str, names: dict[str, str], sync_redis: redis.Redis
+) -> None:
+    s = make_settings(tmp_path / "t.db", redis_url, names, trim_keep_s=0.001)
+    publish_many(sync_redis, s.stream, 300)
+    async with running_worker(s) as worker:
+        await wait_for(lambda: count(s.db, "events") == 300)
+        publish_many(sync_redis, s.stream, 5, source="late")  # may still be unread
+        trimmed = await worker.trim()
+    assert trimmed >= 299
+    remaining = sync_redis.xrange(s.stream)
+    late = [e for e in remaining if b'"late"' in e[1][b"event"]]
+    assert len(late) == 5 or count(s.db, "events", "source = 'late'") == 5
