@@ -84,7 +84,8 @@ def test_bad_fields_are_refused_with_a_readable_reason(change: dict, message: st
     event = {
         "id": "0193a3c1-6f5e-7b21-9d4c-2b1e5f0a7c11", "type": "trade.opened", "source": "b",
         "ts": "2026-11-22T10:00:00Z",
-        "data": {"trade_id": "T", "symbol": "S", "side": "buy", "quantity": "1", "entry_price": "1"},
+        "data": {"trade_id": "T", "symbol": "S", "side": "buy", "quantity": "1",
+                 "entry_price": "1"},
     }  # fmt: skip
     data = change.pop("data", {})
     event.update(change)
