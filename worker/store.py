@@ -211,21 +211,30 @@ class SqliteStore:
     async def _load(
         self, entity: Entity, keys: Iterable[tuple[Any, ...]]
     ) -> dict[tuple[Any, ...], dict[str, Any]]:
-        """The stored rows for these keys (absent keys are simply missing)."""
-        keys = list(keys)
+        """The stored rows for these keys (absent keys are simply missing).
+
+        Keys are grouped by all but their last column, which goes into an IN
+        list, so every lookup is a primary-key search (a row-value IN over
+        VALUES would make SQLite scan the whole table).
+        """
+        by_prefix: dict[tuple[Any, ...], list[Any]] = defaultdict(list)
+        for key in keys:
+            by_prefix[key[:-1]].append(key[-1])
         found: dict[tuple[Any, ...], dict[str, Any]] = {}
-        width = len(entity.key)
         cols = ", ".join(entity.all_columns)
-        key_cols = ", ".join(entity.key)
-        for start in range(0, len(keys), _KEYS_PER_QUERY):
-            chunk = keys[start : start + _KEYS_PER_QUERY]
-            values = ", ".join(["(" + ", ".join("?" * width) + ")"] * len(chunk))
-            sql = f"SELECT {cols} FROM {entity.table} WHERE ({key_cols}) IN (VALUES {values})"
-            params = [part for key in chunk for part in key]
-            async with self._db.execute(sql, params) as cur:
-                for record in await cur.fetchall():
-                    row = row_from_db(entity, tuple(record))
-                    found[tuple(row[k] for k in entity.key)] = row
+        prefix_match = " AND ".join(f"{k} = ?" for k in entity.key[:-1])
+        for prefix, lasts in by_prefix.items():
+            for start in range(0, len(lasts), _KEYS_PER_QUERY):
+                chunk = lasts[start : start + _KEYS_PER_QUERY]
+                marks = ", ".join("?" * len(chunk))
+                sql = (
+                    f"SELECT {cols} FROM {entity.table} "
+                    f"WHERE {prefix_match} AND {entity.key[-1]} IN ({marks})"
+                )
+                async with self._db.execute(sql, (*prefix, *chunk)) as cur:
+                    for record in await cur.fetchall():
+                        row = row_from_db(entity, tuple(record))
+                        found[tuple(row[k] for k in entity.key)] = row
         return found
 
     async def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
