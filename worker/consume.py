@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 import redis.asyncio as aredis
 from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectSendStream
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
@@ -36,6 +37,13 @@ log = logging.getLogger(__name__)
 Entry = tuple[str, dict[bytes, bytes]]
 _WIRE_KEY = WIRE_FIELD.encode()
 _TRANSIENT_REDIS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+@dataclass(slots=True)
+class _Batch:
+    ids: list[str]  # every stream id read, acknowledged after the commit
+    good: list[Decoded]
+    dead: list[DeadLetter]
 
 
 @dataclass
@@ -151,11 +159,23 @@ class Worker:
     # -- the loop ----------------------------------------------------------------
 
     async def _consume(self) -> None:
-        async for entries, deliveries in self._read():
-            good, dead = self._decode(entries, deliveries)
-            if not await self._commit(good, dead):
-                return  # stopped while the store was failing; nothing was acked
-            await self._ack([stream_id for stream_id, _ in entries])
+        # The next batch is read and decoded while this one commits (the SQLite
+        # work runs in aiosqlite's thread): a pipeline one batch deep.
+        send, receive = anyio.create_memory_object_stream[_Batch](0)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._read_and_decode, send)
+            async with receive:
+                async for batch in receive:
+                    if not await self._commit(batch.good, batch.dead):
+                        tg.cancel_scope.cancel()
+                        return  # stopped while the store was failing; nothing was acked
+                    await self._ack(batch.ids)
+
+    async def _read_and_decode(self, send: MemoryObjectSendStream[_Batch]) -> None:
+        async with send:
+            async for entries, deliveries in self._read():
+                good, dead = self._decode(entries, deliveries)
+                await send.send(_Batch([i for i, _ in entries], good, dead))
 
     async def _read(self) -> AsyncIterator[tuple[list[Entry], dict[str, int]]]:
         """Own pending entries first, then idle ones of dead consumers, then new ones."""

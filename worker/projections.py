@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 from contracts.events import (
@@ -38,6 +39,10 @@ from contracts.events import (
 )
 
 TENANCY = ("account", "plugin_id", "mode")
+_POSITION_SKIP = frozenset({"position_id"})
+_DATE_SKIP = frozenset({"date"})
+_TRADE_SKIP = frozenset({"trade_id"})
+_SIGNAL_SKIP = frozenset({"signal_id"})
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,10 @@ class Entity:
     @property
     def all_columns(self) -> tuple[str, ...]:
         return (*self.key, *self.columns, "created_at", "updated_at", "attributes", "versions")
+
+    @cached_property
+    def column_set(self) -> frozenset[str]:
+        return frozenset(self.columns)
 
 
 TRADES = Entity(
@@ -168,8 +177,8 @@ AUDIT_COLUMNS = (
 
 
 def utc_text(moment: dt.datetime) -> str:
-    """Fixed-width UTC text, so that string order is time order."""
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Fixed-width UTC text (``2026-11-22T10:00:00.000000Z``): string order is time order."""
+    return moment.astimezone(dt.UTC).isoformat(timespec="microseconds")[:26] + "Z"
 
 
 def column_value(value: Any) -> Any:
@@ -225,33 +234,35 @@ class Projected:
     audit: list[tuple[Any, ...]] = field(default_factory=list)
 
 
-def event_version(event: AnyEvent) -> str:
-    return f"{utc_text(event.ts)}|{event.id}"
+def event_version(event: AnyEvent, ts: str | None = None) -> str:
+    return f"{ts or utc_text(event.ts)}|{event.id}"
 
 
 def _split(
-    payload: Payload, entity: Entity, skip: Iterable[str]
+    payload: Payload, entity: Entity, skip: Container[str]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fields the sender set, as (projection columns, everything else)."""
-    skipped = set(skip)
     columns: dict[str, Any] = {}
     attributes: dict[str, Any] = {}
+    in_columns = entity.column_set
     for name in payload.model_fields_set:
-        if name in skipped or name == "attributes":
+        if name in skip or name == "attributes":
             continue
         value = getattr(payload, name)
-        if name in entity.columns:
+        if name in in_columns:
             columns[name] = column_value(value)
         else:
             attributes[name] = json_value(value)
-    attributes.update({k: json_value(v) for k, v in payload.extras().items()})
+    if payload.attributes or payload.model_extra:
+        attributes.update({k: json_value(v) for k, v in payload.extras().items()})
     return columns, attributes
 
 
 def _tenancy(event: AnyEvent) -> tuple[dict[str, Any], dict[str, Any]]:
     """Tenancy the sender named explicitly, and the defaults it left implicit."""
-    explicit = {k: getattr(event, k) for k in TENANCY if k in event.model_fields_set}
-    implicit = {k: getattr(event, k) for k in TENANCY if k not in explicit}
+    given = event.model_fields_set
+    explicit = {k: getattr(event, k) for k in TENANCY if k in given}
+    implicit = {k: getattr(event, k) for k in TENANCY if k not in given}
     return explicit, implicit
 
 
@@ -259,8 +270,8 @@ def project(events: Iterable[AnyEvent]) -> Projected:
     """What a batch of validated events does to the projections."""
     out = Projected()
     for event in events:
-        version = event_version(event)
         ts = utc_text(event.ts)
+        version = event_version(event, ts)
         data = event.data
         kind = event.type.split(".", 1)[0]
         if kind == "trade":
@@ -269,14 +280,14 @@ def project(events: Iterable[AnyEvent]) -> Projected:
             _signal_change(event, version, ts, out)
         elif isinstance(event, PositionUpdatedEvent):
             pos = event.data
-            columns, attributes = _split(pos, POSITIONS, ("position_id",))
+            columns, attributes = _split(pos, POSITIONS, _POSITION_SKIP)
             columns["plugin_id"] = event.plugin_id
             if "is_active" not in columns:
                 columns["is_active"] = int(pos.quantity != 0)
             pos_key = (event.account, event.source, event.mode, pos.position_id or pos.symbol)
             out.changes.append(Change(POSITIONS, pos_key, version, ts, columns, attributes))
         elif isinstance(event, DailyStatsUpdatedEvent):
-            columns, attributes = _split(event.data, DAILY_STATS, ("date",))
+            columns, attributes = _split(event.data, DAILY_STATS, _DATE_SKIP)
             key = (event.account, event.source, event.plugin_id, event.mode, str(event.data.date))
             out.changes.append(Change(DAILY_STATS, key, version, ts, columns, attributes))
         elif isinstance(event, JournalEntryEvent):
@@ -327,7 +338,7 @@ def project(events: Iterable[AnyEvent]) -> Projected:
 
 def _trade_change(event: AnyEvent, version: str, ts: str, out: Projected) -> None:
     data = event.data
-    columns, attributes = _split(data, TRADES, ("trade_id",))
+    columns, attributes = _split(data, TRADES, _TRADE_SKIP)
     if isinstance(event, TradeOpenedEvent):
         columns.setdefault("status", "open")
         columns.setdefault("opened_at", ts)
@@ -348,7 +359,7 @@ def _trade_change(event: AnyEvent, version: str, ts: str, out: Projected) -> Non
 
 def _signal_change(event: AnyEvent, version: str, ts: str, out: Projected) -> None:
     data = event.data
-    columns, attributes = _split(data, SIGNALS, ("signal_id",))
+    columns, attributes = _split(data, SIGNALS, _SIGNAL_SKIP)
     if isinstance(event, SignalEmittedEvent):
         columns.setdefault("status", "active")
         columns.setdefault("emitted_at", ts)

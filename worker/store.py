@@ -74,6 +74,15 @@ def _insert(table: str, columns: Sequence[str], verb: str = "INSERT OR IGNORE") 
     return f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({marks})"
 
 
+def _upsert(entity: Entity) -> str:
+    """Insert a merged row, or update the stored one in place (cheaper than REPLACE,
+    which deletes and re-inserts every index entry)."""
+    values = ", ".join(f"{c} = excluded.{c}" for c in entity.all_columns if c not in entity.key)
+    return f"{_insert(entity.table, entity.all_columns, 'INSERT')} " + (
+        f"ON CONFLICT ({', '.join(entity.key)}) DO UPDATE SET {values}"
+    )
+
+
 _INSERT_EVENT = _insert(
     "events",
     (
@@ -197,8 +206,7 @@ class SqliteStore:
                     row = rows[change.key] = new_row(entity, change.key, change.ts)
                 merge(row, change)
             await db.executemany(
-                _insert(entity.table, entity.all_columns, "INSERT OR REPLACE"),
-                (row_values(entity, row) for row in rows.values()),
+                _upsert(entity), (row_values(entity, row) for row in rows.values())
             )
         for table, columns, rows_ in (
             ("trade_status_history", STATUS_HISTORY_COLUMNS, projected.status_history),
