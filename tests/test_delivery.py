@@ -258,3 +258,21 @@ async def test_stream_is_trimmed_only_below_what_was_committed(
     remaining = sync_redis.xrange(s.stream)
     late = [e for e in remaining if b'"late"' in e[1][b"event"]]
     assert len(late) == 5 or count(s.db, "events", "source = 'late'") == 5
+
+
+async def test_entry_delivered_too_often_without_commit_is_dead_lettered(
+    settings: Settings, sync_redis: redis.Redis, names: dict[str, str]
+) -> None:
+    s = settings.model_copy(update={"max_deliveries": 3})
+    sync_redis.xgroup_create(s.stream, s.group, id="0", mkstream=True)
+    poison = sync_redis.xadd(s.stream, {"event": wire("journal.entry", text="poison")}).decode()
+    # Three earlier workers read it as this consumer and died before committing it.
+    for start in (">", "0", "0"):
+        sync_redis.xreadgroup(s.group, s.consumer, {s.stream: start}, count=10)
+    sync_redis.xadd(s.stream, {"event": wire("journal.entry", text="fine")})
+    async with running_worker(s):
+        await wait_for(lambda: count(s.db, "journal_entries") == 1)
+        await wait_for(lambda: count(s.db, "dead_letters") == 1)
+    (row,) = query(s.db, "SELECT stream_id, reason, deliveries FROM dead_letters")
+    assert row[0] == poison and row[1].startswith("delivered ") and row[2] > 3
+    assert pending(sync_redis, names) == 0
