@@ -95,7 +95,7 @@ class Client:
                 f"no worker answered '{command}' on {self.channel} within {timeout:g} s "
                 "(the worker may be overloaded or stuck; try --timeout)"
             )
-        return _result(reply[1], request_id)
+        return _result(str(reply[1]), request_id)
 
     def ping(self, timeout_s: float | None = None) -> float:
         """Round trip to the worker and back, in seconds."""

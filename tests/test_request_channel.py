@@ -46,11 +46,8 @@ async def test_unknown_command_gets_an_error_reply_and_the_worker_keeps_answerin
 async def test_unexpected_arguments_get_a_bad_args_reply(settings: Settings) -> None:
     async with running_worker(settings):
         await worker_listening(settings)
-        with _client(settings) as client:
-            with pytest.raises(RequestFailedError) as err:
-                await anyio.to_thread.run_sync(
-                    lambda: client.request("status", {"sql": "SELECT 1"})
-                )
+        with _client(settings) as client, pytest.raises(RequestFailedError) as err:
+            await anyio.to_thread.run_sync(lambda: client.request("status", {"sql": "SELECT 1"}))
     assert err.value.code == "bad_args"
     assert "sql" in err.value.message
 
