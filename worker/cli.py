@@ -122,6 +122,14 @@ def demo(
     run_demo(redis_url=redis_url, db=db, seconds=seconds, bots=bots, as_json=as_json)
 
 
+from worker.ops_cli import check, config, ping, status  # noqa: E402
+
+app.command()(status)
+app.command()(ping)
+app.command()(check)
+app.command()(config)
+
+
 def _user_error(exc: BaseException) -> TradescribeError | None:
     """The error meant for a person, also when a task group wrapped it."""
     if isinstance(exc, TradescribeError):

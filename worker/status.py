@@ -51,7 +51,8 @@ def counters(stats: Stats) -> dict[str, Any]:
     """The in-memory counters: what the heartbeat holds and what logs carry."""
     now = time.time()
     latencies = list(stats.commit_ms)
-    sizes = [float(n) for n in stats.batch_sizes]
+    sizes = list(stats.batch_sizes)
+    size_p50 = percentile([float(n) for n in sizes], 50)
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     return {
         "uptime_s": round(now - stats.started_at, 3),
@@ -64,7 +65,7 @@ def counters(stats: Stats) -> dict[str, Any]:
         "last_commit_at": stats.last_commit_at,
         "last_commit_age_s": _age(stats.last_commit_at, now),
         "last_stream_id": stats.last_stream_id,
-        "batch_size_p50": percentile(sizes, 50),
+        "batch_size_p50": None if size_p50 is None else int(size_p50),
         "batch_size_max": max(sizes) if sizes else None,
         "commit_ms_p50": None if p50 is None else round(p50, 3),
         "commit_ms_p99": None if p99 is None else round(p99, 3),
