@@ -93,6 +93,10 @@ class Worker:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
+    async def wait_stopping(self) -> None:
+        """Return once a stop has been asked for."""
+        await self._stopping.wait()
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         s = self.settings
         lock = FileLock(s.db, self.identity)
