@@ -49,6 +49,9 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        counters = getattr(record, "counters", None)
+        if counters is not None:
+            entry["counters"] = counters
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry)

@@ -20,7 +20,7 @@ import redis
 from redis.exceptions import RedisError
 
 from worker.consume import Worker
-from worker.status import counters, identity, stream_id_age
+from worker.status import counters, database_status, identity, redis_backlog, stream_id_age
 
 log = logging.getLogger(__name__)
 
@@ -150,3 +150,23 @@ def _check_pending(
             f"{health.pending} entries pending, the oldest ({oldest}) for {age:.0f} s "
             f"(bound {bound_s:g} s): the worker is not committing"
         )
+
+
+async def log_ready(worker: Worker) -> None:
+    """One INFO line once the worker reads: what is stored and what waits in Redis."""
+    await worker.ready.wait()
+    db = await database_status(worker)
+    backlog = await redis_backlog(worker)
+    values = {
+        "events_stored": db["events_stored"],
+        "dead_letters": db["dead_letters"],
+        "schema_version": db["schema_version"],
+        "pending": backlog["pending"],
+        "lag": backlog["lag"],
+    }
+    log.info(
+        "worker %s ready: %s",
+        worker.settings.consumer,
+        " ".join(f"{k}={v}" for k, v in values.items()),
+        extra={"counters": values},
+    )

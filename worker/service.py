@@ -16,7 +16,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from worker.consume import Worker
-from worker.health import keep_heartbeat
+from worker.health import keep_heartbeat, log_ready
 from worker.responder import serve_requests
 from worker.sdnotify import notify_systemd
 from worker.settings import Settings
@@ -54,6 +54,7 @@ async def run_worker(
                 tg.start_soon(_stop_on_signals, worker, tg.cancel_scope, settings.shutdown_grace_s)
             tg.start_soon(serve_requests, worker)
             tg.start_soon(keep_heartbeat, worker)
+            tg.start_soon(log_ready, worker)
             tg.start_soon(notify_systemd, worker)
             task_status.started(worker)  # await worker.ready.wait() to know it reads
             await worker.run()
