@@ -81,6 +81,9 @@ def worker(
     batch_max: Annotated[int | None, typer.Option(help="Most events per transaction.")] = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = None,
     log_format: Annotated[str | None, typer.Option(help="text or json (journald).")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on this port (127.0.0.1).")
+    ] = None,
 ) -> None:
     """Run the single writer in the foreground (what systemd runs).
 
@@ -100,6 +103,7 @@ def worker(
         batch_max=batch_max,
         log_level=log_level,
         log_format=log_format,
+        metrics_port=metrics_port,
     )
     setup_logging(settings)
     anyio.run(lambda: run_worker(settings))
