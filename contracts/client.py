@@ -15,6 +15,8 @@ from types import TracebackType
 from typing import Any, Self
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from contracts.errors import NoWorkerError, RedisUnreachableError, RequestFailedError
 from contracts.events import DEFAULT_STREAM
@@ -25,6 +27,7 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 REPLY_PREFIX = "tradescribe:reply:"
 REPLY_KEY_PATTERN = re.compile(r"^tradescribe:reply:[0-9a-f]{32}$")
 REPLY_TTL_S = 60
+POLL_S = 1.0
 
 
 def request_channel(stream: str, group: str) -> str:
@@ -52,9 +55,14 @@ class Client:
         self.redis_url = redis_url
         self.channel = request_channel(stream, group)
         self.timeout_s = timeout_s
-        # No socket timeout: BLPOP's own timeout bounds every wait for a reply.
+        # Replies are awaited in BLPOPs of at most POLL_S, so a socket timeout above
+        # that bounds every command, also against a Redis that accepts but hangs.
         self._client = client or redis.Redis.from_url(
-            redis_url, socket_connect_timeout=connect_timeout_s, decode_responses=True
+            redis_url,
+            socket_connect_timeout=connect_timeout_s,
+            socket_timeout=POLL_S + connect_timeout_s,
+            retry=Retry(NoBackoff(), 1),
+            decode_responses=True,
         )
 
     def request(
@@ -79,7 +87,7 @@ class Client:
                     f"no worker is listening on {self.channel} at {mask_url(self.redis_url)} "
                     "(is `tradescribe worker` running with the same --stream and --group?)"
                 )
-            reply = self._client.blpop([reply_to], timeout=max(timeout, 0.01))
+            reply = self._wait_reply(reply_to, time.monotonic() + timeout)
         except redis.AuthenticationError as exc:
             raise RedisUnreachableError(
                 f"Redis at {mask_url(self.redis_url)} refused the credentials: {exc} "
@@ -96,6 +104,13 @@ class Client:
                 "(the worker may be overloaded or stuck; try --timeout)"
             )
         return _result(str(reply[1]), request_id)
+
+    def _wait_reply(self, reply_to: str, deadline: float) -> Any:
+        while True:
+            left = deadline - time.monotonic()
+            reply = self._client.blpop([reply_to], timeout=max(0.01, min(left, POLL_S)))
+            if reply is not None or left <= POLL_S:
+                return reply
 
     def ping(self, timeout_s: float | None = None) -> float:
         """Round trip to the worker and back, in seconds."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
 from typing import Any
 
 import anyio
@@ -147,3 +149,16 @@ async def test_lag_counts_entries_the_group_has_not_read(
     finally:
         await client.aclose()
     assert lag["lag"] == (2 if delete_one else 3)
+
+
+async def test_status_against_a_redis_that_hangs_exits_3_in_bounded_time() -> None:
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        started = time.monotonic()
+        result = await cli("status", "--timeout", "0.5", "--redis-url", url)
+        elapsed = time.monotonic() - started
+    assert result.exit_code == 3
+    assert "cannot reach Redis" in result.stderr
+    assert elapsed < 10
