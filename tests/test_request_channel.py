@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 import anyio
 import pytest
@@ -11,8 +12,8 @@ import redis
 
 from contracts.client import Client, request_channel
 from contracts.errors import NoWorkerError, RedisUnreachableError, RequestFailedError
-from tests.conftest import running_worker, worker_listening
-from worker.embedded import free_port
+from tests.conftest import make_settings, running_worker, worker_listening
+from worker.embedded import EmbeddedRedis, find_redis_server, free_port
 from worker.settings import Settings
 
 
@@ -99,3 +100,32 @@ def test_unreachable_redis_raises_a_distinct_error() -> None:
     client = Client(f"redis://127.0.0.1:{free_port()}/0", connect_timeout_s=0.5)
     with client, pytest.raises(RedisUnreachableError, match="cannot reach Redis"):
         client.request("ping")
+
+
+async def test_worker_answers_again_after_a_redis_restart(
+    tmp_path: Path, names: dict[str, str]
+) -> None:
+    first = EmbeddedRedis(find_redis_server(), directory=tmp_path / "redis", appendonly=True)
+    first.start()
+    second: EmbeddedRedis | None = None
+    try:
+        s = make_settings(tmp_path / "r.db", first.url, names)
+        async with running_worker(s):
+            await worker_listening(s)
+            with _client(s) as client:
+                before = await anyio.to_thread.run_sync(lambda: client.request("ping"))
+            first.stop()
+            second = EmbeddedRedis(
+                first.binary, directory=tmp_path / "redis", appendonly=True, port=first.port
+            )
+            second.start()
+            await worker_listening(s, timeout=20)
+            with _client(s) as client:
+                status = await anyio.to_thread.run_sync(lambda: client.request("status"))
+    finally:
+        first.cleanup()
+        if second is not None:
+            second.cleanup()
+    assert before["pong"] is True
+    assert status["last_error"] is not None
+    assert status["last_error"].startswith(("redis unreachable", "request channel"))

@@ -64,10 +64,10 @@ def _ask(s: Settings, timeout: float, command: str) -> tuple[dict[str, Any], flo
             result = client.request(command)
             return result, time.perf_counter() - started
     except NoWorkerError as exc:
-        typer.secho(f"no worker: {exc}", fg="red", err=True)
+        typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(EXIT_NO_WORKER) from None
     except RedisUnreachableError as exc:
-        typer.secho(f"redis unreachable: {exc}", fg="red", err=True)
+        typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(EXIT_NO_REDIS) from None
 
 

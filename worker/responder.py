@@ -23,9 +23,7 @@ from typing import Any
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contracts.client import REPLY_KEY_PATTERN, REPLY_TTL_S, request_channel
 from contracts.errors import describe_validation_error
@@ -87,21 +85,25 @@ async def serve_requests(worker: Worker) -> None:
     channel = request_channel(worker.settings.stream, worker.settings.group)
     limiter = anyio.CapacityLimiter(MAX_CONCURRENT)
     delay = 0.1
-    while True:
-        try:
-            async with worker.redis.pubsub() as pubsub, anyio.create_task_group() as tg:
-                await pubsub.subscribe(channel)
-                log.info("answering requests on %s", channel)
-                delay = 0.1
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
-                    if message is not None and message.get("type") == "message":
-                        tg.start_soon(_answer_limited, worker, message["data"], limiter)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            worker.stats.note_error("redis unreachable", exc)
-            log.warning("request channel lost (%s); resubscribing in %.1fs", exc, delay)
-        await anyio.sleep(delay)
-        delay = min(delay * 2, worker.settings.retry_max_s)
+    async with anyio.create_task_group() as tg:  # handlers outlive a reconnect
+        while True:
+            try:
+                async with worker.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(channel)
+                    log.info("answering requests on %s", channel)
+                    delay = 0.1
+                    while True:
+                        message = await pubsub.get_message(
+                            ignore_subscribe_messages=True, timeout=1
+                        )
+                        if message is not None and message.get("type") == "message":
+                            tg.start_soon(_answer_limited, worker, message["data"], limiter)
+            except (RedisError, OSError) as exc:
+                # The channel is a side door: its trouble must never stop the writer.
+                worker.stats.note_error("request channel", exc)
+                log.warning("request channel lost (%s); resubscribing in %.1fs", exc, delay)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, worker.settings.retry_max_s)
 
 
 async def _answer_limited(worker: Worker, raw: bytes, limiter: anyio.CapacityLimiter) -> None:
