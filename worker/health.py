@@ -74,8 +74,9 @@ class Health:
         if self.ok:
             hb = self.heartbeat or {}
             return (
-                f"ok: worker {hb.get('worker_id')} beat {hb.get('beat_age_s')} s ago, "
-                f"{self.pending} pending, committed {hb.get('committed_events')} since start"
+                f"ok: worker {hb.get('worker_id')} beat {hb.get('beat_age_s')} s ago "
+                f"(then: {hb.get('committed_events')} events committed since start), "
+                f"{self.pending} pending"
             )
         return "unhealthy: " + "; ".join(self.reasons)
 
