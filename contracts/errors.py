@@ -33,3 +33,16 @@ def describe_validation_error(exc: ValidationError, limit: int = 5) -> str:
     if more > 0:
         parts.append(f"(+{more} more)")
     return "; ".join(parts)
+
+
+class RedisUnreachableError(TradescribeError):
+    """Redis itself could not be reached (connection refused, timeout, auth)."""
+
+
+class RequestFailedError(TradescribeError):
+    """The worker answered a request with an error reply."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message

@@ -208,3 +208,19 @@ def worker_process(settings: Settings, tmp_path: Path) -> Iterator[Callable[...,
     yield start
     for proc in started:
         proc.stop()
+
+
+async def worker_listening(settings: Settings, timeout: float = 10.0) -> None:
+    """Wait until a worker is subscribed to the request channel of ``settings``."""
+    from contracts.client import request_channel
+
+    channel = request_channel(settings.stream, settings.group)
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        await wait_for(
+            lambda: int(client.pubsub_numsub(channel)[0][1]) > 0,
+            timeout=timeout,
+            what=f"a subscriber on {channel}",
+        )
+    finally:
+        client.close()

@@ -49,6 +49,9 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        counters = getattr(record, "counters", None)
+        if counters is not None:
+            entry["counters"] = counters
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry)
@@ -78,6 +81,9 @@ def worker(
     batch_max: Annotated[int | None, typer.Option(help="Most events per transaction.")] = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = None,
     log_format: Annotated[str | None, typer.Option(help="text or json (journald).")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on this port (127.0.0.1).")
+    ] = None,
 ) -> None:
     """Run the single writer in the foreground (what systemd runs).
 
@@ -97,6 +103,7 @@ def worker(
         batch_max=batch_max,
         log_level=log_level,
         log_format=log_format,
+        metrics_port=metrics_port,
     )
     setup_logging(settings)
     anyio.run(lambda: run_worker(settings))
@@ -120,6 +127,14 @@ def demo(
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     run_demo(redis_url=redis_url, db=db, seconds=seconds, bots=bots, as_json=as_json)
+
+
+from worker.ops_cli import check, config, ping, status  # noqa: E402
+
+app.command()(status)
+app.command()(ping)
+app.command()(check)
+app.command()(config)
 
 
 def _user_error(exc: BaseException) -> TradescribeError | None:

@@ -68,6 +68,16 @@ class Stats:
         self.last_error = f"{what}: {exc}"
         self.last_error_at = time.time()
 
+    def totals(self) -> dict[str, Any]:
+        """The counters as a dict, for structured (JSON) log lines."""
+        return {
+            "committed": self.committed,
+            "duplicates": self.duplicates,
+            "dead_letters": self.dead_letters,
+            "batches": self.batches,
+            "by_type": dict(self.by_type),
+        }
+
     def summary(self) -> str:
         return (
             f"committed={self.committed} duplicates={self.duplicates} "
@@ -101,6 +111,10 @@ class Worker:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
+    async def wait_stopping(self) -> None:
+        """Return once a stop has been asked for."""
+        await self._stopping.wait()
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         s = self.settings
         lock = FileLock(s.db, self.identity)
@@ -131,7 +145,12 @@ class Worker:
                 except RedisError:
                     log.warning("could not release the writer lease; it expires by itself")
             lock.release()
-            log.info("worker %s stopped: %s", s.consumer, self.stats.summary())
+            log.info(
+                "worker %s stopped: %s",
+                s.consumer,
+                self.stats.summary(),
+                extra={"counters": self.stats.totals()},
+            )
 
     async def _until_redis_answers(self, step: Any) -> None:
         delay = 0.1

@@ -16,6 +16,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from worker.consume import Worker
+from worker.health import keep_heartbeat, log_ready
+from worker.metrics import refresh_backlog, serve_metrics
+from worker.responder import serve_requests
+from worker.sdnotify import notify_systemd
 from worker.settings import Settings
 from worker.store import SqliteStore
 
@@ -46,12 +50,20 @@ async def run_worker(
     )
     worker = Worker(settings, client, store)
     try:
-        async with anyio.create_task_group() as tg:
-            if handle_signals:
-                tg.start_soon(_stop_on_signals, worker, tg.cancel_scope, settings.shutdown_grace_s)
-            task_status.started(worker)  # await worker.ready.wait() to know it reads
-            await worker.run()
-            tg.cancel_scope.cancel()
+        with serve_metrics(worker) as metrics:
+            async with anyio.create_task_group() as tg:
+                if handle_signals:
+                    tg.start_soon(
+                        _stop_on_signals, worker, tg.cancel_scope, settings.shutdown_grace_s
+                    )
+                tg.start_soon(serve_requests, worker)
+                tg.start_soon(keep_heartbeat, worker)
+                tg.start_soon(log_ready, worker)
+                tg.start_soon(refresh_backlog, worker, metrics)
+                tg.start_soon(notify_systemd, worker)
+                task_status.started(worker)  # await worker.ready.wait() to know it reads
+                await worker.run()
+                tg.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
             await store.close()

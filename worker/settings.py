@@ -79,6 +79,17 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = Field("text", description="json for journald.")
+    # running as a service (issue 3): heartbeat for `tradescribe check`, Prometheus
+    heartbeat_interval_s: float = Field(
+        5.0, gt=0, le=3600, description="How often the worker writes its heartbeat key."
+    )
+    heartbeat_ttl_s: float = Field(
+        30.0, gt=0, le=86_400, description="The heartbeat key expires this long after a beat."
+    )
+    metrics_port: int | None = Field(
+        None, ge=1, le=65_535, description="Serve Prometheus metrics on this port (off if unset)."
+    )
+    metrics_host: str = Field("127.0.0.1", min_length=1, description="Address for metrics.")
 
     @classmethod
     def settings_customise_sources(

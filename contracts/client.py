@@ -1,0 +1,150 @@
+"""Ask the running worker something over the Redis request channel.
+
+The protocol (see ``docs/request-channel.md``): PUBLISH a JSON request to
+``tradescribe:requests:<stream>:<group>`` naming a reply key; the worker LPUSHes
+its JSON reply there and sets a 60 s expiry; the client BLPOPs it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from types import TracebackType
+from typing import Any, Self
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from contracts.errors import NoWorkerError, RedisUnreachableError, RequestFailedError
+from contracts.events import DEFAULT_STREAM
+from contracts.redisurl import mask_url
+
+DEFAULT_GROUP = "tradescribe"
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+REPLY_PREFIX = "tradescribe:reply:"
+REPLY_KEY_PATTERN = re.compile(r"^tradescribe:reply:[0-9a-f]{32}$")
+REPLY_TTL_S = 60
+POLL_S = 1.0
+
+
+def request_channel(stream: str, group: str) -> str:
+    """The pub/sub channel the worker consuming ``stream`` with ``group`` listens on."""
+    return f"tradescribe:requests:{stream}:{group}"
+
+
+class Client:
+    """A synchronous client of the request channel, for the CLI and for bots.
+
+    >>> with Client("redis://localhost:6379/0") as c:      # doctest: +SKIP
+    ...     c.request("status")["committed_events"]
+    """
+
+    def __init__(
+        self,
+        redis_url: str = DEFAULT_REDIS_URL,
+        *,
+        stream: str = DEFAULT_STREAM,
+        group: str = DEFAULT_GROUP,
+        timeout_s: float = 2.0,
+        connect_timeout_s: float = 2.0,
+        client: redis.Redis | None = None,
+    ) -> None:
+        self.redis_url = redis_url
+        self.channel = request_channel(stream, group)
+        self.timeout_s = timeout_s
+        # Replies are awaited in BLPOPs of at most POLL_S, so a socket timeout above
+        # that bounds every command, also against a Redis that accepts but hangs.
+        self._client = client or redis.Redis.from_url(
+            redis_url,
+            socket_connect_timeout=connect_timeout_s,
+            socket_timeout=POLL_S + connect_timeout_s,
+            retry=Retry(NoBackoff(), 1),
+            decode_responses=True,
+        )
+
+    def request(
+        self, command: str, args: dict[str, Any] | None = None, timeout_s: float | None = None
+    ) -> dict[str, Any]:
+        """Send one request and return the worker's ``result``.
+
+        Raises ``NoWorkerError`` when nobody listens or answers in time,
+        ``RedisUnreachableError`` when Redis cannot be reached, and
+        ``RequestFailedError`` when the worker answers with an error.
+        """
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        request_id = uuid.uuid4().hex
+        reply_to = REPLY_PREFIX + uuid.uuid4().hex
+        body = json.dumps(
+            {"id": request_id, "command": command, "args": args or {}, "reply_to": reply_to}
+        )
+        try:
+            listeners = int(self._client.publish(self.channel, body))
+            if listeners == 0:
+                raise NoWorkerError(
+                    f"no worker is listening on {self.channel} at {mask_url(self.redis_url)} "
+                    "(is `tradescribe worker` running with the same --stream and --group?)"
+                )
+            reply = self._wait_reply(reply_to, time.monotonic() + timeout)
+        except redis.AuthenticationError as exc:
+            raise RedisUnreachableError(
+                f"Redis at {mask_url(self.redis_url)} refused the credentials: {exc} "
+                "(check the password in the URL)"
+            ) from exc
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            raise RedisUnreachableError(
+                f"cannot reach Redis at {mask_url(self.redis_url)}: {exc} "
+                "(check that redis-server is running and the URL is right)"
+            ) from exc
+        if reply is None:
+            raise NoWorkerError(
+                f"no worker answered '{command}' on {self.channel} within {timeout:g} s "
+                "(the worker may be overloaded or stuck; try --timeout)"
+            )
+        return _result(str(reply[1]), request_id)
+
+    def _wait_reply(self, reply_to: str, deadline: float) -> Any:
+        while True:
+            left = deadline - time.monotonic()
+            reply = self._client.blpop([reply_to], timeout=max(0.01, min(left, POLL_S)))
+            if reply is not None or left <= POLL_S:
+                return reply
+
+    def ping(self, timeout_s: float | None = None) -> float:
+        """Round trip to the worker and back, in seconds."""
+        started = time.perf_counter()
+        self.request("ping", timeout_s=timeout_s)
+        return time.perf_counter() - started
+
+    def status(self, timeout_s: float | None = None) -> dict[str, Any]:
+        return self.request("status", timeout_s=timeout_s)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _result(raw: str, request_id: str) -> dict[str, Any]:
+    try:
+        reply = json.loads(raw)
+    except ValueError as exc:
+        raise RequestFailedError("bad_reply", f"the reply is not JSON: {exc}") from exc
+    if not isinstance(reply, dict) or reply.get("id") != request_id:
+        raise RequestFailedError("bad_reply", "the reply does not answer this request")
+    if reply.get("ok"):
+        result = reply.get("result")
+        return result if isinstance(result, dict) else {"value": result}
+    error = reply.get("error") or {}
+    raise RequestFailedError(str(error.get("code", "error")), str(error.get("message", "")))
