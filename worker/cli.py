@@ -122,6 +122,11 @@ def demo(
     run_demo(redis_url=redis_url, db=db, seconds=seconds, bots=bots, as_json=as_json)
 
 
+from worker.import_cli import import_command  # noqa: E402
+
+app.command("import")(import_command)
+
+
 def main() -> None:
     try:
         app()
