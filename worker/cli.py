@@ -122,9 +122,13 @@ def demo(
     run_demo(redis_url=redis_url, db=db, seconds=seconds, bots=bots, as_json=as_json)
 
 
+from worker.db_cli import backup, db_app, restore_command  # noqa: E402
 from worker.import_cli import import_command  # noqa: E402
 
 app.command("import")(import_command)
+app.add_typer(db_app, name="db")
+app.command("backup")(backup)
+app.command("restore")(restore_command)
 
 
 def main() -> None:

@@ -39,7 +39,9 @@ def import_command(
         str | None, typer.Option(help="Source of the events (default legacy.FORMAT).")
     ] = None,
     account: Annotated[str, typer.Option(help="Broker account.")] = "default",
-    plugin_id: Annotated[str, typer.Option(help="Plugin id (sqlite-legacy maps its own).")] = "legacy",
+    plugin_id: Annotated[
+        str, typer.Option(help="Plugin id (sqlite-legacy maps its own).")
+    ] = "legacy",
     mode: Annotated[str, typer.Option(help="live, paper or backtest.")] = "live",
     tz: Annotated[str, typer.Option("--timezone", help="Zone of naive legacy times.")] = "UTC",
     file_id: Annotated[
@@ -52,9 +54,11 @@ def import_command(
     wait_s: Annotated[float, typer.Option(min=0, help="How long to wait for commits.")] = 30.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Publish legacy records as events (ids derived from file + row: re-running stores
-    nothing new), then report what the worker committed. Exit 1 when counts disagree
-    or records were skipped without --allow-skips."""
+    """Publish legacy records as events, then report what the worker committed.
+
+    Event ids derive from the file and the row, so re-running stores nothing new.
+    Exit 1 when counts disagree or records were skipped without --allow-skips.
+    """
     if fmt not in FORMATS:
         raise ImportFailedError(f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}")
     for path in paths:
@@ -74,8 +78,9 @@ def import_command(
         raise ImportFailedError(f"--timezone: {exc}") from None
     settings = load_settings(config, redis_url=redis_url, db=db, stream=stream)
     ctx = ImportContext(fmt, source, account, plugin_id, mode, zone, mapping, file_id)
-    report = run_import(ctx, paths, settings.redis_url, settings.stream, settings.db,
-                        dry_run=dry_run, wait_s=wait_s)  # fmt: skip
+    report = run_import(
+        ctx, paths, settings.redis_url, settings.stream, settings.db, dry_run=dry_run, wait_s=wait_s
+    )
     problems = report.problems(allow_skips)
     report.ok = not problems
     if as_json:
@@ -147,5 +152,8 @@ def print_report(report: Report, problems: list[str], console: Console) -> None:
     for problem in problems:
         console.print(f"FAILED: {problem}", markup=False, highlight=False, soft_wrap=True)
     if not problems:
-        console.print("OK: every valid record is in the database" if not report.dry_run
-                      else "OK: every record is valid")  # fmt: skip
+        console.print(
+            "OK: every valid record is in the database"
+            if not report.dry_run
+            else "OK: every record is valid"
+        )

@@ -15,6 +15,7 @@ from anyio.abc import TaskStatus
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from worker.backup import backup_periodically
 from worker.consume import Worker
 from worker.settings import Settings
 from worker.store import SqliteStore
@@ -49,6 +50,7 @@ async def run_worker(
         async with anyio.create_task_group() as tg:
             if handle_signals:
                 tg.start_soon(_stop_on_signals, worker, tg.cancel_scope, settings.shutdown_grace_s)
+            tg.start_soon(backup_periodically, settings)
             task_status.started(worker)  # await worker.ready.wait() to know it reads
             await worker.run()
             tg.cancel_scope.cancel()

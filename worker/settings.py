@@ -79,6 +79,14 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = Field("text", description="json for journald.")
+    # scheduled backups (issue 5: worker/backup.py)
+    backup_interval_s: float = Field(
+        0.0, ge=0, description="Take a backup this often while running (0: never)."
+    )
+    backup_dir: Path | None = Field(
+        None, description="Where backups go (default: a 'backups' folder beside the database)."
+    )
+    backup_keep: int = Field(7, ge=1, description="How many scheduled backups to keep.")
 
     @classmethod
     def settings_customise_sources(

@@ -35,6 +35,7 @@ import csv
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,7 @@ def read(path: Path, ctx: ImportContext) -> Iterator[Item]:
         for row in rows:
             where = f"{path}:{rows.line_num}"
             key = text(row.get(mapping.row_key)) if mapping.row_key else str(rows.line_num)
-            yield attempt(where, lambda row=row, key=key: _events(maker, mapping, row, key))
+            yield attempt(where, partial(_events, maker, mapping, row, key))
 
 
 def _fields(mapping: Mapping, row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -123,7 +124,9 @@ def _fields(mapping: Mapping, row: dict[str, Any]) -> tuple[dict[str, Any], dict
     return data, extras
 
 
-def _events(maker: EventMaker, mapping: Mapping, row: dict[str, Any], key: str | None) -> list[AnyEvent]:
+def _events(
+    maker: EventMaker, mapping: Mapping, row: dict[str, Any], key: str | None
+) -> list[AnyEvent]:
     if key is None:
         raise RecordError(f"row key column {mapping.row_key!r} is empty")
     tz = maker.ctx.tz

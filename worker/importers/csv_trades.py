@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +44,12 @@ def read(path: Path, ctx: ImportContext) -> Iterator[Item]:
         rows = csv.DictReader(fh)
         missing = [c for c in REQUIRED if c not in (rows.fieldnames or [])]
         if missing:
-            raise RecordError(f"{path} is not a seed-001 trades CSV: no column {', '.join(missing)}")
+            raise RecordError(
+                f"{path} is not a seed-001 trades CSV: no column {', '.join(missing)}"
+            )
         for row in rows:
             where = f"{path}:{rows.line_num}"
-            yield attempt(where, lambda row=row: _events(maker, row))
+            yield attempt(where, partial(_events, maker, row))
 
 
 def _events(maker: EventMaker, row: dict[str, Any]) -> list[AnyEvent]:

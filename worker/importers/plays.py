@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ def read(path: Path, ctx: ImportContext) -> Iterator[Item]:
         if not isinstance(play, dict):
             yield Skip(f"{file}:1", "a play file holds one JSON object")
             continue
-        yield attempt(f"{file}:1", lambda play=play, file=file: _events(maker, play, file))
+        yield attempt(f"{file}:1", partial(_events, maker, play, file))
 
 
 def _status(value: Any) -> str:
@@ -95,7 +96,7 @@ def _events(maker: EventMaker, play: dict[str, Any], file: Path) -> list[AnyEven
     events = [maker.event("trade.opened", opened, created, trade_id)]
     for index, change in enumerate(play.get("status_history") or []):
         at = parse_time(change.get("timestamp"), tz, f"status_history[{index}].timestamp")
-        update = {"trade_id": trade_id, "status": _status(change.get("status"))}
+        update: dict[str, Any] = {"trade_id": trade_id, "status": _status(change.get("status"))}
         if text(change.get("order_id")):
             update["order_id"] = text(change.get("order_id"))
         events.append(maker.event("trade.updated", update, at, trade_id, f"history:{index}"))

@@ -19,6 +19,7 @@ import csv
 import datetime as dt
 import json
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ def read(path: Path, ctx: ImportContext) -> Iterator[Item]:
                 raise RecordError(f"{path} is not a daily_pnl.csv: no 'date' column")
             for row in rows:
                 where = f"{path}:{rows.line_num}"
-                yield attempt(where, lambda row=row: _day(maker, row, with_positions=False))
+                yield attempt(where, partial(_day, maker, row, with_positions=False))
         return
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
@@ -59,9 +60,9 @@ def read(path: Path, ctx: ImportContext) -> Iterator[Item]:
     for index, record in enumerate(records):
         where = f"{path}:records[{index}]"
         if not isinstance(record, dict):
-            yield attempt(where, lambda: _not_an_object(record))
+            yield attempt(where, partial(_not_an_object, record))
             continue
-        yield attempt(where, lambda record=record: _day(maker, record, with_positions=True))
+        yield attempt(where, partial(_day, maker, record, with_positions=True))
 
 
 def _not_an_object(record: Any) -> list[AnyEvent]:
@@ -82,7 +83,7 @@ def _day(maker: EventMaker, record: dict[str, Any], *, with_positions: bool) -> 
         "attributes": extras or None,
     }
     events = [maker.event("daily_stats.updated", stats, at, str(day))]
-    positions = record.get("positions") or [] if with_positions else []
+    positions = (record.get("positions") or []) if with_positions else []
     if not isinstance(positions, list):
         raise RecordError("positions is not a list")
     for index, pos in enumerate(positions):

@@ -22,6 +22,7 @@ import datetime as dt
 import sqlite3
 import tomllib
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -106,13 +107,13 @@ def read(path: Path, ctx: ImportContext) -> Iterator[Item]:
             raise RecordError(f"{path} has no trades table; is it a seed-004 trading_bot.db?")
         for row in con.execute("SELECT rowid AS _rowid, * FROM trades ORDER BY rowid"):
             where = f"{path}:trades#{row['_rowid']}"
-            yield attempt(where, lambda row=row: _trade(maker, dict(row), mapping, default))
+            yield attempt(where, partial(_trade, maker, dict(row), mapping, default))
         for table in tables:
             if table == "trades":
                 continue
             for row in con.execute(f'SELECT rowid AS _rowid, * FROM "{table}" ORDER BY rowid'):
                 where = f"{path}:{table}#{row['_rowid']}"
-                yield attempt(where, lambda t=table, r=dict(row): _other(maker, t, r, mtime))
+                yield attempt(where, partial(_other, maker, table, dict(row), mtime))
     finally:
         con.close()
 
@@ -167,7 +168,9 @@ def _trade(
     return events
 
 
-def _other(maker: EventMaker, table: str, row: dict[str, Any], mtime: dt.datetime) -> list[AnyEvent]:
+def _other(
+    maker: EventMaker, table: str, row: dict[str, Any], mtime: dt.datetime
+) -> list[AnyEvent]:
     rowid = row.pop("_rowid")
     when = mtime
     for column in _TIME_COLUMNS:
