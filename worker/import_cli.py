@@ -152,8 +152,6 @@ def print_report(report: Report, problems: list[str], console: Console) -> None:
     for problem in problems:
         console.print(f"FAILED: {problem}", markup=False, highlight=False, soft_wrap=True)
     if not problems:
-        console.print(
-            "OK: every valid record is in the database"
-            if not report.dry_run
-            else "OK: every record is valid"
-        )
+        done = "would be published" if report.dry_run else "are in the database"
+        allowed = f" ({len(report.skipped)} skipped records allowed)" if report.skipped else ""
+        console.print(f"OK: all {report.events} valid events {done}{allowed}")

@@ -17,6 +17,10 @@ from worker.store import PROJECTION_TABLES, SqliteStore
 _JSON_COLUMNS = {"attributes", "versions", "details", "tags"}
 
 
+class MigrationFailedError(WorkerError):
+    """A migration raised; its transaction was rolled back."""
+
+
 class SchemaMismatchError(WorkerError):
     """The database's schema is not the one this tradescribe writes."""
 
@@ -89,6 +93,12 @@ async def migrate(db: Path, *, dry_run: bool, backup_dir: Path | None) -> dict[s
         store = await SqliteStore.open(db)
         try:
             before, after = await store.migrate(backup_dir=backup_dir or default_backup_dir(db))
+        except sqlite3.Error as exc:
+            now = await store.schema_version()
+            raise MigrationFailedError(
+                f"migration {now + 1} of {db} failed and was rolled back ({exc}); the database "
+                f"stays at version {now}; a backup was taken first: {store.migration_backup}"
+            ) from exc
         finally:
             await store.close()
     result.update(before=before, after=after, backup=store.migration_backup)
