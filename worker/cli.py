@@ -137,6 +137,16 @@ def main() -> None:
     except TradescribeError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(1)
+    except BaseExceptionGroup as group:
+        # A task group wraps what a task raised: show a TradescribeError as one line too.
+        matched, _ = group.split(TradescribeError)
+        if matched is None:
+            raise
+        first: BaseException = matched
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        typer.secho(f"error: {first}", fg="red", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
 
