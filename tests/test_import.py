@@ -33,7 +33,12 @@ CASES = {
         4,
     ),
     "plays": ([str(LEGACY / "plays")], 19, 60, 3),
-    "csv": ([str(LEGACY / "other_bot.csv"), "--mapping", str(LEGACY / "other_bot.toml")], 18, 26, 3),
+    "csv": (
+        [str(LEGACY / "other_bot.csv"), "--mapping", str(LEGACY / "other_bot.toml")],
+        18,
+        26,
+        3,
+    ),
 }
 
 
@@ -181,6 +186,5 @@ def test_unknown_format_is_one_clear_line(settings: Settings) -> None:
     result = run_cli("import", "excel", str(LEGACY / "trades.csv"))
     assert result.code == 1
     assert result.err.strip() == (
-        "error: unknown format 'excel'; use one of: csv-trades, pnl-json, sqlite-legacy, "
-        "plays, csv"
+        "error: unknown format 'excel'; use one of: csv-trades, pnl-json, sqlite-legacy, plays, csv"
     )

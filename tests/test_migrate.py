@@ -35,7 +35,10 @@ def test_version_then_migrate_then_up_to_date(tmp_path: Path) -> None:
     db = tmp_path / "t.db"
     before = run_cli("db", "version", "--db", str(db))
     assert before.code == 0
-    assert before.out.strip() == f"{db}: schema version 0 (this tradescribe: 1; 1 migration(s) pending)"
+    assert (
+        before.out.strip()
+        == f"{db}: schema version 0 (this tradescribe: 1; 1 migration(s) pending)"
+    )
 
     dry = run_cli("db", "migrate", "--dry-run", "--db", str(db))
     assert dry.code == 0
