@@ -10,9 +10,9 @@ import redis
 from rich.console import Console
 
 from tests.clirun import CliResult, run_cli
-from tests.conftest import count, query, running_worker
+from tests.conftest import count, pending, query, running_worker, wait_for
 from worker.importers import FORMATS, ImportContext
-from worker.importers.run import Report, collect, progress_bar
+from worker.importers.run import Report, collect, progress_bar, publish
 from worker.settings import Settings
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
@@ -188,3 +188,29 @@ def test_unknown_format_is_one_clear_line(settings: Settings) -> None:
     assert result.err.strip() == (
         "error: unknown format 'excel'; use one of: csv-trades, pnl-json, sqlite-legacy, plays, csv"
     )
+
+
+async def test_republished_import_events_are_refused_by_the_event_log(
+    settings: Settings, sync_redis: redis.Redis
+) -> None:
+    """A second publish of the same records (e.g. from a host that cannot read the
+    database, so it cannot skip what is stored) adds no row: the ids are the same."""
+    ctx = ImportContext("plays", "legacy.plays")
+    report = Report("plays", [], dry_run=False)
+    with progress_bar(Console()) as bar:
+        events = collect("plays", [LEGACY / "plays"], ctx, bar, report)
+        async with running_worker(settings):
+            for _ in range(2):
+                assert publish(sync_redis, settings.stream, events, bar) == 60
+            await wait_for(
+                lambda: (
+                    sync_redis.xlen(settings.stream) == 120
+                    and pending(sync_redis, {"stream": settings.stream, "group": settings.group})
+                    == 0
+                    and count(settings.db, "events") == 60
+                ),
+                what="both copies read and acknowledged",
+            )
+    assert count(settings.db, "events") == 60
+    assert count(settings.db, "trades") == 16
+    assert count(settings.db, "dead_letters") == 0
