@@ -202,15 +202,14 @@ async def test_republished_import_events_are_refused_by_the_event_log(
         async with running_worker(settings):
             for _ in range(2):
                 assert publish(sync_redis, settings.stream, events, bar) == 60
-            await wait_for(
-                lambda: (
-                    sync_redis.xlen(settings.stream) == 120
-                    and pending(sync_redis, {"stream": settings.stream, "group": settings.group})
-                    == 0
-                    and count(settings.db, "events") == 60
-                ),
-                what="both copies read and acknowledged",
-            )
+            names = {"stream": settings.stream, "group": settings.group}
+
+            def all_read() -> bool:
+                last = sync_redis.xinfo_stream(settings.stream)["last-generated-id"]
+                group = sync_redis.xinfo_groups(settings.stream)[0]
+                return bool(group["last-delivered-id"] == last and pending(sync_redis, names) == 0)
+
+            await wait_for(all_read, what="both copies read and acknowledged")
     assert count(settings.db, "events") == 60
     assert count(settings.db, "trades") == 16
     assert count(settings.db, "dead_letters") == 0
