@@ -74,14 +74,22 @@ async def test_backup_under_load_is_consistent_and_restores_to_its_counts(
         assert json.loads(Path(r["meta"]).read_text())["events"] == r["events"]
     assert 200 <= results[0]["events"] <= results[-1]["events"] < published
 
-    restored = await in_thread("restore", results[-1]["path"], "--db", db)
+    restored = await in_thread(
+        "restore", results[-1]["path"], "--db", db, "--rewind-group",
+        "--redis-url", settings.redis_url, "--stream", settings.stream, "--group", settings.group,
+    )  # fmt: skip
     assert restored.code == 0, restored.err
     assert f"{results[-1]['events']} events, last stream id {results[-1]['last_stream_id']}" in (
         restored.out
     )
     assert count(settings.db, "events") == results[-1]["events"] == count(settings.db, "trades")
-    saved = Path(restored.out.split("saved as ")[1].strip())
+    saved = Path(restored.out.split("saved as ")[1].split()[0])
     assert count(saved, "events") == published  # the database it replaced was kept
+
+    # The stream still holds what came after the backup: the worker reads it again.
+    async with running_worker(settings):
+        await wait_for(lambda: count(settings.db, "events") == published, what="replayed")
+    assert count(settings.db, "trades") == published
 
 
 def test_backups_are_private_and_only_the_newest_are_kept(tmp_path: Path) -> None:

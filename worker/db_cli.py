@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
+import redis
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -155,10 +156,21 @@ def restore_command(
     file: Annotated[Path, typer.Argument(help="A backup made by `tradescribe backup`.")],
     config: ConfigOpt = None,
     db: DbOpt = None,
+    rewind_group: Annotated[
+        bool,
+        typer.Option(
+            "--rewind-group",
+            help="Point the consumer group back at the backup's last stream id, so the "
+            "worker re-reads what the stream still holds after it (duplicates are refused).",
+        ),
+    ] = False,
+    redis_url: Annotated[str | None, typer.Option("--redis-url", help="Redis URL.")] = None,
+    stream: Annotated[str | None, typer.Option("--stream", help="Stream key.")] = None,
+    group: Annotated[str | None, typer.Option("--group", help="Consumer group.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Replace the database with a backup (worker stopped; integrity checked first)."""
-    settings = load_settings(config, db=db)
+    settings = load_settings(config, db=db, redis_url=redis_url, stream=stream, group=group)
     if file.resolve() == settings.db.resolve():
         raise BackupError(f"{file} is the database itself; give a backup file")
     to_dir = settings.backup_dir or default_backup_dir(settings.db)
@@ -169,4 +181,22 @@ def restore_command(
     ]
     if result["previous_saved_as"]:
         lines.append(f"the previous database was saved as {result['previous_saved_as']}")
+    if rewind_group:
+        last = str(result["last_stream_id"] or "0")
+        rewind(settings.redis_url, settings.stream, settings.group, last)
+        result["group_rewound_to"] = last
+        lines.append(f"group '{settings.group}' of '{settings.stream}' now reads after {last}")
     _emit(result, as_json, lines)
+
+
+def rewind(redis_url: str, stream: str, group: str, last_id: str) -> None:
+    client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        client.xgroup_setid(stream, group, last_id)
+    except redis.RedisError as exc:
+        raise BackupError(
+            f"restored, but the group was not rewound ({exc}); run "
+            f"`redis-cli XGROUP SETID {stream} {group} {last_id}` before starting the worker"
+        ) from exc
+    finally:
+        client.close()
