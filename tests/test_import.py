@@ -213,3 +213,18 @@ async def test_republished_import_events_are_refused_by_the_event_log(
     assert count(settings.db, "events") == 60
     assert count(settings.db, "trades") == 16
     assert count(settings.db, "dead_letters") == 0
+
+
+def test_a_missing_or_bad_mapping_file_is_one_clear_line(tmp_path: Path) -> None:
+    csv_file = str(LEGACY / "other_bot.csv")
+    missing = run_cli("import", "csv", csv_file, "--dry-run")
+    assert missing.code == 1
+    assert missing.err.strip() == (
+        "error: the csv format needs a TOML file mapping its columns to fields "
+        "(give it with --mapping FILE)"
+    )
+    bad = tmp_path / "bad.toml"
+    bad.write_text('type = "trade"\n')
+    wrong = run_cli("import", "csv", csv_file, "--mapping", str(bad), "--dry-run")
+    assert wrong.code == 1
+    assert f"error: mapping file {bad} needs a [columns] table" in wrong.err

@@ -132,6 +132,8 @@ def take_backup(db: Path, to_dir: Path, keep: int = 0, label: str = "") -> Backu
     except sqlite3.Error as exc:
         dest.unlink(missing_ok=True)
         raise BackupError(f"cannot back up {db}: {exc}") from exc
+    except OSError as exc:
+        raise BackupError(f"cannot write the backup into {to_dir}: {exc} (fix --to)") from exc
     integrity = integrity_check(dest)
     if integrity != "ok":
         dest.unlink(missing_ok=True)

@@ -15,7 +15,7 @@ from rich.table import Table
 from contracts.events import SourceName
 from contracts.redisurl import mask_url
 from worker.errors import WorkerError
-from worker.importers import FORMATS, ImportContext
+from worker.importers import FORMATS, ImportContext, csv_mapped, sqlite_legacy
 from worker.importers.base import RecordError, timezone
 from worker.importers.run import Report, collect, progress_bar, publish, stored_ids, verify
 from worker.settings import load_settings
@@ -68,6 +68,7 @@ def import_command(
         raise ImportFailedError(f"mapping file {mapping} does not exist (fix --mapping)")
     if mode not in ("live", "paper", "backtest"):
         raise ImportFailedError(f"--mode {mode!r} must be live, paper or backtest")
+    check_mapping(fmt, mapping)
     source = source or f"legacy.{fmt}"
     try:
         TypeAdapter(SourceName).validate_python(source)
@@ -89,6 +90,17 @@ def import_command(
         print_report(report, problems, Console())
     if problems:
         raise typer.Exit(1)
+
+
+def check_mapping(fmt: str, mapping: Path | None) -> None:
+    """Read the mapping file once up front, so a bad one is one line, not a skip per file."""
+    try:
+        if fmt == "csv":
+            csv_mapped.load_mapping(mapping)
+        elif fmt == "sqlite-legacy":
+            sqlite_legacy.load_mapping(mapping)
+    except RecordError as exc:
+        raise ImportFailedError(f"{exc} (give it with --mapping FILE)") from None
 
 
 def run_import(

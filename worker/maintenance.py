@@ -9,6 +9,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from contracts.errors import describe_validation_error
 from worker.backup import copy_database, default_backup_dir, worker_stopped
 from worker.errors import DatabaseNewerError, WorkerError
 from worker.schema import MIGRATIONS, SCHEMA_VERSION
@@ -121,6 +124,11 @@ async def rebuild(db: Path, *, lock: bool = True) -> dict[str, Any]:
         store = await SqliteStore.open(db)
         try:
             return await store.rebuild_projections()
+        except ValidationError as exc:
+            raise WorkerError(
+                f"an event in {db} does not validate with this tradescribe "
+                f"({describe_validation_error(exc)}); nothing was changed"
+            ) from exc
         finally:
             await store.close()
 

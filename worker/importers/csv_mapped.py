@@ -68,7 +68,7 @@ class Mapping:
 
 def load_mapping(path: Path | None) -> Mapping:
     if path is None:
-        raise RecordError("the csv format needs --mapping FILE (a TOML column mapping)")
+        raise RecordError("the csv format needs a TOML file mapping its columns to fields")
     try:
         with path.open("rb") as fh:
             doc = tomllib.load(fh)
