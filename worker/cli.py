@@ -129,12 +129,18 @@ def demo(
     run_demo(redis_url=redis_url, db=db, seconds=seconds, bots=bots, as_json=as_json)
 
 
+from worker.db_cli import backup, db_app, restore_command  # noqa: E402
+from worker.import_cli import import_command  # noqa: E402
 from worker.ops_cli import check, config, ping, status  # noqa: E402
 
 app.command()(status)
 app.command()(ping)
 app.command()(check)
 app.command()(config)
+app.command("import")(import_command)
+app.add_typer(db_app, name="db")
+app.command("backup")(backup)
+app.command("restore")(restore_command)
 
 
 def _user_error(exc: BaseException) -> TradescribeError | None:

@@ -15,6 +15,7 @@ from anyio.abc import TaskStatus
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from worker.backup import backup_periodically
 from worker.consume import Worker
 from worker.health import keep_heartbeat, log_ready
 from worker.metrics import refresh_backlog, serve_metrics
@@ -61,6 +62,7 @@ async def run_worker(
                 tg.start_soon(log_ready, worker)
                 tg.start_soon(refresh_backlog, worker, metrics)
                 tg.start_soon(notify_systemd, worker)
+                tg.start_soon(backup_periodically, settings)
                 task_status.started(worker)  # await worker.ready.wait() to know it reads
                 await worker.run()
                 tg.cancel_scope.cancel()

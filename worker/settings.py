@@ -90,6 +90,14 @@ class Settings(BaseSettings):
         None, ge=1, le=65_535, description="Serve Prometheus metrics on this port (off if unset)."
     )
     metrics_host: str = Field("127.0.0.1", min_length=1, description="Address for metrics.")
+    # scheduled backups (issue 5: worker/backup.py)
+    backup_interval_s: float = Field(
+        0.0, ge=0, description="Take a backup this often while running (0: never)."
+    )
+    backup_dir: Path | None = Field(
+        None, description="Where backups go (default: a 'backups' folder beside the database)."
+    )
+    backup_keep: int = Field(7, ge=1, description="How many scheduled backups to keep.")
 
     @classmethod
     def settings_customise_sources(

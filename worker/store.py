@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import anyio
 
-from contracts.events import AnyEvent
+from contracts.events import AnyEvent, parse_event
 from worker.errors import DatabaseNewerError
 from worker.projections import (
     AUDIT_COLUMNS,
+    ENTITIES,
     JOURNAL_COLUMNS,
     STATUS_HISTORY_COLUMNS,
     Change,
@@ -38,6 +40,13 @@ from worker.schema import MIGRATIONS, SCHEMA_VERSION
 log = logging.getLogger(__name__)
 
 _KEYS_PER_QUERY = 400
+# Every table derived from the event log (what `tradescribe db rebuild` recomputes).
+PROJECTION_TABLES = (
+    *(e.table for e in ENTITIES),
+    "trade_status_history",
+    "journal_entries",
+    "audit_log",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +128,7 @@ class SqliteStore:
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
         self.path = path
+        self.migration_backup: str | None = None
 
     @classmethod
     async def open(
@@ -144,14 +154,27 @@ class SqliteStore:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
-    async def migrate(self) -> tuple[int, int]:
-        """Bring the schema up to date; returns (version before, version after)."""
+    async def migrate(self, *, backup_dir: Path | None = None) -> tuple[int, int]:
+        """Bring the schema up to date; returns (version before, version after).
+
+        A database that holds data (version > 0) is backed up first, into
+        ``backup_dir`` (default: ``backups/`` beside it); the copy's path is
+        kept in :attr:`migration_backup`.
+        """
         before = await self.schema_version()
         if before > SCHEMA_VERSION:
             raise DatabaseNewerError(
                 f"{self.path} has schema version {before}, newer than this tradescribe "
                 f"({SCHEMA_VERSION}); upgrade tradescribe before starting the worker"
             )
+        if 0 < before < SCHEMA_VERSION:
+            from worker.backup import default_backup_dir, take_backup
+
+            to_dir = backup_dir or default_backup_dir(self.path)
+            label = f"pre-v{before + 1}-"
+            copy = await anyio.to_thread.run_sync(take_backup, self.path, to_dir, 0, label)
+            self.migration_backup = copy.path
+            log.info("backed up %s to %s before migrating", self.path, copy.path)
         for version in range(before + 1, SCHEMA_VERSION + 1):
             await self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -192,6 +215,33 @@ class SqliteStore:
             await db.execute("ROLLBACK")
             raise
         return inserted
+
+    async def rebuild_projections(self, chunk: int = 1000) -> int:
+        """Empty every projection and replay the event log into it, in one transaction.
+
+        The same code path as :meth:`commit` (``project`` then ``merge``); returns how
+        many events were replayed.
+        """
+        db = self._db
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            for table in PROJECTION_TABLES:
+                await db.execute(f"DELETE FROM {table}")
+            replayed = last = 0
+            while True:
+                sql = "SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
+                async with db.execute(sql, (last, chunk)) as cur:
+                    rows = list(await cur.fetchall())
+                if not rows:
+                    break
+                last = rows[-1][0]
+                await self._project(project(parse_event(body) for _, body in rows))
+                replayed += len(rows)
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+        return replayed
 
     async def _project(self, projected: Projected) -> None:
         db = self._db
