@@ -348,5 +348,13 @@ def build_event(event_type: str, data: dict[str, Any] | Payload, **envelope: Any
 
 
 def to_wire(event: AnyEvent) -> str:
-    """The JSON that goes into the stream entry's ``event`` field (decimals as strings)."""
-    return event.model_dump_json(exclude_none=True)
+    """The JSON that goes into the stream entry's ``event`` field (decimals as strings).
+
+    Tenancy the sender did not set is left out, so that the receiver knows it was
+    not said (a ``trade.closed`` must not reset the plugin of its ``trade.opened``).
+    """
+    unset = {k for k in _TENANCY if k not in event.model_fields_set}
+    return event.model_dump_json(exclude_none=True, exclude=unset)
+
+
+_TENANCY = ("account", "plugin_id", "mode")

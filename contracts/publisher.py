@@ -32,18 +32,19 @@ class _Envelope:
         self,
         redis_url: str,
         source: str,
-        account: str,
-        plugin_id: str,
-        mode: str,
+        account: str | None,
+        plugin_id: str | None,
+        mode: str | None,
         stream: str,
     ) -> None:
         self.redis_url = redis_url
         self.stream = stream
+        # Tenancy left as None is not sent: the contract's defaults apply without
+        # overriding what an earlier event of the same trade said.
+        tenancy = {"account": account, "plugin_id": plugin_id, "mode": mode}
         self.defaults: dict[str, Any] = {
             "source": source,
-            "account": account,
-            "plugin_id": plugin_id,
-            "mode": mode,
+            **{k: v for k, v in tenancy.items() if v is not None},
         }
 
     def build(
@@ -94,9 +95,9 @@ class Publisher:
         redis_url: str = DEFAULT_REDIS_URL,
         *,
         source: str,
-        account: str = "default",
-        plugin_id: str = "legacy",
-        mode: str = "live",
+        account: str | None = None,
+        plugin_id: str | None = None,
+        mode: str | None = None,
         stream: str = DEFAULT_STREAM,
         timeout_s: float = 0.5,
         client: redis.Redis | None = None,
@@ -161,9 +162,9 @@ class AsyncPublisher:
         redis_url: str = DEFAULT_REDIS_URL,
         *,
         source: str,
-        account: str = "default",
-        plugin_id: str = "legacy",
-        mode: str = "live",
+        account: str | None = None,
+        plugin_id: str | None = None,
+        mode: str | None = None,
         stream: str = DEFAULT_STREAM,
         timeout_s: float = 0.5,
         client: aredis.Redis | None = None,

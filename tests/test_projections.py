@@ -14,6 +14,7 @@ from contracts import AsyncPublisher, build_event
 from contracts.events import AnyEvent
 from tests.conftest import count, make_settings, query, running_worker, wait_for
 from worker.projections import TRADES, merge, new_row, project
+from worker.settings import Settings
 
 T0 = dt.datetime(2026, 11, 20, 9, 30, tzinfo=dt.UTC)
 
@@ -108,3 +109,14 @@ def test_exact_decimals_survive_into_the_event_body() -> None:
     from contracts import to_wire
 
     assert '"quantity":"0.12345678901234567890123"' in to_wire(event)
+
+
+async def test_close_without_tenancy_keeps_the_plugin_of_the_open(settings: Settings) -> None:
+    async with running_worker(settings):
+        async with AsyncPublisher(settings.redis_url, source="b", stream=settings.stream) as pub:
+            await pub.publish("trade.opened", trade_id="P1", symbol="X", side="buy", quantity=1,
+                              entry_price=10, plugin_id="v3-logic-01-5min", mode="paper")  # fmt: skip
+            await pub.publish("trade.closed", trade_id="P1", exit_price=11)
+        await wait_for(lambda: count(settings.db, "events") == 2)
+    rows = query(settings.db, "SELECT plugin_id, mode, account, status FROM trades")
+    assert rows == [("v3-logic-01-5min", "paper", "default", "closed")]
