@@ -114,8 +114,9 @@ def test_exact_decimals_survive_into_the_event_body() -> None:
 async def test_close_without_tenancy_keeps_the_plugin_of_the_open(settings: Settings) -> None:
     async with running_worker(settings):
         async with AsyncPublisher(settings.redis_url, source="b", stream=settings.stream) as pub:
-            await pub.publish("trade.opened", trade_id="P1", symbol="X", side="buy", quantity=1,
-                              entry_price=10, plugin_id="v3-logic-01-5min", mode="paper")  # fmt: skip
+            opened = {"trade_id": "P1", "symbol": "X", "side": "buy", "quantity": 1,
+                      "entry_price": 10}  # fmt: skip
+            await pub.publish("trade.opened", opened, plugin_id="v3-logic-01-5min", mode="paper")
             await pub.publish("trade.closed", trade_id="P1", exit_price=11)
         await wait_for(lambda: count(settings.db, "events") == 2)
     rows = query(settings.db, "SELECT plugin_id, mode, account, status FROM trades")
