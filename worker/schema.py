@@ -143,6 +143,16 @@ _V1 = [
 )""",
 ]
 
+# Version 2 (issue 4, the read side): covering indexes for the dashboard queries, so
+# P&L sums, history summaries and per-plugin/strategy statistics read only the index.
+_V2_QUERY_INDEXES = [
+    """CREATE INDEX trades_closed_cover ON trades(status, closed_at, realized_pnl,
+    account, source, plugin_id, mode, side, strategy, symbol)""",
+    "CREATE INDEX trades_plugin_cover ON trades(status, plugin_id, realized_pnl, closed_at)",
+    "CREATE INDEX trades_strategy_cover ON trades(status, strategy, realized_pnl, closed_at)",
+    "CREATE INDEX trades_source_closed ON trades(source, status, closed_at)",
+]
+
 # MIGRATIONS[n - 1] brings a database from version n - 1 to version n.
-MIGRATIONS: list[list[str]] = [_V1]
+MIGRATIONS: list[list[str]] = [_V1, _V2_QUERY_INDEXES]
 SCHEMA_VERSION = len(MIGRATIONS)
