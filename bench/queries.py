@@ -55,16 +55,21 @@ def trade_row(rng: random.Random, n: int, closed: bool) -> tuple[Any, ...]:
     return tuple(values.get(c) for c in TRADES.all_columns)
 
 
+def migrate(con: sqlite3.Connection, upto: int) -> None:
+    have = con.execute("PRAGMA user_version").fetchone()[0]
+    for version in range(have + 1, upto + 1):
+        for statement in MIGRATIONS[version - 1]:
+            con.execute(statement)
+        con.execute(f"PRAGMA user_version = {version}")
+
+
 def build(db: Path, trades: int) -> None:
     for suffix in ("", "-wal", "-shm"):
         db.with_name(db.name + suffix).unlink(missing_ok=True)
     con = sqlite3.connect(db, isolation_level=None)
     con.execute("PRAGMA journal_mode = WAL")
     con.execute("PRAGMA synchronous = OFF")
-    for version, statements in enumerate(MIGRATIONS, start=1):
-        for statement in statements:
-            con.execute(statement)
-        con.execute(f"PRAGMA user_version = {version}")
+    migrate(con, upto=2)  # the tables and indexes; trade_days (3) is back-filled below
     rng = random.Random(4)
     insert = (f"INSERT INTO trades ({', '.join(TRADES.all_columns)}) "
               f"VALUES ({', '.join('?' * len(TRADES.all_columns))})")  # fmt: skip
@@ -79,6 +84,7 @@ def build(db: Path, trades: int) -> None:
     con.executemany(insert, (trade_row(rng, trades + n, False) for n in range(200)))
     _side_tables(con, rng)
     con.execute("COMMIT")
+    migrate(con, upto=len(MIGRATIONS))  # as an existing database is upgraded
     con.execute("ANALYZE")
     con.close()
     print(f"\nbuilt {db} with {trades:,} closed trades in {time.monotonic() - started:.1f}s")
@@ -174,6 +180,7 @@ def main() -> int:
     if args.db.exists() and not args.rebuild:
         con = sqlite3.connect(args.db)
         have = con.execute("SELECT count(*) FROM trades WHERE status = 'closed'").fetchone()[0]
+        migrate(con, upto=len(MIGRATIONS))
         con.close()
     if have < args.trades:
         build(args.db, args.trades)

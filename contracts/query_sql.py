@@ -22,11 +22,13 @@ from contracts.query_model import (
     day_start,
     local_today,
 )
+from contracts.query_stats import EMPTY, can_use_days, daily_utc, raw_where, stats
 
 Now = dt.datetime
 TENANCY = ("account", "source", "plugin_id", "mode")
-ACTIVE_TRADE = ("pending", "open", "partial")
-ACTIVE_SIGNAL = ("active", "triggered")
+# Written as in worker/schema.py's partial indexes, which only serve the exact text.
+ACTIVE_TRADE = "status IN ('pending', 'open', 'partial')"
+ACTIVE_SIGNAL = "status IN ('active', 'triggered')"
 TRADE_ROW = (
     "source", "trade_id", "account", "plugin_id", "mode", "symbol", "side", "quantity",
     "entry_price", "exit_price", "realized_pnl", "fees", "exit_reason", "strategy", "status",
@@ -51,10 +53,7 @@ JOURNAL_ROW = (
     "at", "source", "account", "plugin_id", "mode", "title", "text", "trade_id", "signal_id",
     "category", "tags", "event_id",
 )  # fmt: skip
-SUMMARY_SQL = """count(*), sum(realized_pnl > 0), sum(realized_pnl < 0),
-    total(CASE WHEN realized_pnl > 0 THEN realized_pnl END),
-    total(CASE WHEN realized_pnl < 0 THEN realized_pnl END),
-    total(realized_pnl), avg(realized_pnl), max(realized_pnl), min(realized_pnl)"""
+UTC_NAMES = {"UTC", "Etc/UTC", "Etc/UCT", "UCT", "GMT", "Etc/GMT", "Zulu", "Etc/Zulu"}
 JSON_COLUMNS = {"attributes", "tags", "body"}
 
 
@@ -122,16 +121,17 @@ def _select(
 
 def summarise(record: Sequence[Any]) -> dict[str, Any]:
     """count, wins, losses, win rate, gross profit/loss, net, average, best, worst, PF."""
-    count, wins, losses, gross_profit, gross_loss, net, average, best, worst = record
+    count, wins, losses, gross_profit, gross_loss, best, worst = record
+    net = gross_profit + gross_loss
     return {
         "count": count,
-        "wins": wins or 0,
-        "losses": losses or 0,
-        "win_rate": round(100.0 * (wins or 0) / count, 2) if count else None,
+        "wins": wins,
+        "losses": losses,
+        "win_rate": round(100.0 * wins / count, 2) if count else None,
         "gross_profit": round(gross_profit, 2),
         "gross_loss": round(gross_loss, 2),
         "net": round(net, 2),
-        "average": round(average, 2) if average is not None else None,
+        "average": round(net / count, 2) if count else None,
         "best": best,
         "worst": worst,
         "profit_factor": round(gross_profit / -gross_loss, 3) if gross_loss else None,
@@ -142,14 +142,14 @@ def summarise(record: Sequence[Any]) -> dict[str, Any]:
 
 
 def active_trades(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
-    where = Where().among("status", ACTIVE_TRADE).tenancy(f)
+    where = Where().add(ACTIVE_TRADE).tenancy(f)
     if f.symbol:
         where.add("instr(lower(symbol), lower(?)) > 0", f.symbol)
     return _select(con, "active-trades", ACTIVE_TRADE_ROW, "trades", where, "opened_at, trade_id")
 
 
 def active_signals(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
-    where = Where().among("status", ACTIVE_SIGNAL).tenancy(f)
+    where = Where().add(ACTIVE_SIGNAL).tenancy(f)
     if f.symbol:
         where.add("instr(lower(symbol), lower(?)) > 0", f.symbol)
     return _select(con, "active-signals", SIGNAL_ROW, "signals", where, "emitted_at, signal_id")
@@ -179,46 +179,40 @@ def closed_today(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
 # --- history and its summary --------------------------------------------------
 
 
-def _closed_where(f: Filters, now: Now, alias: str = "") -> Where:
-    where = Where(alias).eq("status", f.status or "closed")
-    if f.since or f.until:
-        lo, hi = day_range(f.since or dt.date(1970, 1, 1), f.until or dt.date(9998, 12, 31), f.zone)
-        where.add(f"{where.prefix}closed_at >= ? AND {where.prefix}closed_at < ?", lo, hi)
-    else:
-        where.add(f"{where.prefix}closed_at IS NOT NULL")
-    where.tenancy(f).eq("side", f.side).eq("strategy", f.strategy)
-    if f.symbol:
-        where.add(f"instr(lower({where.prefix}symbol), lower(?)) > 0", f.symbol)
-    return where
+def _local_range(f: Filters) -> tuple[str | None, str | None]:
+    """The filters' since/until (local days, inclusive) as a UTC text range."""
+    lo = day_start(f.since, f.zone) if f.since else None
+    hi = day_start(f.until + dt.timedelta(days=1), f.zone) if f.until else None
+    return lo, hi
 
 
 def history(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
-    where = _closed_where(f, now)
-    result = _select(con, "history", TRADE_ROW, "trades", where,
-                     "closed_at DESC, trade_id DESC", (f.limit, f.offset))  # fmt: skip
-    record = con.execute(f"SELECT {SUMMARY_SQL} FROM trades{where.sql}", where.params).fetchone()
-    result.summary = {**summarise(record), "limit": f.limit, "offset": f.offset}
-    return result
+    lo, hi = _local_range(f)
+    where_sql, params = raw_where(f, lo, hi)
+    sql = (f"SELECT {', '.join(TRADE_ROW)} FROM trades{where_sql} "
+           "ORDER BY closed_at DESC, trade_id DESC LIMIT ? OFFSET ?")  # fmt: skip
+    rows = _rows(con, sql, [*params, f.limit, f.offset])
+    record = stats(con, f, lo, hi).get(None, EMPTY)
+    summary = {**summarise(record), "limit": f.limit, "offset": f.offset}
+    return QueryResult("history", list(TRADE_ROW), rows, summary)
 
 
-def _grouped(con: sqlite3.Connection, f: Filters, now: Now, name: str, column: str) -> QueryResult:
-    where = _closed_where(f, now)
-    sql = (f"SELECT coalesce({column}, '(none)'), {SUMMARY_SQL} FROM trades{where.sql} "
-           f"GROUP BY {column} ORDER BY total(realized_pnl) DESC")  # fmt: skip
-    rows = [{column: r[0], **summarise(r[1:])} for r in con.execute(sql, where.params)]
+def _grouped(con: sqlite3.Connection, f: Filters, name: str, column: str) -> QueryResult:
+    by_key = stats(con, f, *_local_range(f), group=column)
+    rows = [{column: key, **summarise(record)} for key, record in by_key.items()]
+    rows.sort(key=lambda r: (-r["net"], r[column]))
     columns = [column, "count", "wins", "losses", "win_rate", "net", "average", "best", "worst",
                "gross_profit", "gross_loss", "profit_factor"]  # fmt: skip
-    rows = [{c: r[c] for c in columns} for r in rows]
-    return QueryResult(name, columns, rows)
+    return QueryResult(name, columns, [{c: r[c] for c in columns} for r in rows])
 
 
 def plugins(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
     """Per-plugin statistics, as seed 004's get_all_plugin_statistics."""
-    return _grouped(con, f, now, "plugins", "plugin_id")
+    return _grouped(con, f, "plugins", "plugin_id")
 
 
 def strategies(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
-    return _grouped(con, f, now, "strategies", "strategy")
+    return _grouped(con, f, "strategies", "strategy")
 
 
 # --- P&L over time --------------------------------------------------------------
@@ -234,19 +228,19 @@ def pnl(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
         "week": today - dt.timedelta(days=today.weekday()),
         "today": today,
     }
-    bounds = [day_start(d, f.zone) for d in starts.values() if d is not None]
-    cols = ["count(*)", "total(realized_pnl)"]
-    for _ in bounds:
-        cols += ["sum(closed_at >= ?)", "total(CASE WHEN closed_at >= ? THEN realized_pnl END)"]
-    where = Where().eq("status", "closed").add("closed_at IS NOT NULL").tenancy(f)
-    params = [b for b in bounds for _ in (0, 1)] + where.params
-    record = con.execute(f"SELECT {', '.join(cols)} FROM trades{where.sql}", params).fetchone()
     rows = []
-    for i, (period, start) in enumerate(starts.items()):
+    for period, start in starts.items():
+        lo = day_start(start, f.zone) if start else None
+        s = summarise(stats(con, f, lo, None).get(None, EMPTY))
         rows.append({"period": period, "since": start.isoformat() if start else None,
-                     "trades": record[2 * i] or 0, "pnl": round(record[2 * i + 1], 2)})  # fmt: skip
+                     "trades": s["count"], "pnl": s["net"]})  # fmt: skip
     return QueryResult("pnl", ["period", "since", "trades", "pnl"], rows,
                        {"tz": f.tz, "today": today.isoformat()})  # fmt: skip
+
+
+def _is_utc(f: Filters, first: dt.date, last: dt.date) -> bool:
+    moments = (dt.datetime.combine(d, dt.time(), tzinfo=f.zone) for d in (first, last))
+    return all(m.utcoffset() == dt.timedelta(0) for m in moments) and f.tz in UTC_NAMES
 
 
 def calendar(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
@@ -255,32 +249,44 @@ def calendar(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
     since = f.since or until - dt.timedelta(days=364)
     if since > until or (until - since).days > 3700:
         raise QueryError("calendar needs since <= until, at most about ten years apart")
+    if _is_utc(f, since, until) and can_use_days(con, f):
+        records = daily_utc(con, f, since.isoformat(), until.isoformat())
+    else:
+        records = _daily_local(con, f, since, until)
+    keys = ("date", "trades", "pnl", "wins", "losses")
+    rows = [dict(zip(keys, r, strict=True)) for r in records if r[1]]
+    for row in rows:
+        row["pnl"] = round(row["pnl"], 2)
+    summary = {"since": since.isoformat(), "until": until.isoformat(), "tz": f.tz,
+               "days_traded": len(rows), "net": round(sum(r["pnl"] for r in rows), 2)}  # fmt: skip
+    return QueryResult("calendar", list(keys), rows, summary)
+
+
+def _daily_local(
+    con: sqlite3.Connection, f: Filters, since: dt.date, until: dt.date
+) -> list[tuple[Any, ...]]:
+    """Per local day, straight from trades: each day is its own UTC range."""
     days = []
     day = since
     while day <= until:
         days.append((day.isoformat(), *day_range(day, day, f.zone)))
         day += dt.timedelta(days=1)
-    where = Where("t").eq("status", "closed").tenancy(f)
+    where = Where("t").eq("status", "closed").tenancy(f).eq("strategy", f.strategy)
     sql = f"""WITH days(day, lo, hi) AS (
         SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?))
-        SELECT d.day AS date, count(*) AS trades, total(t.realized_pnl) AS pnl,
-               sum(t.realized_pnl > 0) AS wins, sum(t.realized_pnl < 0) AS losses
+        SELECT d.day, count(*), total(t.realized_pnl), sum(t.realized_pnl > 0),
+               sum(t.realized_pnl < 0)
         FROM days d JOIN trades t ON t.closed_at >= d.lo AND t.closed_at < d.hi
         {where.sql} GROUP BY d.day ORDER BY d.day"""
-    rows = _rows(con, sql, [json.dumps(days), *where.params])
-    for row in rows:
-        row["pnl"] = round(row["pnl"], 2)
-    summary = {"since": since.isoformat(), "until": until.isoformat(), "tz": f.tz,
-               "days_traded": len(rows), "net": round(sum(r["pnl"] for r in rows), 2)}  # fmt: skip
-    return QueryResult("calendar", ["date", "trades", "pnl", "wins", "losses"], rows, summary)
+    return con.execute(sql, [json.dumps(days), *where.params]).fetchall()
 
 
 def daily_loss(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
     """Daily loss used against the limit, from daily_stats (seed 002's card)."""
     day = f.date or local_today(f.zone, now)
     where = Where().eq("date", day.isoformat()).tenancy(f)
-    columns = ["account", "source", "plugin_id", "mode", "date", "daily_loss_used",
-               "daily_loss_limit", "loss_limit_hit", "trading_blocked", "total_realized_pnl"]  # fmt: skip
+    columns = [*TENANCY, "date", "daily_loss_used", "daily_loss_limit", "loss_limit_hit",
+               "trading_blocked", "total_realized_pnl"]  # fmt: skip
     result = _select(con, "daily-loss", columns, "daily_stats", where, "account, source")
     used = sum(r["daily_loss_used"] or 0.0 for r in result.rows)
     limits = [r["daily_loss_limit"] for r in result.rows if r["daily_loss_limit"] is not None]
@@ -312,11 +318,19 @@ def trade(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
     events: list[dict[str, Any]] = []
     for row in result.rows:
         key = (row["source"], row["trade_id"])
-        history_rows += _rows(con, """SELECT ts, status, event_type, event_id, source
-            FROM trade_status_history WHERE source = ? AND trade_id = ? ORDER BY ts""", key)
-        events += _rows(con, """SELECT ts, type, event_id, source, committed_at, body
+        history_rows += _rows(
+            con,
+            """SELECT ts, status, event_type, event_id, source
+            FROM trade_status_history WHERE source = ? AND trade_id = ? ORDER BY ts""",
+            key,
+        )
+        events += _rows(
+            con,
+            """SELECT ts, type, event_id, source, committed_at, body
             FROM events WHERE source = ? AND subject = ?
-            AND (type LIKE 'trade.%' OR type = 'journal.entry') ORDER BY ts, event_id""", key)
+            AND (type LIKE 'trade.%' OR type = 'journal.entry') ORDER BY ts, event_id""",
+            key,
+        )
     result.sections = {"status_history": history_rows, "events": events}
     return result
 

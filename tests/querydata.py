@@ -65,8 +65,10 @@ async def publish_history(settings: Settings) -> dict[str, str]:
     """Publish both bots' events, wait until all are committed; returns ids by label."""
     ids: dict[str, str] = {}
     for source, account, events in (("bot-a", "ACC-1", BOT_A), ("bot-b", "ACC-2", BOT_B)):
-        async with AsyncPublisher(settings.redis_url, source=source, account=account,
-                                  plugin_id="p1", mode="paper", stream=settings.stream) as pub:  # fmt: skip
+        async with AsyncPublisher(
+            settings.redis_url, source=source, account=account, plugin_id="p1", mode="paper",
+            stream=settings.stream,
+        ) as pub:  # fmt: skip
             for event_type, fields in events:
                 label = f"{source}:{event_type}:{fields.get('trade_id') or fields.get('symbol')}"
                 ids[label] = await pub.publish(event_type, **fields)

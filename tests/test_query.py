@@ -107,7 +107,12 @@ async def test_calendar_gives_daily_pnl_by_local_day(db: Path) -> None:
     assert keys(berlin.rows, "date", "pnl") == [("2026-11-12", -40.0), ("2026-11-18", 20.0)]
     assert berlin.summary["net"] == -20.0
     year = q(db, "calendar", until="2026-11-18")
-    assert [r["date"] for r in year.rows] == ["2025-12-31", "2026-03-05", "2026-11-12", "2026-11-17"]
+    assert [r["date"] for r in year.rows] == [
+        "2025-12-31",
+        "2026-03-05",
+        "2026-11-12",
+        "2026-11-17",
+    ]
 
 
 async def test_closed_today_lists_trades_or_signals_in_the_time_zone(db: Path) -> None:
@@ -174,7 +179,7 @@ async def test_a_bot_reads_its_own_write_at_once(settings: Settings) -> None:
         assert await anyio.to_thread.run_sync(wait_for_event, settings.db, event_id, 1.0)
         never = new_event_id()
         assert not await anyio.to_thread.run_sync(wait_for_event, settings.db, never, 0.05)
-        with pytest.raises(QueryError, match="not committed within 0.05s"):
+        with pytest.raises(QueryError, match=r"not committed within 0\.05s"):
             run_query(settings.db, "pnl", {"wait_for": never, "wait_timeout_s": 0.05})
 
 

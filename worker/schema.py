@@ -7,6 +7,7 @@ so running them again changes nothing.
 
 from __future__ import annotations
 
+from worker import aggregates
 from worker.projections import DAILY_STATS, POSITIONS, SIGNALS, TRADES, Entity
 
 _REAL = {
@@ -153,6 +154,18 @@ _V2_QUERY_INDEXES = [
     "CREATE INDEX trades_source_closed ON trades(source, status, closed_at)",
 ]
 
+# Version 3 (issue 4): closed trades summed per UTC day and tenant, kept exact by
+# triggers (see worker/aggregates.py), so all-history sums stay fast at millions of trades.
+# Partial indexes are used only by queries that repeat the condition word for word.
+ACTIVE_TRADES = "status IN ('pending', 'open', 'partial')"
+ACTIVE_SIGNALS = "status IN ('active', 'triggered')"
+_V3_TRADE_DAYS = [
+    *aggregates.MIGRATION,
+    f"CREATE INDEX trades_active ON trades(opened_at) WHERE {ACTIVE_TRADES}",
+    f"CREATE INDEX signals_active ON signals(emitted_at) WHERE {ACTIVE_SIGNALS}",
+    "CREATE INDEX positions_open ON positions(account, source) WHERE is_active = 1",
+]
+
 # MIGRATIONS[n - 1] brings a database from version n - 1 to version n.
-MIGRATIONS: list[list[str]] = [_V1, _V2_QUERY_INDEXES]
+MIGRATIONS: list[list[str]] = [_V1, _V2_QUERY_INDEXES, _V3_TRADE_DAYS]
 SCHEMA_VERSION = len(MIGRATIONS)

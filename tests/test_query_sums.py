@@ -1,0 +1,116 @@
+"""The fast sums (``trade_days``, kept by triggers) say what the trades themselves say."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from contracts import AsyncPublisher
+from contracts.query import run_query
+from tests.conftest import count, query, running_worker, wait_for
+from tests.querydata import NOW
+from worker.settings import Settings
+
+ZONES = ("UTC", "Europe/Berlin", "Asia/Kolkata", "America/New_York")
+
+
+def summary_from_rows(rows: list[dict[str, Any]]) -> tuple[Any, ...]:
+    pnl = [r["realized_pnl"] for r in rows]
+    return (
+        len(rows),
+        sum(p > 0 for p in pnl),
+        sum(p < 0 for p in pnl),
+        round(sum(p for p in pnl if p > 0), 2),
+        round(sum(p for p in pnl if p < 0), 2),
+        max(pnl, default=None),
+        min(pnl, default=None),
+    )
+
+
+def summary_shown(s: dict[str, Any]) -> tuple[Any, ...]:
+    return (s["count"], s["wins"], s["losses"], s["gross_profit"], s["gross_loss"], s["best"],
+            s["worst"])  # fmt: skip
+
+
+async def test_summaries_match_the_trades_in_every_zone_and_range(settings: Settings) -> None:
+    rng = random.Random(7)
+    async with running_worker(settings):
+        async with AsyncPublisher(
+            settings.redis_url, source="bot-s", stream=settings.stream
+        ) as pub:
+            for n in range(60):
+                closed = NOW - dt.timedelta(hours=rng.randrange(24 * 40))
+                exit_price = str(rng.choice([90, 95, 100, 104, 110, 130]))
+                await pub.publish("trade.opened", ts=closed - dt.timedelta(hours=1),
+                                  trade_id=f"S{n}", symbol="BTCUSDT", side="buy", quantity="1",
+                                  entry_price="100", strategy=rng.choice(["a", "b"]))  # fmt: skip
+                await pub.publish("trade.closed", ts=closed, trade_id=f"S{n}",
+                                  exit_price=exit_price)  # fmt: skip
+        await wait_for(lambda: count(settings.db, "events") == 120, what="120 events")
+    db = settings.db
+    for tz in ZONES:
+        for since, until in [(None, None), ("2026-10-20", "2026-11-02"), ("2026-11-18", None)]:
+            filters = {"tz": tz, "since": since, "until": until, "limit": 1000}
+            result = run_query(db, "history", filters, now=NOW)
+            assert summary_shown(result.summary) == summary_from_rows(result.rows), filters
+            # the calendar's days add up to the same net
+            cal = run_query(db, "calendar", {"tz": tz, "since": since or "2026-09-01",
+                                             "until": until or "2026-11-18"}, now=NOW)  # fmt: skip
+            assert cal.summary["net"] == round(result.summary["net"], 2), filters
+            assert sum(d["trades"] for d in cal.rows) == result.summary["count"], filters
+        strategies = run_query(db, "strategies", {"tz": tz}, now=NOW).rows
+        assert sum(r["count"] for r in strategies) == 60
+
+
+async def test_a_corrected_or_reopened_trade_changes_the_sums(settings: Settings) -> None:
+    async with running_worker(settings):
+        async with AsyncPublisher(
+            settings.redis_url, source="bot-r", stream=settings.stream
+        ) as pub:
+            ts = NOW - dt.timedelta(hours=2)
+            # the close arrives before the open: the sums must still converge
+            await pub.publish("trade.closed", ts=ts, trade_id="R1", exit_price="120")
+            await pub.publish(
+                "trade.opened", ts=ts - dt.timedelta(hours=1), trade_id="R1",
+                symbol="ETHUSDT", side="buy", quantity="2", entry_price="100",
+            )  # fmt: skip
+            await pub.publish("trade.opened", ts=ts, trade_id="R2", symbol="ETHUSDT", side="buy",
+                              quantity="1", entry_price="100")  # fmt: skip
+            await pub.publish("trade.closed", ts=ts, trade_id="R2", exit_price="90")
+        await wait_for(lambda: count(settings.db, "events") == 4, what="4 events")
+        first = run_query(settings.db, "history", {}, now=NOW).summary
+        assert (first["count"], first["net"], first["best"], first["worst"]) == (2, 30.0, 40.0,
+                                                                                -10.0)  # fmt: skip
+        async with AsyncPublisher(
+            settings.redis_url, source="bot-r", stream=settings.stream
+        ) as pub:
+            # the broker reports the real P&L later: it replaces the derived one
+            await pub.publish("trade.updated", ts=ts + dt.timedelta(minutes=5), trade_id="R1",
+                              realized_pnl="35.5")  # fmt: skip
+        await wait_for(lambda: count(settings.db, "events") == 5, what="5 events")
+    after = run_query(settings.db, "history", {}, now=NOW).summary
+    assert (after["count"], after["net"], after["best"]) == (2, 25.5, 35.5)
+    days = query(settings.db, "SELECT trades, round(gross_profit, 2) FROM trade_days")
+    assert days == [(2, 35.5)]
+
+
+@pytest.mark.parametrize("tz", ZONES)
+def test_pnl_of_an_empty_database_is_zero(tmp_path: Path, tz: str) -> None:
+    import sqlite3
+
+    from worker.schema import MIGRATIONS
+
+    db = tmp_path / "empty.db"
+    con = sqlite3.connect(db)
+    for statements in MIGRATIONS:
+        for statement in statements:
+            con.execute(statement)
+    con.commit()
+    con.close()
+    rows = run_query(db, "pnl", {"tz": tz}).rows
+    assert [(r["trades"], r["pnl"]) for r in rows] == [(0, 0.0)] * 5
+    assert run_query(db, "history", {}).summary["win_rate"] is None
