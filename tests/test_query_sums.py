@@ -114,3 +114,40 @@ def test_pnl_of_an_empty_database_is_zero(tmp_path: Path, tz: str) -> None:
     rows = run_query(db, "pnl", {"tz": tz}).rows
     assert [(r["trades"], r["pnl"]) for r in rows] == [(0, 0.0)] * 5
     assert run_query(db, "history", {}).summary["win_rate"] is None
+
+
+def test_trade_days_equal_the_trades_after_any_writes() -> None:
+    """Replace, update and delete in random order: the triggers keep every day exact."""
+    import sqlite3
+
+    from worker.schema import MIGRATIONS
+
+    con = sqlite3.connect(":memory:", isolation_level=None)
+    for statements in MIGRATIONS:
+        for statement in statements:
+            con.execute(statement)
+    bucket = "substr(closed_at, 1, 10), source, coalesce(strategy, '')"
+    raw_sql = f"""SELECT {bucket}, count(*), sum(coalesce(realized_pnl > 0, 0)),
+        round(total(realized_pnl), 6) + 0.0, max(realized_pnl), min(realized_pnl) FROM trades
+        WHERE status = 'closed' AND closed_at IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"""
+    days_sql = """SELECT day, source, strategy, trades, wins, round(gross_profit + gross_loss, 6) + 0.0,
+        best, worst FROM trade_days WHERE trades > 0 ORDER BY 1, 2, 3"""
+    cols = "source, trade_id, status, closed_at, realized_pnl, strategy, created_at, updated_at"
+    rng = random.Random(2)
+    for _ in range(1500):
+        key = (rng.choice("ab"), f"T{rng.randrange(40)}")
+        op = rng.random()
+        if op < 0.1:
+            con.execute("DELETE FROM trades WHERE source = ? AND trade_id = ?", key)
+        elif op < 0.2:
+            pnl = rng.choice([None, rng.uniform(-5, 5)])
+            con.execute("UPDATE trades SET realized_pnl = ? WHERE source = ? AND trade_id = ?",
+                        (pnl, *key))  # fmt: skip
+        else:
+            closed = rng.choice([None, f"2026-11-{rng.randint(10, 12)}T10:00:00.000000Z"])
+            values = (*key, rng.choice(["open", "closed", "closed", "cancelled"]), closed,
+                      rng.choice([None, round(rng.uniform(-5, 5), 2), 0.0]),
+                      rng.choice(["s", "t", None]), "x", "x")  # fmt: skip
+            con.execute(f"INSERT OR REPLACE INTO trades ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        values)  # fmt: skip
+        assert con.execute(days_sql).fetchall() == con.execute(raw_sql).fetchall()

@@ -11,6 +11,7 @@ takes out the row being replaced, an AFTER INSERT trigger adds the new one;
 this relies on ``recursive_triggers`` being off, SQLite's default, so that the
 replace does not also fire the DELETE trigger), and plain UPDATE or DELETE.
 Best and worst are recomputed for a day when the trade that held them goes.
+A day whose trades all went keeps a row with ``trades = 0``; readers skip it.
 A trade counts when ``status = 'closed'`` and ``closed_at`` is set.
 """
 
@@ -95,17 +96,19 @@ def _remove(r: str, source: str) -> str:
         best = (SELECT max(t.realized_pnl) FROM trades t WHERE {others}),
         worst = (SELECT min(t.realized_pnl) FROM trades t WHERE {others})
     {source} WHERE {_match(r)} AND {_closed(r)}
-        AND ({pnl} = trade_days.best OR {pnl} = trade_days.worst);
-    DELETE FROM trade_days WHERE trades <= 0;"""
+        AND ({pnl} = trade_days.best OR {pnl} = trade_days.worst);"""
 
 
 _OLD_ROW = "FROM (SELECT * FROM trades WHERE source = NEW.source AND trade_id = NEW.trade_id) AS o"
 
 TRIGGERS = [
-    f"""CREATE TRIGGER trade_days_replace BEFORE INSERT ON trades BEGIN
+    f"""CREATE TRIGGER trade_days_replace BEFORE INSERT ON trades WHEN EXISTS (
+    SELECT 1 FROM trades WHERE source = NEW.source AND trade_id = NEW.trade_id
+    AND status = 'closed' AND closed_at IS NOT NULL) BEGIN
     {_remove("o", _OLD_ROW)}
 END""",
-    f"""CREATE TRIGGER trade_days_insert AFTER INSERT ON trades BEGIN
+    f"""CREATE TRIGGER trade_days_insert AFTER INSERT ON trades
+WHEN NEW.status = 'closed' AND NEW.closed_at IS NOT NULL BEGIN
     {_add("NEW")}
 END""",
     f"""CREATE TRIGGER trade_days_update AFTER UPDATE ON trades BEGIN
