@@ -22,7 +22,14 @@ from contracts.query_model import (
     day_start,
     local_today,
 )
-from contracts.query_stats import EMPTY, can_use_days, daily_utc, raw_where, stats
+from contracts.query_stats import (
+    EMPTY,
+    can_use_days,
+    counts_since,
+    daily_utc,
+    raw_where,
+    stats,
+)
 
 Now = dt.datetime
 TENANCY = ("account", "source", "plugin_id", "mode")
@@ -228,12 +235,13 @@ def pnl(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
         "week": today - dt.timedelta(days=today.weekday()),
         "today": today,
     }
+    los = [day_start(start, f.zone) if start else None for start in starts.values()]
     rows = []
-    for period, start in starts.items():
-        lo = day_start(start, f.zone) if start else None
-        s = summarise(stats(con, f, lo, None).get(None, EMPTY))
+    for (period, start), (trades, net) in zip(
+        starts.items(), counts_since(con, f, los), strict=True
+    ):
         rows.append({"period": period, "since": start.isoformat() if start else None,
-                     "trades": s["count"], "pnl": s["net"]})  # fmt: skip
+                     "trades": trades, "pnl": round(net, 2)})  # fmt: skip
     return QueryResult("pnl", ["period", "since", "trades", "pnl"], rows,
                        {"tz": f.tz, "today": today.isoformat()})  # fmt: skip
 

@@ -145,3 +145,39 @@ def daily_utc(con: sqlite3.Connection, f: Filters, first: str, last: str) -> lis
     sql = f"""SELECT day, sum(trades), total(gross_profit) + total(gross_loss), sum(wins),
         sum(losses) FROM trade_days WHERE {" AND ".join(parts)} GROUP BY day ORDER BY day"""
     return con.execute(sql, params).fetchall()
+
+
+def counts_since(
+    con: sqlite3.Connection, f: Filters, starts: Sequence[str | None]
+) -> list[tuple[int, float]]:
+    """(closed trades, net P&L) from each start (UTC text, None: all time), in one pass."""
+    if not can_use_days(con, f):
+        cols, params = [], []
+        for lo in starts:
+            cols += ["sum(closed_at >= ?)", "total(CASE WHEN closed_at >= ? THEN realized_pnl END)"]
+            params += [lo or "", lo or ""]
+        where, where_params = raw_where(f, None, None)
+        record = con.execute(f"SELECT {', '.join(cols)} FROM trades{where}",
+                             [*params, *where_params]).fetchone()  # fmt: skip
+        return [(record[2 * i] or 0, record[2 * i + 1]) for i in range(len(starts))]
+    cols, params, edges = [], [], []
+    for lo in starts:
+        first, _, edge = split(lo, None)
+        cols += ["sum(CASE WHEN day >= ? THEN trades END)",
+                 "total(CASE WHEN day >= ? THEN gross_profit + gross_loss END)"]  # fmt: skip
+        params += [first or "", first or ""]
+        edges.append(edge)
+    parts, where_params = _filters(f)
+    where = " WHERE " + " AND ".join(parts) if parts else ""
+    record = con.execute(f"SELECT {', '.join(cols)} FROM trade_days{where}",
+                         [*params, *where_params]).fetchone()  # fmt: skip
+    out = []
+    for i, edge in enumerate(edges):
+        n, net = record[2 * i] or 0, record[2 * i + 1]
+        for edge_lo, edge_hi in edge:
+            sql, edge_params = raw_where(f, edge_lo, edge_hi)
+            more = con.execute(f"SELECT count(*), total(realized_pnl) FROM trades{sql}",
+                               edge_params).fetchone()  # fmt: skip
+            n, net = n + more[0], net + more[1]
+        out.append((n, net))
+    return out

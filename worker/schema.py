@@ -151,7 +151,7 @@ _V2_QUERY_INDEXES = [
     account, source, plugin_id, mode, side, strategy, symbol)""",
     "CREATE INDEX trades_plugin_cover ON trades(status, plugin_id, realized_pnl, closed_at)",
     "CREATE INDEX trades_strategy_cover ON trades(status, strategy, realized_pnl, closed_at)",
-    "CREATE INDEX trades_source_closed ON trades(source, status, closed_at)",
+    "CREATE INDEX trades_source_closed ON trades(source, status, closed_at, realized_pnl)",
 ]
 
 # Version 3 (issue 4): closed trades summed per UTC day and tenant, kept exact by
