@@ -109,16 +109,21 @@ def stats(
     con: sqlite3.Connection, f: Filters, lo: str | None, hi: str | None, group: str | None = None
 ) -> dict[Any, tuple[Any, ...]]:
     """Summary tuples of closed trades in [lo, hi), per ``group`` column value (or None)."""
-    key = f"coalesce(nullif({group}, ''), '(none)')" if group else "NULL"
+    # No GROUP BY without a group (SQLite would sort for nothing); trade_days is grouped
+    # by the plain column, which its indexes hold in order.
+    raw_key, days_key = (f"coalesce({group}, '')", group) if group else ("NULL", "NULL")
+    raw_by = " GROUP BY 1" if group else ""
+    days_by = f" GROUP BY {group}" if group else ""
     out: dict[Any, tuple[Any, ...]] = {}
 
     def add(sql: str, params: list[Any]) -> None:
         for record in con.execute(sql, params):
-            out[record[0]] = merge(out.get(record[0], EMPTY), record[1:])
+            key = (record[0] or "(none)") if group else None
+            out[key] = merge(out.get(key, EMPTY), record[1:])
 
     if not can_use_days(con, f):
         where, params = raw_where(f, lo, hi)
-        add(f"SELECT {key}, {RAW_SUMMARY} FROM trades{where} GROUP BY 1", params)
+        add(f"SELECT {raw_key}, {RAW_SUMMARY} FROM trades{where}{raw_by}", params)
         return out
     first, end, edges = split(lo, hi)
     if first is not None or end is not None or not edges:
@@ -130,10 +135,10 @@ def stats(
             parts.append("day < ?")
             params.append(end)
         where = " WHERE " + " AND ".join(parts) if parts else ""
-        add(f"SELECT {key}, {DAY_SUMMARY} FROM trade_days{where} GROUP BY 1", params)
+        add(f"SELECT {days_key}, {DAY_SUMMARY} FROM trade_days{where}{days_by}", params)
     for edge_lo, edge_hi in edges:
         where, params = raw_where(f, edge_lo, edge_hi)
-        add(f"SELECT {key}, {RAW_SUMMARY} FROM trades{where} GROUP BY 1", params)
+        add(f"SELECT {raw_key}, {RAW_SUMMARY} FROM trades{where}{raw_by}", params)
     return out
 
 

@@ -131,7 +131,8 @@ def test_trade_days_equal_the_trades_after_any_writes() -> None:
         round(total(realized_pnl), 6) + 0.0, max(realized_pnl), min(realized_pnl) FROM trades
         WHERE status = 'closed' AND closed_at IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"""
     days_sql = """SELECT day, source, strategy, trades, wins,
-        round(gross_profit + gross_loss, 6) + 0.0, best, worst FROM trade_days WHERE trades > 0 ORDER BY 1, 2, 3"""
+        round(gross_profit + gross_loss, 6) + 0.0, best, worst FROM trade_days
+        WHERE trades > 0 ORDER BY 1, 2, 3"""
     cols = "source, trade_id, status, closed_at, realized_pnl, strategy, created_at, updated_at"
     rng = random.Random(2)
     for _ in range(1500):

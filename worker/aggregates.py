@@ -129,4 +129,11 @@ SELECT {", ".join(_bucket("trades"))}, count(*), sum(coalesce(realized_pnl > 0, 
 FROM trades WHERE {_closed("trades")}
 GROUP BY {", ".join(_bucket("trades"))}"""
 
-MIGRATION = [CREATE, *TRIGGERS, BACKFILL]
+# Per-plugin and per-strategy sums walk these in order instead of sorting.
+_SUMS = "trades, wins, losses, gross_profit, gross_loss, best, worst"
+INDEXES = [
+    f"CREATE INDEX trade_days_plugin ON trade_days(plugin_id, {_SUMS})",
+    f"CREATE INDEX trade_days_strategy ON trade_days(strategy, {_SUMS})",
+]
+
+MIGRATION = [CREATE, *TRIGGERS, BACKFILL, *INDEXES]
