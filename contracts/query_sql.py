@@ -139,8 +139,8 @@ def summarise(record: Sequence[Any]) -> dict[str, Any]:
         "gross_loss": round(gross_loss, 2),
         "net": round(net, 2),
         "average": round(net / count, 2) if count else None,
-        "best": best,
-        "worst": worst,
+        "best": round(best, 2) if best is not None else None,
+        "worst": round(worst, 2) if worst is not None else None,
         "profit_factor": round(gross_profit / -gross_loss, 3) if gross_loss else None,
     }
 
