@@ -11,6 +11,7 @@ import anyio
 from contracts import AsyncPublisher
 from tests.clirun import CliResult, run_cli
 from tests.conftest import count, make_settings, query, running_worker, wait_for
+from worker.schema import SCHEMA_VERSION
 from worker.settings import Settings
 from worker.store import SqliteStore
 
@@ -129,7 +130,7 @@ def test_restore_checks_integrity_first_and_leaves_the_database_alone(tmp_path: 
     assert result.err.strip() == (
         f"error: {bad} failed its integrity check (file is not a database); nothing restored"
     )
-    assert query(db, "PRAGMA user_version") == [(1,)]
+    assert query(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     missing = run_cli("restore", str(tmp_path / "nope.db"), "--db", str(db))
     assert (
         missing.err.strip()
@@ -155,4 +156,4 @@ async def test_worker_takes_scheduled_backups_and_keeps_the_newest(
         await wait_for(lambda: copies() != first and len(copies()) == 2, what="a newer backup")
     for name in copies():
         meta = json.loads((folder / (name + ".json")).read_text())
-        assert meta["integrity"] == "ok" and meta["schema_version"] == 1
+        assert meta["integrity"] == "ok" and meta["schema_version"] == SCHEMA_VERSION

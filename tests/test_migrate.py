@@ -15,6 +15,7 @@ from contracts import AsyncPublisher
 from tests.clirun import CliResult, run_cli
 from tests.conftest import WorkerProcess, count, query, running_worker, wait_for
 from worker import maintenance, store
+from worker.schema import SCHEMA_VERSION
 from worker.settings import Settings
 from worker.store import SqliteStore
 
@@ -36,8 +37,8 @@ def test_version_then_migrate_then_up_to_date(tmp_path: Path) -> None:
     before = run_cli("db", "version", "--db", str(db))
     assert before.code == 0
     assert (
-        before.out.strip()
-        == f"{db}: schema version 0 (this tradescribe: 1; 1 migration(s) pending)"
+        before.out.strip() == f"{db}: schema version 0 (this tradescribe: {SCHEMA_VERSION}; "
+        f"{SCHEMA_VERSION} migration(s) pending)"
     )
 
     dry = run_cli("db", "migrate", "--dry-run", "--db", str(db))
@@ -47,7 +48,7 @@ def test_version_then_migrate_then_up_to_date(tmp_path: Path) -> None:
 
     done = run_cli("db", "migrate", "--db", str(db), "--json")
     assert done.code == 0, done.err
-    assert (done.json()["before"], done.json()["after"]) == (0, 1)
+    assert (done.json()["before"], done.json()["after"]) == (0, SCHEMA_VERSION)
     after = run_cli("db", "version", "--db", str(db), "--json")
     assert after.json()["state"] == "up to date"
     again = run_cli("db", "migrate", "--db", str(db))
@@ -87,21 +88,22 @@ def test_migration_backs_the_database_up_first_and_rolls_back_a_failing_one(
     ok = run_cli("db", "migrate", "--db", str(db), "--json")
     assert ok.code == 0, ok.err
     result = ok.json()
-    assert (result["before"], result["after"]) == (1, 2)
+    v = SCHEMA_VERSION
+    assert (result["before"], result["after"]) == (v, v + 1)
     backup = Path(result["backup"])
-    assert backup.parent == tmp_path / "backups" and backup.name.startswith("t-pre-v2-")
+    assert backup.parent == tmp_path / "backups" and backup.name.startswith(f"t-pre-v{v + 1}-")
     meta = json.loads(Path(str(backup) + ".json").read_text())
-    assert (meta["schema_version"], meta["last_stream_id"], meta["integrity"]) == (1, "5-0", "ok")
+    assert (meta["schema_version"], meta["last_stream_id"], meta["integrity"]) == (v, "5-0", "ok")
 
     next_schema.append(["CREATE TABLE half (a)", "INSERT INTO no_such_table VALUES (1)"])
     bad = run_cli("db", "migrate", "--db", str(db))
     assert bad.code == 1
-    assert bad.err.startswith("error: migration 3 of ")
+    assert bad.err.startswith(f"error: migration {v + 2} of ")
     assert "failed and was rolled back (no such table: no_such_table)" in bad.err
-    assert "stays at version 2" in bad.err
-    assert query(db, "PRAGMA user_version") == [(2,)]
+    assert f"stays at version {v + 1}" in bad.err
+    assert query(db, "PRAGMA user_version") == [(v + 1,)]
     assert query(db, "SELECT name FROM sqlite_master WHERE name = 'half'") == []
-    assert len(list((tmp_path / "backups").glob("t-pre-v3-*.db"))) == 1
+    assert len(list((tmp_path / "backups").glob(f"t-pre-v{v + 2}-*.db"))) == 1
 
 
 def test_worker_refuses_a_newer_database_in_one_line(settings: Settings, tmp_path: Path) -> None:
@@ -120,15 +122,18 @@ def test_worker_refuses_a_newer_database_in_one_line(settings: Settings, tmp_pat
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [
-        f"error: {settings.db} has schema version 99, newer than this tradescribe (1); "
-        "upgrade tradescribe before starting the worker"
+        f"error: {settings.db} has schema version 99, newer than this tradescribe "
+        f"({SCHEMA_VERSION}); upgrade tradescribe before starting the worker"
     ]
     version = run_cli("db", "version", "--db", str(settings.db))
     assert version.code == 1
     assert "newer than this tradescribe" in version.out
     migrate = run_cli("db", "migrate", "--db", str(settings.db))
     assert migrate.code == 1
-    assert migrate.err.count("\n") == 1 and "newer than this tradescribe (1)" in migrate.err
+    assert (
+        migrate.err.count("\n") == 1
+        and f"newer than this tradescribe ({SCHEMA_VERSION})" in migrate.err
+    )
 
 
 async def publish_trades(settings: Settings, n: int) -> None:

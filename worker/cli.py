@@ -13,6 +13,7 @@ import anyio
 import typer
 
 from contracts.errors import TradescribeError
+from worker import query_cli
 from worker.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -141,6 +142,8 @@ app.command("import")(import_command)
 app.add_typer(db_app, name="db")
 app.command("backup")(backup)
 app.command("restore")(restore_command)
+app.command()(query_cli.query)
+app.command()(query_cli.report)
 
 
 def _user_error(exc: BaseException) -> TradescribeError | None:

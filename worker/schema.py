@@ -7,6 +7,7 @@ so running them again changes nothing.
 
 from __future__ import annotations
 
+from worker import aggregates
 from worker.projections import DAILY_STATS, POSITIONS, SIGNALS, TRADES, Entity
 
 _REAL = {
@@ -143,6 +144,28 @@ _V1 = [
 )""",
 ]
 
+# Version 2 (issue 4, the read side): covering indexes for the dashboard queries, so
+# P&L sums, history summaries and per-plugin/strategy statistics read only the index.
+_V2_QUERY_INDEXES = [
+    """CREATE INDEX trades_closed_cover ON trades(status, closed_at, realized_pnl,
+    account, source, plugin_id, mode, side, strategy, symbol)""",
+    "CREATE INDEX trades_plugin_cover ON trades(status, plugin_id, realized_pnl, closed_at)",
+    "CREATE INDEX trades_strategy_cover ON trades(status, strategy, realized_pnl, closed_at)",
+    "CREATE INDEX trades_source_closed ON trades(source, status, closed_at, realized_pnl)",
+]
+
+# Version 3 (issue 4): closed trades summed per UTC day and tenant, kept exact by
+# triggers (see worker/aggregates.py), so all-history sums stay fast at millions of trades.
+# Partial indexes are used only by queries that repeat the condition word for word.
+ACTIVE_TRADES = "status IN ('pending', 'open', 'partial')"
+ACTIVE_SIGNALS = "status IN ('active', 'triggered')"
+_V3_TRADE_DAYS = [
+    *aggregates.MIGRATION,
+    f"CREATE INDEX trades_active ON trades(opened_at) WHERE {ACTIVE_TRADES}",
+    f"CREATE INDEX signals_active ON signals(emitted_at) WHERE {ACTIVE_SIGNALS}",
+    "CREATE INDEX positions_open ON positions(account, source) WHERE is_active = 1",
+]
+
 # MIGRATIONS[n - 1] brings a database from version n - 1 to version n.
-MIGRATIONS: list[list[str]] = [_V1]
+MIGRATIONS: list[list[str]] = [_V1, _V2_QUERY_INDEXES, _V3_TRADE_DAYS]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,126 @@
+"""``tradescribe query`` and ``tradescribe report`` as a person or a script runs them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.querydata import NOW, seeded
+from worker.report import WIDGETS, gather, render
+from worker.settings import Settings
+
+BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]  # fmt: skip
+
+
+@pytest.fixture
+async def db(settings: Settings) -> Path:
+    await seeded(settings)
+    return settings.db
+
+
+def tradescribe(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADESCRIBE_")}
+    env["COLUMNS"] = "200"
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *map(str, args)],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+
+
+async def test_query_prints_a_table_json_and_csv(db: Path) -> None:
+    table = tradescribe("query", "active-trades", "--db", db, "--source", "bot-a")
+    assert table.returncode == 0, table.stderr
+    assert re.search(r"│ T1 .*│ BTCUSDT .*│ open ", table.stdout)
+
+    as_json = tradescribe("query", "history", "--db", db, "--symbol", "btc", "--json")
+    result = json.loads(as_json.stdout)
+    assert [r["trade_id"] for r in result["rows"]] == ["T2", "T1"]
+    assert result["summary"]["net"] == 15.0
+
+    as_csv = tradescribe("query", "plugins", "--db", db, "--csv")
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert [(r["plugin_id"], r["count"]) for r in rows] == [("p2", "1"), ("p1", "3")]
+
+
+async def test_trade_query_shows_history_and_events_tables(db: Path) -> None:
+    out = tradescribe("query", "trade", "--db", db, "--trade-id", "T2", "--source", "bot-a")
+    assert out.returncode == 0, out.stderr
+    assert "status history" in out.stdout and "events" in out.stdout
+    assert "trade.closed" in out.stdout and "journal.entry" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["query", "pnl", "--symbol", "BTC"], "error: query 'pnl' does not take --symbol; it"),
+        (["query", "nope"], "error: unknown query 'nope'; choose one of: active-trades"),
+        (["query", "history", "--since", "last-week"], "since: Input should be a valid date"),
+        (["query", "pnl", "--tz", "Mars/Base"], "unknown time zone 'Mars/Base'"),
+    ],
+)
+async def test_wrong_query_input_is_one_clear_line(db: Path, args: list[str], message: str) -> None:
+    out = tradescribe(*args, "--db", db)
+    assert out.returncode == 1
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_missing_database_is_one_clear_line(tmp_path: Path) -> None:
+    out = tradescribe("query", "pnl", "--db", tmp_path / "nope.db")
+    assert out.returncode == 1
+    assert "nope.db does not exist; pass the worker's file with --db" in out.stderr
+
+
+def find_browser() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if found := shutil.which(name):
+            return found
+    return None
+
+
+async def test_report_is_one_offline_file_with_the_four_widgets(db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    done = tradescribe("report", "--db", db, "--out", out)
+    assert done.returncode == 0, done.stderr
+    page = out.read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page), "external resource"
+    assert "@import" not in page and "url(" not in page
+    for widget in WIDGETS:
+        assert f'id="{widget}"' in page
+    assert "<polyline" in page and page.count('class="day"') >= 365
+
+
+async def test_report_shows_the_numbers_of_the_queries(db: Path) -> None:
+    page = render(gather(db, {"tz": "Europe/Berlin"}, now=NOW), {"tz": "Europe/Berlin"})
+    assert "1,250.00 / 5,000.00" in page and "25.0% used" in page
+    assert "+75.00</span></b><span>All time · 4 trades" in page
+    assert "+20.00</span></b><span>Today · 1 trades" in page
+    assert "profit factor <b>2.67</b>" in page
+    assert "2026-11-18: +20.00 (1 trades)" in page
+
+
+async def test_report_renders_in_headless_chromium(db: Path, tmp_path: Path) -> None:
+    browser = find_browser()
+    if browser is None:
+        pytest.skip("no chromium on PATH (Debian: apt-get install -y chromium)")
+    out = tmp_path / "report.html"
+    assert tradescribe("report", "--db", db, "--out", out).returncode == 0
+    shot = tmp_path / "report.png"
+    profile = tmp_path / "profile"
+    flags = [*BROWSER_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=2000"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", out.as_uri()],
+                         capture_output=True, text=True, timeout=90)  # fmt: skip
+    assert f'data-rendered="{len(WIDGETS)}/{len(WIDGETS)}"' in dom.stdout, dom.stderr[-2000:]
+    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1280,1400",
+                    out.as_uri()], capture_output=True, timeout=90)  # fmt: skip
+    assert shot.stat().st_size > 10_000

@@ -1,0 +1,134 @@
+"""``trade_days``: closed trades summed per UTC day and tenant, kept by triggers.
+
+Dashboards ask for sums over all of history (P&L all time, per plugin, the
+history summary). With a million trades a scan of even a covering index takes
+about 300 ms here; this table has one row per (UTC day, account, source,
+plugin, mode, strategy), so the same answers read a few thousand rows.
+
+SQLite triggers keep it exact inside the worker's own transaction, whatever
+writes ``trades``: the store's ``INSERT OR REPLACE`` (a BEFORE INSERT trigger
+takes out the row being replaced, an AFTER INSERT trigger adds the new one;
+this relies on ``recursive_triggers`` being off, SQLite's default, so that the
+replace does not also fire the DELETE trigger), and plain UPDATE or DELETE.
+Best and worst are recomputed for a day when the trade that held them goes.
+A day whose trades all went keeps a row with ``trades = 0``; readers skip it.
+A trade counts when ``status = 'closed'`` and ``closed_at`` is set.
+"""
+
+from __future__ import annotations
+
+BUCKET = ("account", "source", "plugin_id", "mode", "strategy")
+
+CREATE = """CREATE TABLE trade_days (
+    day TEXT NOT NULL,
+    account TEXT NOT NULL,
+    source TEXT NOT NULL,
+    plugin_id TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    trades INTEGER NOT NULL,
+    wins INTEGER NOT NULL,
+    losses INTEGER NOT NULL,
+    gross_profit REAL NOT NULL,
+    gross_loss REAL NOT NULL,
+    best REAL,
+    worst REAL,
+    PRIMARY KEY (day, account, source, plugin_id, mode, strategy)
+) WITHOUT ROWID"""
+
+
+def _bucket(r: str) -> list[str]:
+    """The bucket key of trade row ``r`` (OLD, NEW or an alias), in BUCKET order."""
+    return [f"substr({r}.closed_at, 1, 10)"] + [f"coalesce({r}.{c}, '')" for c in BUCKET]
+
+
+def _match(r: str) -> str:
+    cols = ["day", *BUCKET]
+    return " AND ".join(f"trade_days.{c} = {v}" for c, v in zip(cols, _bucket(r), strict=True))
+
+
+def _closed(r: str) -> str:
+    return f"{r}.status = 'closed' AND {r}.closed_at IS NOT NULL"
+
+
+def _add(r: str) -> str:
+    pnl = f"{r}.realized_pnl"
+    values = [
+        *_bucket(r),
+        "1",
+        f"coalesce({pnl} > 0, 0)",
+        f"coalesce({pnl} < 0, 0)",
+        f"max(coalesce({pnl}, 0), 0)",
+        f"min(coalesce({pnl}, 0), 0)",
+        pnl,
+        pnl,
+    ]
+    return f"""INSERT INTO trade_days (day, {", ".join(BUCKET)}, trades, wins, losses,
+        gross_profit, gross_loss, best, worst)
+    SELECT {", ".join(values)} WHERE {_closed(r)}
+    ON CONFLICT (day, {", ".join(BUCKET)}) DO UPDATE SET trades = trades + 1,
+        wins = wins + excluded.wins, losses = losses + excluded.losses,
+        gross_profit = gross_profit + excluded.gross_profit,
+        gross_loss = gross_loss + excluded.gross_loss,
+        best = CASE WHEN best IS NULL OR excluded.best > best THEN excluded.best ELSE best END,
+        worst = CASE WHEN worst IS NULL OR excluded.worst < worst THEN excluded.worst ELSE worst
+        END;"""
+
+
+def _remove(r: str, source: str) -> str:
+    """Statements taking row ``r`` out of its day; ``source`` supplies ``r`` if needed."""
+    pnl = f"{r}.realized_pnl"
+    others = " AND ".join(
+        [
+            "t.status = 'closed'",
+            "t.closed_at >= trade_days.day",
+            "t.closed_at < date(trade_days.day, '+1 day')",
+            *(f"coalesce(t.{c}, '') = trade_days.{c}" for c in BUCKET),
+            f"NOT (t.source = {r}.source AND t.trade_id = {r}.trade_id)",
+        ]
+    )
+    return f"""UPDATE trade_days SET trades = trades - 1,
+        wins = wins - coalesce({pnl} > 0, 0), losses = losses - coalesce({pnl} < 0, 0),
+        gross_profit = gross_profit - max(coalesce({pnl}, 0), 0),
+        gross_loss = gross_loss - min(coalesce({pnl}, 0), 0)
+    {source} WHERE {_match(r)} AND {_closed(r)};
+    UPDATE trade_days SET
+        best = (SELECT max(t.realized_pnl) FROM trades t WHERE {others}),
+        worst = (SELECT min(t.realized_pnl) FROM trades t WHERE {others})
+    {source} WHERE {_match(r)} AND {_closed(r)}
+        AND ({pnl} = trade_days.best OR {pnl} = trade_days.worst);"""
+
+
+# The store writes rows with an upsert (INSERT ... ON CONFLICT DO UPDATE), so a
+# stored row changes through the UPDATE trigger; INSERT OR REPLACE is not used.
+TRIGGERS = [
+    f"""CREATE TRIGGER trade_days_insert AFTER INSERT ON trades
+WHEN NEW.status = 'closed' AND NEW.closed_at IS NOT NULL BEGIN
+    {_add("NEW")}
+END""",
+    f"""CREATE TRIGGER trade_days_update AFTER UPDATE ON trades BEGIN
+    {_remove("OLD", "")}
+    {_add("NEW")}
+END""",
+    f"""CREATE TRIGGER trade_days_delete AFTER DELETE ON trades BEGIN
+    {_remove("OLD", "")}
+END""",
+]
+
+BACKFILL = f"""INSERT INTO trade_days (day, {", ".join(BUCKET)}, trades, wins, losses,
+    gross_profit, gross_loss, best, worst)
+SELECT {", ".join(_bucket("trades"))}, count(*), sum(coalesce(realized_pnl > 0, 0)),
+    sum(coalesce(realized_pnl < 0, 0)),
+    total(max(coalesce(realized_pnl, 0), 0)), total(min(coalesce(realized_pnl, 0), 0)),
+    max(realized_pnl), min(realized_pnl)
+FROM trades WHERE {_closed("trades")}
+GROUP BY {", ".join(_bucket("trades"))}"""
+
+# Per-plugin and per-strategy sums walk these in order instead of sorting.
+_SUMS = "trades, wins, losses, gross_profit, gross_loss, best, worst"
+INDEXES = [
+    f"CREATE INDEX trade_days_plugin ON trade_days(plugin_id, {_SUMS})",
+    f"CREATE INDEX trade_days_strategy ON trade_days(strategy, {_SUMS})",
+]
+
+MIGRATION = [CREATE, *TRIGGERS, BACKFILL, *INDEXES]
