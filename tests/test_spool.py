@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from contracts import AsyncPublisher, PublishError, Publisher
+from contracts import AsyncPublisher, Publisher, PublishError
 from tests.fault_helpers import own_redis
 from worker.embedded import EmbeddedRedis
 
@@ -81,7 +81,7 @@ def test_a_full_spool_raises_instead_of_dropping(own_redis: EmbeddedRedis, tmp_p
     ) as pub:
         for n in range(3):
             pub.publish("trade.opened", _open(pub, n))
-        with pytest.raises(PublishError, match="spool .* is full .*NOT recorded"):
+        with pytest.raises(PublishError, match=r"spool .* is full .*NOT recorded"):
             pub.publish("trade.opened", _open(pub, 3))
         assert pub.spool_status().events == 3  # type: ignore[union-attr]
 
@@ -93,9 +93,7 @@ def test_publish_with_redis_up_writes_no_spool(redis_url: str, tmp_path: Path) -
     assert not (tmp_path / "sp").exists()
 
 
-def test_wrong_password_is_an_error_not_a_spooled_event(
-    redis_url: str, tmp_path: Path
-) -> None:
+def test_wrong_password_is_an_error_not_a_spooled_event(redis_url: str, tmp_path: Path) -> None:
     url = redis_url.replace("redis://", "redis://nobody:wrong@")
     with (
         Publisher(url, source="bot-e", stream="s", spool_dir=tmp_path) as pub,
@@ -108,9 +106,7 @@ async def test_async_publisher_spools_and_drains_in_order(
     own_redis: EmbeddedRedis, tmp_path: Path
 ) -> None:
     own_redis.stop()
-    async with AsyncPublisher(
-        own_redis.url, source="bot-f", stream="s", spool_dir=tmp_path
-    ) as pub:
+    async with AsyncPublisher(own_redis.url, source="bot-f", stream="s", spool_dir=tmp_path) as pub:
         for n in range(10):
             await pub.publish("trade.opened", _open(pub, n))
         assert pub.spool_status().events == 10  # type: ignore[union-attr]

@@ -1,0 +1,156 @@
+"""Nothing lost under faults: each test prints events sent and events stored, and asserts
+they match. Run them alone with ``pytest -m faults -s``."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import pytest
+import redis
+
+from contracts import Publisher
+from tests.conftest import WorkerProcess, count, make_settings, pending, query, running_worker, wait_for
+from tests.fault_helpers import bulk_publish, own_redis, wire_events
+from worker.embedded import EmbeddedRedis
+from worker.settings import Settings
+
+__all__ = ["own_redis"]
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
+
+OUTAGE_S = float(os.environ.get("TRADESCRIBE_FAULT_OUTAGE_S", "5"))
+
+
+def report(name: str, sent: int, stored: int) -> None:
+    print(f"\nFAULT {name}: sent={sent} stored={stored}")
+    assert stored == sent, f"{name}: sent {sent} events, stored {stored}"
+
+
+def stored_so_far(db: Path) -> int:
+    """Cheap progress (the log's last seq) for polling while a big ingest runs."""
+    if count(db, "meta") == 0 and not db.exists():
+        return 0
+    try:
+        return int(query(db, "SELECT coalesce(max(seq), 0) FROM events")[0][0])
+    except Exception:
+        return 0
+
+
+def stored_ids(db: Path) -> set[str]:
+    return {row[0] for row in query(db, "SELECT event_id FROM events")}
+
+
+async def test_worker_killed_five_times_during_100k_ingest_loses_nothing(
+    settings: Settings, sync_redis: redis.Redis, worker_process: Callable[..., WorkerProcess],
+    names: dict[str, str], tmp_path: Path,
+) -> None:  # fmt: skip
+    s = make_settings(settings.db, settings.redis_url, names, lease_ttl_ms=1000)
+    total = 100_000
+    bodies = [b for src in ("k1", "k2", "k3", "k4") for b in wire_events(src, total // 4)]
+    sent_ids = {json.loads(b)["id"] for b in bodies}
+    t0 = time.monotonic()
+    bulk_publish(sync_redis, s.stream, bodies)  # the whole ingest waits in the stream
+    print(f"{time.monotonic() - t0:.1f}s published {len(bodies)}")
+    proc = worker_process(s)
+    rng = random.Random()
+    lease = f"tradescribe:lease:{s.stream}:{s.group}"
+    kills = sorted(rng.sample(range(2_000, 95_000), 5))
+    for at in kills:
+        await wait_for(lambda at=at: stored_so_far(s.db) >= at, 60, f"{at} events stored")
+        await anyio.sleep(rng.random() * 0.05)  # a random moment inside the next batch
+        proc.kill()
+        print(f"{time.monotonic() - t0:.1f}s killed at {stored_so_far(s.db)} stored")
+        await wait_for(lambda: not sync_redis.exists(lease), 10, "the dead worker's lease")
+        proc = worker_process(s)
+    await wait_for(lambda: stored_so_far(s.db) >= total, 60, "all events stored")
+    await wait_for(lambda: pending(sync_redis, names) == 0, 10, "nothing pending")
+    print(f"{time.monotonic() - t0:.1f}s all stored")
+    assert stored_ids(s.db) == sent_ids
+    report("worker SIGKILLed 5x during 100k ingest", len(sent_ids), count(s.db, "events"))
+
+
+async def test_redis_restarted_mid_ingest_worker_reconnects_and_loses_nothing(
+    own_redis: EmbeddedRedis, tmp_path: Path, names: dict[str, str]
+) -> None:
+    s = make_settings(tmp_path / "scribe.db", own_redis.url, names)
+    client = redis.Redis.from_url(own_redis.url)
+    first = wire_events("r1", 10_000)
+    second = wire_events("r1", 10_000, start=10_000)
+    async with running_worker(s) as worker:
+        bulk_publish(client, s.stream, first)
+        await wait_for(lambda: count(s.db, "events") >= 2000, 30, "the ingest under way")
+        client.close()
+        own_redis.stop()  # AOF on: a clean restart keeps every accepted entry
+        await wait_for(
+            lambda: (worker.stats.last_error or "").startswith("redis unreachable"),
+            10, "the outage in the worker's stats",
+        )  # fmt: skip
+        print(f"\nduring the outage: last_error={worker.stats.last_error!r}")
+        own_redis.start()
+        client = redis.Redis.from_url(own_redis.url)
+        bulk_publish(client, s.stream, second)
+        await wait_for(lambda: count(s.db, "events") >= 20_000, 60, "all events stored")
+        await wait_for(lambda: pending(client, names) == 0, 10, "nothing pending")
+        assert worker.stats.last_error is None  # the outage is over
+    client.close()
+    sent = {json.loads(b)["id"] for b in first + second}
+    assert stored_ids(s.db) == sent
+    report("Redis restarted (AOF) mid-ingest", len(sent), count(s.db, "events"))
+
+
+def _keep_publishing(
+    url: str, stream: str, source: str, spool_dir: Path, stop: threading.Event
+) -> int:
+    """A bot: one trade.opened every ~2 ms, numbered, until stopped; returns how many."""
+    n = 0
+    with Publisher(url, source=source, stream=stream, spool_dir=spool_dir, mode="paper") as pub:
+        while not stop.is_set():
+            pub.publish("trade.opened", trade_id=f"{source}-{n:06d}", symbol="BTCUSDT",
+                        side="buy", quantity="1", entry_price="100")  # fmt: skip
+            n += 1
+            time.sleep(0.002)
+        assert pub.flush(timeout_s=60), pub.spool_status()
+    return n
+
+
+async def test_redis_down_while_four_publishers_publish_everything_arrives_once_in_order(
+    own_redis: EmbeddedRedis, tmp_path: Path, names: dict[str, str]
+) -> None:
+    s = make_settings(tmp_path / "scribe.db", own_redis.url, names)
+    stop = threading.Event()
+    sent: dict[str, int] = {}
+
+    async def bot(source: str) -> None:
+        sent[source] = await anyio.to_thread.run_sync(
+            _keep_publishing, own_redis.url, s.stream, source, tmp_path / "spool", stop
+        )
+
+    async with running_worker(s) as worker:
+        async with anyio.create_task_group() as tg:
+            for i in range(4):
+                tg.start_soon(bot, f"bot-{i}")
+            await anyio.sleep(1)  # publishing normally
+            own_redis.stop()
+            await anyio.sleep(OUTAGE_S)  # the outage: the bots keep publishing into the spool
+            files = list((tmp_path / "spool").glob("*.spool"))
+            waiting = sum(f.stat().st_size for f in files)
+            print(f"\noutage {OUTAGE_S}s: {len(files)} spool files, {waiting} bytes waiting; "
+                  f"worker last_error={worker.stats.last_error!r}")  # fmt: skip
+            own_redis.start()
+            await anyio.sleep(1)  # publishing after the outage
+            stop.set()
+        total = sum(sent.values())
+        await wait_for(lambda: count(s.db, "events") >= total, 60, "every event stored")
+    for source, n in sent.items():
+        ids = [r[0] for r in query(s.db, "SELECT subject FROM events WHERE source = ? ORDER BY seq",
+                                   (source,))]  # fmt: skip
+        assert ids == [f"{source}-{i:06d}" for i in range(n)], f"{source} out of order or lost"
+    report(f"Redis down {OUTAGE_S:g}s, 4 publishers", total, count(s.db, "events"))
