@@ -4,12 +4,13 @@ they match. Run them alone with ``pytest -m faults -s``."""
 from __future__ import annotations
 
 import json
+import subprocess
 import os
 import random
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -154,3 +155,48 @@ async def test_redis_down_while_four_publishers_publish_everything_arrives_once_
                                    (source,))]  # fmt: skip
         assert ids == [f"{source}-{i:06d}" for i in range(n)], f"{source} out of order or lost"
     report(f"Redis down {OUTAGE_S:g}s, 4 publishers", total, count(s.db, "events"))
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MB tmpfs for the database, or a skip saying why it cannot be made here."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("disk-full test needs root to mount a 2 MB tmpfs (run CI as root or in a VM)")
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _notes_events(source: str, n: int) -> list[str]:
+    bodies = wire_events(source, n)
+    pad = "x" * 8000
+    return [b.replace('"trade_id"', f'"notes":"{pad}","trade_id"') for b in bodies]
+
+
+async def test_disk_full_stops_acks_shows_the_error_and_resumes_with_nothing_lost(
+    small_fs: Path, settings: Settings, sync_redis: redis.Redis, names: dict[str, str]
+) -> None:
+    s = make_settings(small_fs / "scribe.db", settings.redis_url, names, batch_max=50)
+    bodies = _notes_events("full", 600)  # ~5 MB of events for a 2 MB disk
+    async with running_worker(s) as worker:
+        bulk_publish(sync_redis, s.stream, bodies)
+        await wait_for(
+            lambda: "full" in (worker.stats.last_error or ""), 30, "the disk-full error in stats"
+        )
+        stuck_at = count(s.db, "events")
+        waiting = pending(sync_redis, names)
+        print(f"\ndisk full: stored={stuck_at} pending={waiting} error={worker.stats.last_error!r}")
+        assert waiting > 0 and stuck_at < len(bodies)
+        subprocess.run(["mount", "-o", "remount,size=64m", str(small_fs)], check=True)
+        await wait_for(lambda: count(s.db, "events") >= len(bodies), 30, "all events stored")
+        await wait_for(lambda: pending(sync_redis, names) == 0, 10, "nothing pending")
+    sent = {json.loads(b)["id"] for b in bodies}
+    assert stored_ids(s.db) == sent
+    report("database disk full, then space returns", len(sent), count(s.db, "events"))
