@@ -4,10 +4,12 @@ they match. Run them alone with ``pytest -m faults -s``."""
 from __future__ import annotations
 
 import json
-import subprocess
 import os
 import random
 import signal
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +21,15 @@ import pytest
 import redis
 
 from contracts import Publisher
-from tests.conftest import WorkerProcess, count, make_settings, pending, query, running_worker, wait_for
+from tests.conftest import (
+    WorkerProcess,
+    count,
+    make_settings,
+    pending,
+    query,
+    running_worker,
+    wait_for,
+)
 from tests.fault_helpers import bulk_publish, own_redis, wire_events
 from worker.embedded import EmbeddedRedis
 from worker.settings import Settings
@@ -200,3 +210,78 @@ async def test_disk_full_stops_acks_shows_the_error_and_resumes_with_nothing_los
     sent = {json.loads(b)["id"] for b in bodies}
     assert stored_ids(s.db) == sent
     report("database disk full, then space returns", len(sent), count(s.db, "events"))
+
+
+_HOLD_WRITE_LOCK = """
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.read()  # hold the lock until the test closes our stdin
+con.execute("ROLLBACK")
+"""
+
+
+async def test_long_reader_and_foreign_write_lock_make_the_worker_wait_not_lose(
+    settings: Settings, sync_redis: redis.Redis, names: dict[str, str]
+) -> None:
+    s = make_settings(settings.db, settings.redis_url, names, busy_timeout_ms=200)
+    batches = [wire_events("lk", 2000, start=i * 2000) for i in range(3)]
+    async with running_worker(s) as worker:
+        bulk_publish(sync_redis, s.stream, batches[0])
+        await wait_for(lambda: count(s.db, "events") >= 2000, 30, "first events stored")
+        reader = sqlite3.connect(s.db, isolation_level=None)
+        reader.execute("BEGIN")
+        held = reader.execute("SELECT count(*) FROM events").fetchone()[0]
+        bulk_publish(sync_redis, s.stream, batches[1])  # a reader never blocks the writer (WAL)
+        await wait_for(lambda: count(s.db, "events") >= 4000, 30, "stored past a long reader")
+        assert reader.execute("SELECT count(*) FROM events").fetchone()[0] == held
+        reader.close()
+        holder = subprocess.Popen(
+            [sys.executable, "-c", _HOLD_WRITE_LOCK, str(s.db)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+            bulk_publish(sync_redis, s.stream, batches[2])
+            await wait_for(
+                lambda: "locked" in (worker.stats.last_error or ""), 20, "the lock in stats"
+            )
+            print(f"\nforeign lock: error={worker.stats.last_error!r} "
+                  f"pending={pending(sync_redis, names)}")  # fmt: skip
+            assert pending(sync_redis, names) > 0 and count(s.db, "events") == 4000
+        finally:
+            assert holder.stdin is not None
+            holder.stdin.close()
+            holder.wait(10)
+            if holder.stdout is not None:
+                holder.stdout.close()
+        await wait_for(lambda: count(s.db, "events") >= 6000, 30, "stored after the lock went")
+        await wait_for(lambda: pending(sync_redis, names) == 0, 10, "nothing pending")
+    sent = {json.loads(b)["id"] for batch in batches for b in batch}
+    assert stored_ids(s.db) == sent
+    report("long reader + foreign write lock", len(sent), count(s.db, "events"))
+
+
+async def test_sigterm_mid_batch_commits_and_acks_the_batch_in_hand(
+    settings: Settings, sync_redis: redis.Redis, worker_process: Callable[..., WorkerProcess],
+    names: dict[str, str],
+) -> None:  # fmt: skip
+    bodies = wire_events("term", 20_000)
+    bulk_publish(sync_redis, settings.stream, bodies)
+    proc = worker_process()
+    await wait_for(lambda: stored_so_far(settings.db) >= 1000, 30, "the ingest under way")
+    proc.signal(signal.SIGTERM)
+    assert proc.wait() == 0
+    at_stop = count(settings.db, "events")
+    print(f"\nSIGTERM: exit 0 with {at_stop} stored, pending={pending(sync_redis, names)}")
+    assert 0 < at_stop < len(bodies)
+    assert pending(sync_redis, names) == 0  # the batch in hand was committed, then acked
+    assert "stopped" in proc.output()
+    lease = f"tradescribe:lease:{settings.stream}:{settings.group}"
+    assert not sync_redis.exists(lease)  # released on a clean stop: a restart starts at once
+    worker_process(log_name="worker2.log")
+    await wait_for(lambda: stored_so_far(settings.db) >= len(bodies), 60, "all stored")
+    await wait_for(lambda: pending(sync_redis, names) == 0, 10, "nothing pending")
+    assert stored_ids(settings.db) == {json.loads(b)["id"] for b in bodies}
+    report("SIGTERM mid-batch, then restart", len(bodies), count(settings.db, "events"))

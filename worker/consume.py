@@ -85,8 +85,10 @@ class Worker:
     def stop(self) -> None:
         """Stop reading; the batch in hand is committed and acknowledged. Safe twice."""
         self._stopping.set()
-        if self._read_scope is not None:
-            self._read_scope.cancel()
+        # The read in flight is not cancelled: a cancelled XREADGROUP may already have
+        # delivered its entries, which would then wait as pending with one more delivery
+        # counted (and be dead-lettered after max_deliveries restarts). It returns within
+        # block_ms; what it brings is committed and acknowledged like any batch.
 
     @property
     def stopping(self) -> bool:
