@@ -253,9 +253,9 @@ class Worker:
             times = deliveries.get(stream_id, 1)
             reason = None
             if raw is None:
-                names = ", ".join(sorted(_text(k) for k in fields))[:200]
+                names = ", ".join(sorted(_printable(k) for k in fields))[:200]
                 reason = f"entry has no '{WIRE_FIELD}' field (it has: {names})"
-                raw = json.dumps({_text(k): _text(v) for k, v in fields.items()}).encode()
+                raw = json.dumps({_printable(k): _printable(v) for k, v in fields.items()}).encode()
             elif len(raw) > limit:
                 reason = f"entry is {len(raw)} bytes, more than max_message_bytes={limit}"
             elif times > self.settings.max_deliveries:
@@ -381,6 +381,11 @@ class Worker:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _printable(value: bytes) -> str:
+    """Any bytes as text, never failing (non-UTF-8 bytes become backslash escapes)."""
+    return value.decode(errors="backslashreplace")
 
 
 def _stream_key(stream_id: str) -> tuple[int, int]:
