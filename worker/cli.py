@@ -132,6 +132,16 @@ def main() -> None:
     except TradescribeError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(1)
+    except BaseExceptionGroup as group:
+        # A task group wraps what the worker raises; a known error is still one line.
+        _, rest = group.split(TradescribeError)
+        if rest is not None:
+            raise
+        leaf: BaseException = group
+        while isinstance(leaf, BaseExceptionGroup):
+            leaf = leaf.exceptions[0]
+        typer.secho(f"error: {leaf}", fg="red", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 import redis.asyncio as aredis
+import redis.exceptions
 from anyio.abc import TaskStatus
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -132,6 +133,15 @@ class Worker:
             try:
                 await step()
                 return
+            except (
+                redis.exceptions.AuthenticationError,
+                redis.exceptions.AuthorizationError,
+            ) as exc:
+                # Not an outage: retrying would hide a wrong password or ACL forever.
+                raise RedisSetupError(
+                    f"Redis refused this worker: {exc} (fix the user/password in redis_url, "
+                    "or the ACL rules for that user)"
+                ) from exc
             except _TRANSIENT_REDIS as exc:
                 self.stats.note_error("redis unreachable", exc)
                 log.warning("Redis unreachable (%s); retrying in %.1fs", exc, delay)
