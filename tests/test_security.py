@@ -112,3 +112,45 @@ async def test_database_wal_and_spool_files_are_readable_by_their_owner_only(
     print(f"\nfile modes: {modes}")
     assert len(modes) == 4 and set(modes.values()) == {"0o600"}
     assert oct(stat.S_IMODE(spool_dir.stat().st_mode)) == "0o700"
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[EmbeddedRedis, int, Path]]:
+    """redis-server with a TLS port and a throwaway CA (trustme), or a skip saying why."""
+    trustme = pytest.importorskip("trustme", reason="TLS test needs the trustme package")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    ca_file, cert_file, key_file = certs / "ca.pem", certs / "server.pem", certs / "server.key"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    tls_port = free_port()
+    tls_args = ("--tls-port", str(tls_port), "--tls-cert-file", str(cert_file),
+                "--tls-key-file", str(key_file), "--tls-ca-cert-file", str(ca_file),
+                "--tls-auth-clients", "no")  # fmt: skip
+    server = EmbeddedRedis(
+        find_redis_server("system"), directory=tmp_path / "redis", extra_args=tls_args
+    )
+    try:
+        server.start()
+    except Exception as exc:
+        pytest.skip(f"this redis-server cannot serve TLS ({str(exc).strip()[:200]})")
+    yield server, tls_port, ca_file
+    server.cleanup()
+
+
+async def test_worker_and_publisher_work_over_tls(
+    tls_redis: tuple[EmbeddedRedis, int, Path], tmp_path: Path, names: dict[str, str]
+) -> None:
+    _server, tls_port, ca_file = tls_redis
+    url = f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={ca_file}"
+    with pytest.raises(redis.ConnectionError):  # without the CA, the certificate is refused
+        redis.Redis.from_url(f"rediss://127.0.0.1:{tls_port}/0", socket_timeout=2).ping()
+    s = make_settings(tmp_path / "scribe.db", url, names)
+    async with running_worker(s):
+        with Publisher(url, source="bot-tls", stream=s.stream, spool=False) as pub:
+            pub.publish("trade.opened", trade_id="T1", symbol="BTCUSDT", side="buy",
+                        quantity="1", entry_price="100")  # fmt: skip
+        await wait_for(lambda: count(s.db, "events") == 1, what="the event over TLS")
