@@ -187,11 +187,14 @@ class Spool:
         with self.lock:
             for f in self._files:
                 if f.size > f.sent:
-                    data = os.pread(f.fd, min(f.size - f.sent, 4 << 20), f.sent)
-                    lines = data.split(b"\n")[:-1][:limit]  # only whole lines
-                    if not lines:
-                        # a line longer than 4 MiB cannot have been written by us
-                        raise PublishError(f"spool file {f.path} has an unreadable line")
+                    lines: list[bytes] = []
+                    for size in (256 << 10, 16 << 20):  # a bounded read, larger for long lines
+                        data = os.pread(f.fd, min(f.size - f.sent, size), f.sent)
+                        lines = data.split(b"\n")[:-1][:limit]  # only whole lines
+                        if lines:
+                            break
+                    else:
+                        raise PublishError(f"spool file {f.path} has a line over 16 MiB")
                     end = f.sent + sum(len(x) + 1 for x in lines)
                     return f, end, [x.decode(errors="replace") for x in lines]
             return None
