@@ -145,13 +145,14 @@ class Spool:
                     f"max_bytes={self.max_bytes}) and Redis is still unreachable "
                     f"({self.last_error}); the event was NOT recorded"
                 )
-            own = self._own_file()
             try:
+                own = self._own_file()
                 os.write(own.fd, line)
                 os.fsync(own.fd)
             except OSError as exc:
                 raise PublishError(
-                    f"cannot write the spool {own.path}: {exc}; the event was NOT recorded"
+                    f"cannot write the spool in {self.directory}: {exc} (set spool_dir or "
+                    "TRADESCRIBE_SPOOL_DIR to a writable directory); the event was NOT recorded"
                 ) from exc
             own.size += len(line)
             own.events += 1

@@ -12,7 +12,7 @@ import redis
 
 from contracts import AsyncPublisher, Publisher, PublishError
 from tests.fault_helpers import own_redis
-from worker.embedded import EmbeddedRedis
+from worker.embedded import EmbeddedRedis, free_port
 
 __all__ = ["own_redis"]
 
@@ -115,3 +115,14 @@ async def test_async_publisher_spools_and_drains_in_order(
             await pub.publish("trade.opened", _open(pub, n))
         assert await pub.flush(timeout_s=10)
     assert _stream_trade_ids(own_redis.url, "s") == [f"T{n}" for n in range(15)]
+
+
+def test_an_unwritable_spool_directory_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    with (
+        Publisher(down, source="bot-g", stream="s", spool_dir=blocker / "spool") as pub,
+        pytest.raises(PublishError, match="set spool_dir or TRADESCRIBE_SPOOL_DIR"),
+    ):
+        pub.publish("audit.event", action="x")
