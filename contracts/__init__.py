@@ -16,6 +16,7 @@ from contracts.events import (
 )
 from contracts.ids import new_event_id, stable_event_id
 from contracts.publisher import AsyncPublisher, Publisher
+from contracts.spool import SpoolStatus
 
 __all__ = [
     "DEFAULT_STREAM",
@@ -27,6 +28,7 @@ __all__ = [
     "NoWorkerError",
     "PublishError",
     "Publisher",
+    "SpoolStatus",
     "TradescribeError",
     "build_event",
     "new_event_id",

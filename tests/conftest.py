@@ -28,6 +28,18 @@ from worker.service import run_worker
 from worker.settings import Settings
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_spool_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Publishers in tests spool under tmp, never in the user's ~/.local/state."""
+    previous = os.environ.get("TRADESCRIBE_SPOOL_DIR")
+    os.environ["TRADESCRIBE_SPOOL_DIR"] = str(tmp_path_factory.mktemp("spool"))
+    yield
+    if previous is None:
+        os.environ.pop("TRADESCRIBE_SPOOL_DIR", None)
+    else:
+        os.environ["TRADESCRIBE_SPOOL_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[EmbeddedRedis]:
     server = EmbeddedRedis(find_redis_server("system"))

@@ -101,13 +101,13 @@ def test_publisher_refuses_a_bad_event_before_sending_it(settings: Settings) -> 
 
 
 def test_publisher_says_clearly_when_redis_is_unreachable() -> None:
-    with Publisher("redis://127.0.0.1:1/0", source="b") as pub:
+    with Publisher("redis://127.0.0.1:1/0", source="b", spool=False) as pub:
         with pytest.raises(PublishError, match="cannot publish to Redis at redis://127.0.0.1:1/0"):
             pub.publish("journal.entry", text="x")
 
 
 def test_publisher_error_never_shows_the_password() -> None:
-    with Publisher("redis://bot:s3cret@127.0.0.1:1/0", source="b") as pub:
+    with Publisher("redis://bot:s3cret@127.0.0.1:1/0", source="b", spool=False) as pub:
         with pytest.raises(PublishError) as info:
             pub.publish("journal.entry", text="x")
     assert "s3cret" not in str(info.value) and "bot:***@" in str(info.value)

@@ -14,6 +14,7 @@ import typer
 
 from contracts.errors import TradescribeError
 from worker import query_cli
+from worker.dlq import dlq_app
 from worker.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -144,6 +145,7 @@ app.command("backup")(backup)
 app.command("restore")(restore_command)
 app.command()(query_cli.query)
 app.command()(query_cli.report)
+app.add_typer(dlq_app, name="dlq")
 
 
 def _user_error(exc: BaseException) -> TradescribeError | None:

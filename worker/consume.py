@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 import redis.asyncio as aredis
+import redis.exceptions
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 from pydantic import ValidationError
@@ -158,6 +159,15 @@ class Worker:
             try:
                 await step()
                 return
+            except (
+                redis.exceptions.AuthenticationError,
+                redis.exceptions.AuthorizationError,
+            ) as exc:
+                # Not an outage: retrying would hide a wrong password or ACL forever.
+                raise RedisSetupError(
+                    f"Redis refused this worker: {exc} (fix the user/password in redis_url, "
+                    "or the ACL rules for that user)"
+                ) from exc
             except _TRANSIENT_REDIS as exc:
                 self.stats.note_error("redis unreachable", exc)
                 log.warning("Redis unreachable (%s); retrying in %.1fs", exc, delay)
@@ -285,9 +295,9 @@ class Worker:
             times = deliveries.get(stream_id, 1)
             reason = None
             if raw is None:
-                names = ", ".join(sorted(_text(k) for k in fields))[:200]
+                names = ", ".join(sorted(_printable(k) for k in fields))[:200]
                 reason = f"entry has no '{WIRE_FIELD}' field (it has: {names})"
-                raw = json.dumps({_text(k): _text(v) for k, v in fields.items()}).encode()
+                raw = json.dumps({_printable(k): _printable(v) for k, v in fields.items()}).encode()
             elif len(raw) > limit:
                 reason = f"entry is {len(raw)} bytes, more than max_message_bytes={limit}"
             elif times > self.settings.max_deliveries:
@@ -418,6 +428,11 @@ def _text(value: Any) -> str:
 def _entries(reply: Any) -> list[Entry]:
     """XREADGROUP's reply as (stream id, fields); deleted entries have no fields."""
     return [(_text(i), f or {}) for _, entries in reply or [] for i, f in entries]
+
+
+def _printable(value: bytes) -> str:
+    """Any bytes as text, never failing (non-UTF-8 bytes become backslash escapes)."""
+    return value.decode(errors="backslashreplace")
 
 
 def _guess_id(raw: bytes) -> str | None:

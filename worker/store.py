@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -212,7 +213,7 @@ class SqliteStore:
                 )
             await db.execute("COMMIT")
         except BaseException:
-            await db.execute("ROLLBACK")
+            await _rollback(db)  # never hide the real error (disk full, locked) behind it
             raise
         return inserted
 
@@ -299,6 +300,15 @@ class SqliteStore:
         async with self._db.execute(sql, params) as cur:
             row = await cur.fetchone()
         return row[0] if row else None
+
+
+async def _rollback(db: aiosqlite.Connection) -> None:
+    """Roll back if a transaction is still open; SQLite ends some on its own (SQLITE_FULL)."""
+    if db.in_transaction:
+        try:
+            await db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.warning("rollback failed: %s", exc)
 
 
 def stream_order(stream_id: str) -> tuple[int, int]:
