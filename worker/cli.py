@@ -13,6 +13,7 @@ import anyio
 import typer
 
 from contracts.errors import TradescribeError
+from worker.bench import bench
 from worker.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -120,6 +121,9 @@ def demo(
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     run_demo(redis_url=redis_url, db=db, seconds=seconds, bots=bots, as_json=as_json)
+
+
+app.command()(bench)
 
 
 def _user_error(exc: BaseException) -> TradescribeError | None:
