@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
+import queue
 import sqlite3
+import threading
 import time
 from array import array
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts import Publisher
+from worker.bench.errors import BenchError
 from worker.bench.workload import SOURCES, TRADE_TYPES, SourceFlow
 
 BUSY_TIMEOUT_S = 5.0
@@ -158,10 +161,17 @@ def _run_all(target: Any, args_for: Any, processes: int) -> list[ProcessResult]:
     procs = [_CTX.Process(target=target, args=(*args_for(i), go, out)) for i in range(processes)]
     for p in procs:
         p.start()
-    go.wait(timeout=120)
-    results = [out.get(timeout=300) for _ in procs]
-    for p in procs:
-        p.join(30)
+    try:
+        go.wait(timeout=120)
+        results = [out.get(timeout=300) for _ in procs]
+    except (threading.BrokenBarrierError, queue.Empty) as exc:
+        codes = [p.exitcode for p in procs]
+        raise BenchError(f"a bot process did not finish (exit codes {codes})") from exc
+    finally:
+        for p in procs:
+            p.join(30)
+            if p.is_alive():
+                p.kill()
     return results
 
 

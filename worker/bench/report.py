@@ -92,7 +92,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def render(figures: dict[str, Any], rows: list[tuple[str, str]], console: Console) -> None:
+def render(figures: dict[str, Any], rows: list[tuple[str, Any]], console: Console) -> None:
     """The targets with pass/fail, then every other figure."""
     table = Table(title=f"tradescribe bench ({'quick' if figures.get('quick') else 'full'})")
     table.add_column("measure")
@@ -104,8 +104,8 @@ def render(figures: dict[str, Any], rows: list[tuple[str, str]], console: Consol
         mark = "[green]pass[/]" if ok else "[red]FAIL[/]" if ok is False else "-"
         table.add_row(v["label"], _fmt(v["figure"]), v["target"], mark)
     table.add_section()
-    for label, key in rows:
-        table.add_row(label, _fmt(figures.get(key)), "", "")
+    for label, value in rows:
+        table.add_row(label, _fmt(value), "", "")
     m = figures["machine"]
     table.caption = (
         f"{figures['date']} | {m['cpu_count']} x {m['cpu_model']} | Python {m['python']} | "
