@@ -10,9 +10,13 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import query
+from worker.bench.workload import SourceFlow, check_sample, wire_events
 
 REQUIRED = (
     "drain_events_per_s",
@@ -61,6 +65,44 @@ def test_quick_bench_writes_every_figure_and_prints_the_targets(tmp_path: Path) 
     assert {v["key"] for v in figures["targets"]} >= {"drain_events_per_s", "commit_p99_ms"}
     assert "drain / ceiling" in out.stdout and "target" in out.stdout
     assert "Traceback" not in out.stderr
+    assert_ceiling_wrote_the_workers_rows(tmp_path / "drain.db", tmp_path / "ceiling.db")
+
+
+def assert_ceiling_wrote_the_workers_rows(worker_db: Path, ceiling_db: Path) -> None:
+    """The ceiling is honest only if it writes what the worker wrote (bar commit times)."""
+    tables = {
+        "trades": "source, trade_id",
+        "signals": "source, signal_id",
+        "positions": "1, 2, 3, 4",
+        "daily_stats": "1, 2, 3, 4, 5",
+        "trade_status_history": "event_id",
+        "journal_entries": "event_id",
+    }
+    for table, order in tables.items():
+        sql = f"SELECT * FROM {table} ORDER BY {order}"
+        assert query(worker_db, sql) == query(ceiling_db, sql), table
+    cols = "event_id, type, source, account, plugin_id, mode, subject, ts, stream_id, body"
+    sql = f"SELECT {cols} FROM events ORDER BY event_id"
+    assert query(worker_db, sql) == query(ceiling_db, sql)
+
+
+def test_workload_is_valid_and_has_the_issues_mix() -> None:
+    bodies = list(wire_events(5000))
+    assert check_sample(bodies, every=1) == 5000  # every one parses
+    kinds = Counter(json.loads(b)["type"] for b in bodies)
+    share = {k: v / len(bodies) for k, v in kinds.items()}
+    assert 0.17 < share["trade.opened"] < 0.23
+    assert 0.37 < share["trade.updated"] < 0.43
+    assert 0.17 < share["trade.closed"] < 0.23
+    assert 0.08 < share["signal.emitted"] + share["signal.closed"] < 0.12
+    assert len({json.loads(b)["source"] for b in bodies}) == 8
+
+
+def test_old_way_and_publishers_replay_the_drains_trades() -> None:
+    mixed = [json.loads(b) for b in wire_events(2000)]
+    of_bot_3 = [(e["type"], e["data"]) for e in mixed if e["source"] == "bench-bot-3"]
+    flow = SourceFlow(3)
+    assert [flow.next() for _ in of_bot_3] == of_bot_3
 
 
 def test_bench_json_into_a_missing_directory_is_one_clear_line(tmp_path: Path) -> None:
