@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from pydantic import ValidationError
 from rich.console import Console
 
 from worker.bench import ceiling, drain, oldway, reads, report, scale
@@ -54,15 +55,23 @@ class Bench:
     url: str
 
     def settings(self, name: str) -> Settings:
-        return Settings(
-            redis_url=self.url,
-            db=self.workdir / f"{name}.db",
-            stream=f"bench:{name}",
-            group="bench",
-            consumer="bench",
-            trim_keep_s=0,
-            synchronous="FULL",
-        )
+        """The worker's settings for one phase (TRADESCRIBE_BATCH_MAX etc. still apply)."""
+        try:
+            return Settings(
+                redis_url=self.url,
+                db=self.workdir / f"{name}.db",
+                stream=f"bench:{name}",
+                group="bench",
+                consumer="bench",
+                trim_keep_s=0,
+                synchronous="FULL",
+            )
+        except ValidationError as exc:
+            bad = "; ".join(
+                f"TRADESCRIBE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+                for e in exc.errors(include_url=False)
+            )
+            raise BenchError(f"bad setting in the environment: {bad}") from exc
 
     def log(self, message: str) -> None:
         self.console.log(message)
