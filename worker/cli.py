@@ -14,6 +14,7 @@ import typer
 
 from contracts.errors import TradescribeError
 from worker import query_cli
+from worker.bench import bench
 from worker.dlq import dlq_app
 from worker.settings import Settings, load_settings
 
@@ -146,6 +147,7 @@ app.command("restore")(restore_command)
 app.command()(query_cli.query)
 app.command()(query_cli.report)
 app.add_typer(dlq_app, name="dlq")
+app.command()(bench)
 
 
 def _user_error(exc: BaseException) -> TradescribeError | None:

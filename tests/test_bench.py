@@ -1,0 +1,112 @@
+"""``tradescribe bench``: the harness runs end to end and reports every figure.
+
+Smoke only (the smallest sizes, no time assertions): the figures of a shared CI
+machine mean nothing, but every phase must run and report a measured number.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import query
+from worker.bench.workload import SourceFlow, check_sample, wire_events
+
+REQUIRED = (
+    "drain_events_per_s",
+    "ceiling_events_per_s",
+    "drain_vs_ceiling",
+    "direct_events_per_s",
+    "publish_p99_ms",
+    "commit_p99_ms",
+    "worker_peak_rss_mb",
+    "speedup_vs_direct",
+    "scale_largest_vs_empty",
+    "publish_p50_ms",
+    "direct_p99_ms",
+)
+
+
+def bench(*args: str, timeout: float = 110) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TRADESCRIBE_")}
+    if "TRADESCRIBE_REDIS_SERVER" in os.environ:
+        clean["TRADESCRIBE_REDIS_SERVER"] = os.environ["TRADESCRIBE_REDIS_SERVER"]
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", "bench", *args],
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.slow
+def test_quick_bench_writes_every_figure_and_prints_the_targets(tmp_path: Path) -> None:
+    out_file = tmp_path / "bench.json"
+    out = bench("--quick", "--smoke", "--json", str(out_file), "--dir", str(tmp_path))
+    assert out.returncode == 0, out.stderr[-2000:]
+    figures = json.loads(out_file.read_text())
+    for key in REQUIRED:
+        assert isinstance(figures[key], int | float) and figures[key] > 0, (key, figures.get(key))
+    assert figures["direct_lock_errors"] >= 0
+    assert figures["drain_lost_events"] == 0
+    assert figures["drain_dead_letters"] == 0
+    assert figures["commit_events"] == figures["publish_events"]
+    assert len(figures["scale"]) == 3 and all(v > 0 for v in figures["scale"].values())
+    machine = figures["machine"]
+    assert machine["cpu_count"] > 0 and machine["sqlite"] and machine["redis"] != "?"
+    assert figures["date"].startswith("20")
+    assert {v["key"] for v in figures["targets"]} >= {"drain_events_per_s", "commit_p99_ms"}
+    assert "drain / ceiling" in out.stdout and "target" in out.stdout
+    assert "Traceback" not in out.stderr
+    assert_ceiling_wrote_the_workers_rows(tmp_path / "drain.db", tmp_path / "ceiling.db")
+
+
+def assert_ceiling_wrote_the_workers_rows(worker_db: Path, ceiling_db: Path) -> None:
+    """The ceiling is honest only if it writes what the worker wrote (bar commit times)."""
+    tables = {
+        "trades": "source, trade_id",
+        "signals": "source, signal_id",
+        "positions": "1, 2, 3, 4",
+        "daily_stats": "1, 2, 3, 4, 5",
+        "trade_status_history": "event_id",
+        "journal_entries": "event_id",
+    }
+    for table, order in tables.items():
+        sql = f"SELECT * FROM {table} ORDER BY {order}"
+        assert query(worker_db, sql) == query(ceiling_db, sql), table
+    cols = "event_id, type, source, account, plugin_id, mode, subject, ts, stream_id, body"
+    sql = f"SELECT {cols} FROM events ORDER BY event_id"
+    assert query(worker_db, sql) == query(ceiling_db, sql)
+
+
+def test_workload_is_valid_and_has_the_issues_mix() -> None:
+    bodies = list(wire_events(5000))
+    assert check_sample(bodies, every=1) == 5000  # every one parses
+    kinds = Counter(json.loads(b)["type"] for b in bodies)
+    share = {k: v / len(bodies) for k, v in kinds.items()}
+    assert 0.17 < share["trade.opened"] < 0.23
+    assert 0.37 < share["trade.updated"] < 0.43
+    assert 0.17 < share["trade.closed"] < 0.23
+    assert 0.08 < share["signal.emitted"] + share["signal.closed"] < 0.12
+    assert len({json.loads(b)["source"] for b in bodies}) == 8
+
+
+def test_old_way_and_publishers_replay_the_drains_trades() -> None:
+    mixed = [json.loads(b) for b in wire_events(2000)]
+    of_bot_3 = [(e["type"], e["data"]) for e in mixed if e["source"] == "bench-bot-3"]
+    flow = SourceFlow(3)
+    assert [flow.next() for _ in of_bot_3] == of_bot_3
+
+
+def test_bench_json_into_a_missing_directory_is_one_clear_line(tmp_path: Path) -> None:
+    out = bench("--quick", "--json", str(tmp_path / "nope" / "b.json"))
+    assert out.returncode == 1
+    assert "cannot write --json" in out.stderr and "is not a directory" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -1,0 +1,198 @@
+"""Loading the stream, running the real worker as a child process, timing its drain.
+
+The worker runs as ``python -m worker.cli worker``, exactly as systemd runs it,
+so its peak RSS is its own (``VmHWM`` in ``/proc/<pid>/status``) and the bench's
+polling never shares its interpreter. The drain is timed from Redis: from the
+moment the group's last-delivered id first moves (the first read) to the moment
+every entry is delivered and acknowledged (the worker acks after each commit).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from contracts.events import WIRE_FIELD
+from worker.bench.errors import BenchError
+from worker.settings import Settings
+
+_PIPELINE_CHUNK = 5000
+_POLL_S = 0.002
+
+
+def load_stream(client: redis.Redis, stream: str, bodies: Iterable[str]) -> list[str]:
+    """XADD every body with pipelines (no transaction); returns the stream ids."""
+    ids: list[str] = []
+    pipe = client.pipeline(transaction=False)
+    queued = 0
+    for body in bodies:
+        pipe.xadd(stream, {WIRE_FIELD: body})
+        queued += 1
+        if queued == _PIPELINE_CHUNK:
+            ids.extend(_text(i) for i in pipe.execute())
+            queued = 0
+    if queued:
+        ids.extend(_text(i) for i in pipe.execute())
+    return ids
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """The worker's settings as environment variables (over a clean environment)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADESCRIBE_")}
+    env.update(
+        TRADESCRIBE_REDIS_URL=settings.redis_url,
+        TRADESCRIBE_DB=str(settings.db),
+        TRADESCRIBE_STREAM=settings.stream,
+        TRADESCRIBE_GROUP=settings.group,
+        TRADESCRIBE_CONSUMER=settings.consumer,
+        TRADESCRIBE_BATCH_MAX=str(settings.batch_max),
+        TRADESCRIBE_SYNCHRONOUS=settings.synchronous,
+        TRADESCRIBE_BLOCK_MS=str(settings.block_ms),
+        TRADESCRIBE_TRIM_KEEP_S=str(settings.trim_keep_s),
+        TRADESCRIBE_LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+class WorkerChild:
+    """``tradescribe worker`` in a child process, with its log in a file."""
+
+    def __init__(self, settings: Settings, log: Path) -> None:
+        self.settings = settings
+        self.log = log
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "worker.cli", "worker"],
+                env=worker_env(settings),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def check_alive(self) -> None:
+        code = self.process.poll()
+        if code is not None:
+            tail = self.log.read_text(errors="replace")[-800:]
+            raise BenchError(f"the worker exited with code {code} during the benchmark: {tail}")
+
+    def peak_rss_mb(self) -> float:
+        """The worker's peak resident memory so far (VmHWM), in MB."""
+        try:
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
+        except OSError:
+            return 0.0
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _group(client: redis.Redis, stream: str, group: str) -> dict[str, Any] | None:
+    for info in client.xinfo_groups(stream):
+        if _text(info["name"]) == group:
+            return {_text(k): v for k, v in info.items()}
+    return None
+
+
+def wait_reading(client: redis.Redis, child: WorkerChild, timeout_s: float = 30.0) -> None:
+    """Until the worker's consumer exists in the group (it has issued a read)."""
+    s = child.settings
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        child.check_alive()
+        try:
+            consumers = client.xinfo_consumers(s.stream, s.group)
+        except redis.ResponseError:
+            consumers = []
+        if any(_text(c["name"]) == s.consumer for c in consumers):
+            return
+        time.sleep(0.01)
+    raise BenchError(f"the worker did not start reading within {timeout_s:.0f}s (log: {child.log})")
+
+
+def wait_drained(
+    client: redis.Redis, child: WorkerChild, last_id: str, timeout_s: float
+) -> tuple[float, float]:
+    """(first read, last ack) as monotonic times, polling the group every 2 ms."""
+    s = child.settings
+    first: float | None = None
+    deadline = time.monotonic() + timeout_s
+    polls = 0
+    while time.monotonic() < deadline:
+        info = _group(client, s.stream, s.group)
+        now = time.monotonic()
+        if info is not None:
+            delivered = _text(info["last-delivered-id"])
+            if first is None and delivered != "0-0":
+                first = now
+            if delivered == last_id and int(info["pending"]) == 0:
+                return first if first is not None else now, now
+        polls += 1
+        if polls % 50 == 0:
+            child.check_alive()
+        time.sleep(_POLL_S)
+    raise BenchError(f"the worker did not drain the stream within {timeout_s:.0f}s")
+
+
+@dataclass
+class DrainResult:
+    events: int
+    seconds: float
+    events_per_s: float
+    stored: int
+    dead_letters: int
+    peak_rss_mb: float
+    stream_ids: list[str]
+
+
+def run_drain(
+    client: redis.Redis, settings: Settings, bodies: Iterable[str], log: Path, stored_before: int
+) -> DrainResult:
+    """Put ``bodies`` on the stream, then let a fresh worker drain them; timed."""
+    s = settings
+    client.delete(s.stream)
+    ids = load_stream(client, s.stream, bodies)
+    client.xgroup_create(s.stream, s.group, id="0")
+    child = WorkerChild(s, log)
+    try:
+        first, last = wait_drained(client, child, ids[-1], timeout_s=60 + len(ids) / 2000)
+        rss = child.peak_rss_mb()
+    finally:
+        child.stop()
+    client.delete(s.stream)  # free Redis memory for the next phase
+    stored, dead = _count_rows(s.db)
+    seconds = max(last - first, 1e-9)
+    stored -= stored_before
+    return DrainResult(len(ids), seconds, len(ids) / seconds, stored, dead, rss, ids)
+
+
+def _count_rows(db: Path) -> tuple[int, int]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        events = con.execute("SELECT count(*) FROM events").fetchone()[0]
+        dead = con.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+        return int(events), int(dead)
+    finally:
+        con.close()
