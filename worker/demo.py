@@ -64,22 +64,26 @@ def simulate_bot(url: str, stream: str, index: int, seconds: float) -> int:
                     strategy=strategy,
                     confidence=rng.randint(50, 99),
                 )
+                quantity = Decimal(rng.randint(1, 10))
                 pub.publish(
                     "trade.opened",
                     trade_id=trade_id,
                     symbol=symbol,
                     side=side,
-                    quantity=Decimal(rng.randint(1, 10)),
+                    quantity=quantity,
                     entry_price=price,
                     strategy=strategy,
                     plugin_id=f"{strategy}-v1",
                 )
-                open_trades[trade_id] = {"symbol": symbol, "side": side, "entry": price}
+                open_trades[trade_id] = {"symbol": symbol, "side": side, "entry": price,
+                                         "quantity": quantity}  # fmt: skip
                 sent += 2
             elif open_trades and rng.random() < 0.25:
                 trade_id = rng.choice(list(open_trades))
                 t = open_trades.pop(trade_id)
                 exit_price = prices[t["symbol"]]
+                direction = 1 if t["side"] == "buy" else -1
+                day_pnl += (exit_price - t["entry"]) * t["quantity"] * direction
                 pub.publish(
                     "trade.closed",
                     trade_id=trade_id,
