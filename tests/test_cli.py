@@ -77,3 +77,18 @@ def test_demo_runs_on_an_embedded_redis_and_reads_back_what_it_stored(tmp_path: 
     assert summary["rows"]["events"] + summary["rows"]["dead_letters"] == summary["published"]
     assert summary["rows"]["dead_letters"] == 1
     assert len(summary["bots"]) == 3 and all(b["opened"] > 0 for b in summary["bots"])
+
+
+def test_a_mistyped_redis_url_is_one_line_without_its_password(tmp_path: Path) -> None:
+    out = tradescribe(
+        "worker", "--redis-url", "redis:/bot:s3cret@host", "--db", str(tmp_path / "x")
+    )
+    assert_one_clear_line(out, 1, "bad value for setting 'redis_url'", "redis://, rediss://")
+    assert "s3cret" not in out.stderr
+
+
+def test_db_version_of_a_missing_file_says_the_worker_creates_it(tmp_path: Path) -> None:
+    out = tradescribe("db", "version", "--db", str(tmp_path / "new.db"))
+    assert out.returncode == 0
+    assert "no such file yet: the worker creates it at start" in out.stdout
+    assert not (tmp_path / "new.db").exists()

@@ -44,7 +44,9 @@ def read_version(db: Path) -> int:
 def version_info(db: Path) -> dict[str, Any]:
     current = read_version(db)
     state = (
-        "newer than this tradescribe"
+        "no such file yet: the worker creates it at start"
+        if not db.exists()
+        else "newer than this tradescribe"
         if current > SCHEMA_VERSION
         else "up to date"
         if current == SCHEMA_VERSION

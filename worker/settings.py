@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -99,6 +99,13 @@ class Settings(BaseSettings):
     )
     backup_keep: int = Field(7, ge=1, description="How many scheduled backups to keep.")
 
+    @field_validator("redis_url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
+        return url
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -154,8 +161,10 @@ def _describe(exc: ValidationError, config: Path | None) -> str:
             continue
         hint = f" ({field.description})" if field and field.description else ""
         env = f"TRADESCRIBE_{name.upper()}"
+        # A mistyped Redis URL may hold a password: never echo it.
+        got = "" if name == "redis_url" else f"; got {err.get('input')!r}"
         lines.append(
             f"bad value for setting '{name}' (--{name.replace('_', '-')} or {env}): "
-            f"{err['msg']}; got {err.get('input')!r}{hint}"
+            f"{err['msg']}{got}{hint}"
         )
     return "; ".join(lines)
