@@ -24,9 +24,11 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts import Publisher
+from contracts.redisurl import mask_url
 from worker.embedded import EmbeddedRedis, find_redis_server
+from worker.errors import WorkerError
 from worker.service import run_worker
-from worker.settings import Settings
+from worker.settings import load_settings
 
 SYMBOLS = {"BTCUSDT": 43000, "ETHUSDT": 2300, "SOLUSDT": 95, "XAUUSD": 2030, "EURUSD": 1.08}
 STRATEGIES = ("breakout", "mean-revert", "trend")
@@ -134,6 +136,20 @@ def send_malformed(url: str, stream: str) -> None:
         client.close()
 
 
+def _check_reachable(url: str) -> None:
+    """Fail at once with one line, rather than let the worker retry forever."""
+    load_settings(None, redis_url=url)  # a malformed URL: one line naming the setting
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise WorkerError(
+            f"cannot reach Redis at {mask_url(url)}: {exc} (fix --redis-url)"
+        ) from exc
+    finally:
+        client.close()
+
+
 def run_demo(*, redis_url: str | None, db: Path, seconds: float, bots: int, as_json: bool) -> None:
     console = Console(stderr=True)
     if db.exists() or db.with_name(db.name + "-wal").exists():
@@ -141,7 +157,9 @@ def run_demo(*, redis_url: str | None, db: Path, seconds: float, bots: int, as_j
             with contextlib.suppress(FileNotFoundError):
                 db.with_name(db.name + suffix).unlink()
     server = None
-    if redis_url is None:
+    if redis_url is not None:
+        _check_reachable(redis_url)
+    else:
         server = EmbeddedRedis(find_redis_server(prefer="bundled"))
         server.start()
         redis_url = server.url
@@ -159,8 +177,8 @@ def run_demo(*, redis_url: str | None, db: Path, seconds: float, bots: int, as_j
 
 async def _run(url: str, db: Path, seconds: float, bots: int, console: Console) -> dict[str, Any]:
     stream = f"tradescribe:demo:{int(time.time())}"
-    settings = Settings(redis_url=url, db=db, stream=stream, group="demo", consumer="demo",
-                        block_ms=100, trim_keep_s=0)  # fmt: skip
+    settings = load_settings(None, redis_url=url, db=db, stream=stream, group="demo",
+                             consumer="demo", block_ms=100, trim_keep_s=0)  # fmt: skip
     counts: list[int] = []
     async with anyio.create_task_group() as tg:
         worker = await tg.start(lambda **kw: run_worker(settings, handle_signals=False, **kw))
