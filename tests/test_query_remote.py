@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 import redis
 
 from contracts import Publisher, new_event_id
-from contracts.client import Client
+from contracts.client import REPLY_PREFIX, Client, request_channel
 from contracts.errors import RequestFailedError
 from contracts.events import WIRE_FIELD
 from contracts.query import DeadLetteredError, Reader, run_query
@@ -222,3 +223,21 @@ async def test_wait_reports_committed_unknown_and_dead_lettered_ids(
     assert query_late.value.code == "wait_timeout"
     assert "not committed within 0.2s" in query_late.value.message
     assert too_long.value.code == "bad_args" and "timeout_s" in too_long.value.message
+
+
+async def test_a_stopping_worker_is_not_held_up_by_a_long_wait(
+    settings: Settings, sync_redis: redis.Redis
+) -> None:
+    channel = request_channel(settings.stream, settings.group)
+    keys = [REPLY_PREFIX + uuid.uuid4().hex for _ in range(2)]
+    waiting = {"id": "w1", "command": "wait", "reply_to": keys[0],
+               "args": {"event_id": new_event_id(), "timeout_s": 30}}  # fmt: skip
+    async with running_worker(settings):
+        await worker_listening(settings)
+        sync_redis.publish(channel, json.dumps(waiting))
+        ping = {"id": "p1", "command": "ping", "args": {}, "reply_to": keys[1]}
+        sync_redis.publish(channel, json.dumps(ping))  # answered after the wait began
+        await wait_for(lambda: sync_redis.llen(keys[1]) == 1, what="the ping reply")
+        stopping = anyio.current_time()
+    assert anyio.current_time() - stopping < 3
+    assert sync_redis.llen(keys[0]) == 0  # the wait was cut short, not answered late
