@@ -7,6 +7,7 @@ its JSON reply there and sets a 60 s expiry; the client BLPOPs it.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import time
@@ -20,6 +21,7 @@ from redis.retry import Retry
 
 from contracts.errors import NoWorkerError, RedisUnreachableError, RequestFailedError
 from contracts.events import DEFAULT_STREAM
+from contracts.query_model import DeadLetteredError
 from contracts.redisurl import mask_url
 
 DEFAULT_GROUP = "tradescribe"
@@ -121,6 +123,44 @@ class Client:
     def status(self, timeout_s: float | None = None) -> dict[str, Any]:
         return self.request("status", timeout_s=timeout_s)
 
+    def query(
+        self,
+        name: str,
+        filters: dict[str, Any] | None = None,
+        *,
+        wait_for: str | None = None,
+        wait_timeout_s: float = 5.0,
+        timeout_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Run a named query on the worker's database; the same dict as
+        ``run_query(db, name, filters).as_dict()`` on the worker's host.
+
+        With ``wait_for`` (an event id from ``Publisher.publish``) the worker first
+        waits up to ``wait_timeout_s`` (at most 30) until that event is committed,
+        so a bot reads its own write. ``timeout_s`` is how long to wait for the
+        answer on top of that. Error replies raise ``RequestFailedError`` with
+        ``code`` ``bad_args`` (unknown query, bad filter), ``wait_timeout`` or
+        ``dead_lettered``.
+        """
+        args: dict[str, Any] = {"name": name, "filters": _json_filters(filters)}
+        waited = 0.0
+        if wait_for is not None:
+            args.update(wait_for=wait_for, wait_timeout_s=wait_timeout_s)
+            waited = wait_timeout_s
+        base = self.timeout_s if timeout_s is None else timeout_s
+        return self.request("query", args, timeout_s=base + waited)
+
+    def wait_for_event(self, event_id: str, timeout_s: float = 5.0) -> bool:
+        """True once the worker has committed ``event_id``; False after ``timeout_s``
+        (at most 30). Raises ``DeadLetteredError`` if it was dead-lettered instead,
+        like ``contracts.query.wait_for_event`` on the worker's host."""
+        result = self.request(
+            "wait", {"event_id": event_id, "timeout_s": timeout_s}, self.timeout_s + timeout_s
+        )
+        if result.get("dead_lettered"):
+            raise DeadLetteredError(event_id, str(result.get("reason")))
+        return bool(result.get("committed"))
+
     def close(self) -> None:
         self._client.close()
 
@@ -134,6 +174,16 @@ class Client:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _json_filters(filters: dict[str, Any] | None) -> dict[str, Any]:
+    """Filter values as JSON scalars: dates become ``YYYY-MM-DD``; None is left out."""
+    out: dict[str, Any] = {}
+    for key, value in (filters or {}).items():
+        if value is None:
+            continue
+        out[key] = value.isoformat() if isinstance(value, dt.date) else value
+    return out
 
 
 def _result(raw: str, request_id: str) -> dict[str, Any]:

@@ -25,11 +25,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from contracts.errors import describe_validation_error
-from contracts.query_model import Filters, QueryError, QueryResult
+from contracts.query_model import DeadLetteredError, Filters, QueryError, QueryResult
 from contracts.query_sql import QUERIES, QuerySpec
 
 __all__ = [
     "QUERIES",
+    "DeadLetteredError",
     "Filters",
     "QueryError",
     "QueryResult",
@@ -90,14 +91,15 @@ def _committed(con: sqlite3.Connection, event_id: str) -> bool:
         "SELECT reason FROM dead_letters WHERE event_id = ? ORDER BY id DESC LIMIT 1", (event_id,)
     ).fetchone()
     if dead:
-        raise QueryError(f"event {event_id} was dead-lettered, never stored: {dead[0]}")
+        raise DeadLetteredError(event_id, str(dead[0]))
     return False
 
 
 def wait_for_event(db: str | Path, event_id: str, timeout_s: float = 5.0) -> bool:
     """Block until the worker has committed ``event_id``; False after ``timeout_s``.
 
-    Raises ``QueryError`` if the event was dead-lettered (it will never be committed).
+    Raises ``DeadLetteredError`` (a ``QueryError``) if the event was dead-lettered:
+    it will never be committed.
     """
     deadline = time.monotonic() + timeout_s
     with connect_readonly(db) as con:

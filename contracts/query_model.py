@@ -23,6 +23,15 @@ class QueryError(TradescribeError):
     """A query could not run: unknown name, bad filter, missing database, timeout."""
 
 
+class DeadLetteredError(QueryError):
+    """The awaited event was dead-lettered: it will never be committed."""
+
+    def __init__(self, event_id: str, reason: str) -> None:
+        super().__init__(f"event {event_id} was dead-lettered, never stored: {reason}")
+        self.event_id = event_id
+        self.reason = reason
+
+
 class Filters(BaseModel):
     """Every filter any query takes; each query accepts its own subset (``QuerySpec``)."""
 

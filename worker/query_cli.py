@@ -16,9 +16,14 @@ from contracts.query import QUERIES, QueryError, run_query
 
 Opt = typer.Option
 TENANCY = ("account", "source", "plugin_id", "mode")
-NOT_FILTERS = {"name", "db", "config", "as_json", "as_csv"}
+NOT_FILTERS = {"name", "db", "config", "as_json", "as_csv", "redis_url", "stream", "group",
+               "timeout"}  # fmt: skip
 ConfigOpt = Annotated[Path | None, Opt("--config", help="TOML settings file.")]
 DbOpt = Annotated[Path | None, Opt("--db", help="SQLite database file [env TRADESCRIBE_DB]")]
+RedisOpt = Annotated[
+    str | None,
+    Opt("--redis-url", help="Ask the running worker over this Redis instead of reading --db."),
+]
 Text = Annotated[str | None, Opt(show_default=False)]
 TzOpt = Annotated[
     str | None,
@@ -36,14 +41,8 @@ def _database(config: Path | None, db: Path | None) -> Path:
     return load_settings(config, db=db).db
 
 
-def fetch(name: str, filters: dict[str, Any], db: Path) -> dict[str, Any]:
-    """One query's result as plain JSON.
-
-    The ``--redis-url`` door goes here: with a Redis URL, send the request
-    ``{"command": "query", "args": {"name": name, "filters": filters}}`` through
-    ``contracts.client`` and return its ``result``; it is the same dict as below,
-    because the worker's responder calls this same ``run_query``.
-    """
+def check_filters(name: str, filters: dict[str, Any]) -> None:
+    """A bad query name or a flag the query does not take, named as a flag."""
     spec = QUERIES.get(name)
     if spec is None:
         raise QueryError(f"unknown query {name!r}; choose one of: {', '.join(QUERIES)}")
@@ -53,6 +52,15 @@ def fetch(name: str, filters: dict[str, Any], db: Path) -> dict[str, Any]:
             f"query {name!r} does not take {', '.join(map(_flag, unknown))}; "
             f"it takes: {', '.join(map(_flag, spec.filters))}"
         )
+
+
+def fetch(name: str, filters: dict[str, Any], db: Path) -> dict[str, Any]:
+    """One query's result as plain JSON, from the database file.
+
+    The ``--redis-url`` door (``worker.query_remote.fetch_remote``) returns the
+    same dict: the worker's ``query`` command calls this same ``run_query``.
+    """
+    check_filters(name, filters)
     return run_query(db, name, filters).as_dict()
 
 
@@ -80,13 +88,29 @@ def query(
     wait_timeout_s: Annotated[float | None, Opt(help="How long --wait-for waits.")] = None,
     as_json: Annotated[bool, Opt("--json", help="Print the result as JSON.")] = False,
     as_csv: Annotated[bool, Opt("--csv", help="Print the rows as CSV.")] = False,
+    redis_url: RedisOpt = None,
+    stream: Annotated[str | None, Opt(help="With --redis-url: stream key.")] = None,
+    group: Annotated[str | None, Opt(help="With --redis-url: consumer group.")] = None,
+    timeout: Annotated[
+        float, Opt(min=0.05, max=300, help="With --redis-url: seconds to wait for the worker.")
+    ] = 2.0,
 ) -> None:
     """Ask the database a named question: state for bots, numbers for dashboards.
 
-    Reads the SQLite file read-only; safe while the worker runs.
+    Reads the SQLite file read-only (--db; safe while the worker runs), or asks
+    the running worker over Redis (--redis-url; exit 2: no worker, 3: no Redis).
     """
     filters = {k: v for k, v in locals().items() if k not in NOT_FILTERS and v is not None}
-    result = fetch(name, filters, _database(config, db))
+    if redis_url is not None and db is not None:
+        raise QueryError("give --db (read the file here) or --redis-url (ask the worker), not both")
+    if redis_url is not None:
+        from worker.query_remote import fetch_remote
+
+        check_filters(name, filters)
+        result = fetch_remote(name, filters, config=config, redis_url=redis_url, stream=stream,
+                              group=group, timeout_s=timeout)  # fmt: skip
+    else:
+        result = fetch(name, filters, _database(config, db))
     if as_json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     elif as_csv:

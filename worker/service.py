@@ -15,6 +15,7 @@ from anyio.abc import TaskStatus
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from worker import query_commands  # noqa: F401  (registers the query and wait commands)
 from worker.backup import backup_periodically
 from worker.consume import Worker
 from worker.health import keep_heartbeat, log_ready
