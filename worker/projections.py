@@ -176,9 +176,22 @@ AUDIT_COLUMNS = (
 )
 
 
+_UTC_TEXTS: dict[dt.datetime, str] = {}
+
+
 def utc_text(moment: dt.datetime) -> str:
-    """Fixed-width UTC text (``2026-11-22T10:00:00.000000Z``): string order is time order."""
-    return moment.astimezone(dt.UTC).isoformat(timespec="microseconds")[:26] + "Z"
+    """Fixed-width UTC text (``2026-11-22T10:00:00.000000Z``): string order is time order.
+
+    Memoised (an event's time is formatted for its log row and for its version):
+    datetimes that compare equal are the same instant, hence the same text.
+    """
+    text = _UTC_TEXTS.get(moment)
+    if text is None:
+        if len(_UTC_TEXTS) >= 16384:
+            _UTC_TEXTS.clear()
+        text = moment.astimezone(dt.UTC).isoformat(timespec="microseconds")[:26] + "Z"
+        _UTC_TEXTS[moment] = text
+    return text
 
 
 def column_value(value: Any) -> Any:
@@ -205,10 +218,14 @@ def json_value(value: Any) -> Any:
     return value
 
 
+# Built once: json.dumps with options builds a new encoder on every call.
+_ENCODE = json.JSONEncoder(
+    separators=(",", ":"), default=json_value, ensure_ascii=False, sort_keys=True
+).encode
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(
-        value, separators=(",", ":"), default=json_value, ensure_ascii=False, sort_keys=True
-    )
+    return _ENCODE(value)
 
 
 @dataclass(slots=True)
