@@ -55,10 +55,18 @@ class DeadLetter:
     deliveries: int = 1
 
 
+_SUBJECT_FIELDS = ("trade_id", "signal_id", "position_id", "symbol", "date")
+
+
 def _subject(event: AnyEvent) -> str | None:
+    """The first of these the payload has (a declared field or an extra one)."""
     data = event.data
-    for name in ("trade_id", "signal_id", "position_id", "symbol", "date"):
-        value = getattr(data, name, None)
+    values = data.__dict__
+    extra = data.__pydantic_extra__ or {}
+    for name in _SUBJECT_FIELDS:
+        value = values.get(name)
+        if value is None:
+            value = extra.get(name)
         if value is not None:
             return str(value)
     return None

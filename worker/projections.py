@@ -262,15 +262,18 @@ def _split(
     columns: dict[str, Any] = {}
     attributes: dict[str, Any] = {}
     in_columns = entity.column_set
+    # Straight from pydantic's stores: getattr() would go through __getattr__ for extras.
+    values = payload.__dict__
+    extra = payload.__pydantic_extra__ or {}
     for name in payload.model_fields_set:
         if name in skip or name == "attributes":
             continue
-        value = getattr(payload, name)
+        value = values[name] if name in values else extra[name]
         if name in in_columns:
             columns[name] = column_value(value)
         else:
             attributes[name] = json_value(value)
-    if payload.attributes or payload.model_extra:
+    if values.get("attributes") or extra:
         attributes.update({k: json_value(v) for k, v in payload.extras().items()})
     return columns, attributes
 
@@ -278,8 +281,11 @@ def _split(
 def _tenancy(event: AnyEvent) -> tuple[dict[str, Any], dict[str, Any]]:
     """Tenancy the sender named explicitly, and the defaults it left implicit."""
     given = event.model_fields_set
-    explicit = {k: getattr(event, k) for k in TENANCY if k in given}
-    implicit = {k: getattr(event, k) for k in TENANCY if k not in given}
+    values = event.__dict__
+    explicit: dict[str, Any] = {}
+    implicit: dict[str, Any] = {}
+    for name in TENANCY:
+        (explicit if name in given else implicit)[name] = values[name]
     return explicit, implicit
 
 
