@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from contracts import AsyncPublisher, build_event
 from contracts.events import AnyEvent
 from tests.conftest import count, make_settings, query, running_worker, wait_for
-from worker.projections import TRADES, merge, new_row, project
+from worker.projections import TRADES, merge, new_row, project, row_from_db, row_values
 from worker.settings import Settings
 
 T0 = dt.datetime(2026, 11, 20, 9, 30, tzinfo=dt.UTC)
@@ -51,6 +52,16 @@ def test_closed_before_opened_converges_to_the_same_row() -> None:
     assert in_order == reversed_
     assert in_order["status"] == "closed"
     assert in_order["realized_pnl"] == 20.0  # (110 - 100) * 2, derived when not sent
+
+
+def test_a_stored_row_reads_back_the_same_in_the_packed_and_the_older_versions_text() -> None:
+    row = fold([OPENED, UPDATE_1, CLOSED])
+    stored = row_values(TRADES, row)
+    assert row_from_db(TRADES, stored) == row
+    versions = TRADES.all_columns.index("versions")
+    assert len(stored[versions]) < len(json.dumps(row["versions"])) / 2
+    older = (*stored[:versions], json.dumps(row["versions"]))  # the older {field: version}
+    assert row_from_db(TRADES, older) == row
 
 
 def test_stale_update_does_not_overwrite_a_newer_one() -> None:

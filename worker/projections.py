@@ -21,7 +21,6 @@ import json
 from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import cached_property
 from typing import Any
 
 from contracts.events import (
@@ -37,148 +36,69 @@ from contracts.events import (
     TradeClosedEvent,
     TradeOpenedEvent,
 )
+from worker.entities import (
+    AUDIT_COLUMNS,
+    DAILY_STATS,
+    ENTITIES,
+    JOURNAL_COLUMNS,
+    POSITIONS,
+    SIGNALS,
+    STATUS_HISTORY_COLUMNS,
+    TENANCY,
+    TRADES,
+    Entity,
+)
 
-TENANCY = ("account", "plugin_id", "mode")
+# Re-exported: the store, the bench and the tests import the entities from here.
+__all__ = [
+    "AUDIT_COLUMNS",
+    "DAILY_STATS",
+    "ENTITIES",
+    "JOURNAL_COLUMNS",
+    "POSITIONS",
+    "SIGNALS",
+    "STATUS_HISTORY_COLUMNS",
+    "TENANCY",
+    "TRADES",
+    "Change",
+    "Entity",
+    "Projected",
+    "column_value",
+    "dumps",
+    "event_version",
+    "json_value",
+    "merge",
+    "new_row",
+    "pack_versions",
+    "project",
+    "row_from_db",
+    "row_values",
+    "unpack_versions",
+    "utc_text",
+]
+
 _POSITION_SKIP = frozenset({"position_id"})
 _DATE_SKIP = frozenset({"date"})
 _TRADE_SKIP = frozenset({"trade_id"})
 _SIGNAL_SKIP = frozenset({"signal_id"})
 
 
-@dataclass(frozen=True)
-class Entity:
-    """An entity table: its key columns and the value columns events may set."""
-
-    table: str
-    key: tuple[str, ...]
-    columns: tuple[str, ...]
-
-    @property
-    def all_columns(self) -> tuple[str, ...]:
-        return (*self.key, *self.columns, "created_at", "updated_at", "attributes", "versions")
-
-    @cached_property
-    def column_set(self) -> frozenset[str]:
-        return frozenset(self.columns)
-
-
-TRADES = Entity(
-    "trades",
-    ("source", "trade_id"),
-    (
-        *TENANCY,
-        "symbol",
-        "side",
-        "quantity",
-        "entry_price",
-        "stop_loss",
-        "take_profit",
-        "exit_price",
-        "current_price",
-        "realized_pnl",
-        "unrealized_pnl",
-        "fees",
-        "exit_reason",
-        "strategy",
-        "notes",
-        "status",
-        "opened_at",
-        "closed_at",
-    ),
-)
-SIGNALS = Entity(
-    "signals",
-    ("source", "signal_id"),
-    (
-        *TENANCY,
-        "symbol",
-        "side",
-        "entry_price",
-        "stop_loss",
-        "take_profit",
-        "current_price",
-        "exit_price",
-        "realized_pnl",
-        "unrealized_pnl",
-        "confidence",
-        "timeframe",
-        "strategy",
-        "exit_reason",
-        "notes",
-        "status",
-        "emitted_at",
-        "closed_at",
-    ),
-)
-POSITIONS = Entity(
-    "positions",
-    ("account", "source", "mode", "position_key"),
-    (
-        "plugin_id",
-        "symbol",
-        "quantity",
-        "entry_price",
-        "current_price",
-        "unrealized_pnl",
-        "realized_pnl",
-        "lot_size",
-        "exchange",
-        "instrument_token",
-        "is_active",
-    ),
-)
-DAILY_STATS = Entity(
-    "daily_stats",
-    ("account", "source", "plugin_id", "mode", "date"),
-    (
-        "total_realized_pnl",
-        "total_unrealized_pnl",
-        "protected_profit",
-        "number_of_trades",
-        "daily_loss_used",
-        "daily_loss_limit",
-        "loss_limit_hit",
-        "trading_blocked",
-        "trailing_sl_active",
-        "trailing_sl_level",
-        "paper_balance",
-        "signals_today",
-    ),
-)
-ENTITIES = (TRADES, SIGNALS, POSITIONS, DAILY_STATS)
-
-STATUS_HISTORY_COLUMNS = ("event_id", "source", "trade_id", "status", "ts", "event_type")
-JOURNAL_COLUMNS = (
-    "event_id",
-    "source",
-    *TENANCY,
-    "at",
-    "title",
-    "text",
-    "trade_id",
-    "signal_id",
-    "category",
-    "tags",
-    "attributes",
-)
-AUDIT_COLUMNS = (
-    "event_id",
-    "source",
-    *TENANCY,
-    "ts",
-    "action",
-    "user",
-    "component",
-    "level",
-    "details",
-    "ip_address",
-    "attributes",
-)
+_UTC_TEXTS: dict[dt.datetime, str] = {}
 
 
 def utc_text(moment: dt.datetime) -> str:
-    """Fixed-width UTC text (``2026-11-22T10:00:00.000000Z``): string order is time order."""
-    return moment.astimezone(dt.UTC).isoformat(timespec="microseconds")[:26] + "Z"
+    """Fixed-width UTC text (``2026-11-22T10:00:00.000000Z``): string order is time order.
+
+    Memoised (an event's time is formatted for its log row and for its version):
+    datetimes that compare equal are the same instant, hence the same text.
+    """
+    text = _UTC_TEXTS.get(moment)
+    if text is None:
+        if len(_UTC_TEXTS) >= 16384:
+            _UTC_TEXTS.clear()
+        text = moment.astimezone(dt.UTC).isoformat(timespec="microseconds")[:26] + "Z"
+        _UTC_TEXTS[moment] = text
+    return text
 
 
 def column_value(value: Any) -> Any:
@@ -205,10 +125,14 @@ def json_value(value: Any) -> Any:
     return value
 
 
+# Built once: json.dumps with options builds a new encoder on every call.
+_ENCODE = json.JSONEncoder(
+    separators=(",", ":"), default=json_value, ensure_ascii=False, sort_keys=True
+).encode
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(
-        value, separators=(",", ":"), default=json_value, ensure_ascii=False, sort_keys=True
-    )
+    return _ENCODE(value)
 
 
 @dataclass(slots=True)
@@ -245,15 +169,18 @@ def _split(
     columns: dict[str, Any] = {}
     attributes: dict[str, Any] = {}
     in_columns = entity.column_set
+    # Straight from pydantic's stores: getattr() would go through __getattr__ for extras.
+    values = payload.__dict__
+    extra = payload.__pydantic_extra__ or {}
     for name in payload.model_fields_set:
         if name in skip or name == "attributes":
             continue
-        value = getattr(payload, name)
+        value = values[name] if name in values else extra[name]
         if name in in_columns:
             columns[name] = column_value(value)
         else:
             attributes[name] = json_value(value)
-    if payload.attributes or payload.model_extra:
+    if values.get("attributes") or extra:
         attributes.update({k: json_value(v) for k, v in payload.extras().items()})
     return columns, attributes
 
@@ -261,8 +188,11 @@ def _split(
 def _tenancy(event: AnyEvent) -> tuple[dict[str, Any], dict[str, Any]]:
     """Tenancy the sender named explicitly, and the defaults it left implicit."""
     given = event.model_fields_set
-    explicit = {k: getattr(event, k) for k in TENANCY if k in given}
-    implicit = {k: getattr(event, k) for k in TENANCY if k not in given}
+    values = event.__dict__
+    explicit: dict[str, Any] = {}
+    implicit: dict[str, Any] = {}
+    for name in TENANCY:
+        (explicit if name in given else implicit)[name] = values[name]
     return explicit, implicit
 
 
@@ -425,12 +355,41 @@ def row_values(entity: Entity, row: dict[str, Any]) -> tuple[Any, ...]:
     """A merged row as the tuple an INSERT takes, JSON columns serialised."""
     values = [row[c] for c in entity.all_columns[:-2]]
     values.append(dumps(row["attributes"]))
-    values.append(dumps(row["versions"]))
+    values.append(dumps(pack_versions(row["versions"])))
     return tuple(values)
 
 
 def row_from_db(entity: Entity, values: tuple[Any, ...]) -> dict[str, Any]:
     row = dict(zip(entity.all_columns, values, strict=True))
     row["attributes"] = json.loads(row["attributes"])
-    row["versions"] = json.loads(row["versions"])
+    row["versions"] = unpack_versions(json.loads(row["versions"]))
     return row
+
+
+def pack_versions(versions: dict[str, str]) -> dict[str, list[str]]:
+    """``{field: version}`` stored as ``{version: [fields]}``.
+
+    One event sets many fields of a row at one version, so a trade row holds a
+    handful of distinct versions for twenty-odd fields: about a third of the
+    text to write, parse and keep.
+    """
+    packed: dict[str, list[str]] = {}
+    for name in sorted(versions):
+        version = versions[name]
+        names = packed.get(version)
+        if names is None:
+            packed[version] = [name]
+        else:
+            names.append(name)
+    return packed
+
+
+def unpack_versions(stored: dict[str, Any]) -> dict[str, str]:
+    """The inverse of :func:`pack_versions`; also reads the older ``{field: version}``."""
+    unpacked: dict[str, str] = {}
+    for key, value in stored.items():
+        if isinstance(value, list):
+            unpacked.update(dict.fromkeys(value, key))
+        else:
+            unpacked[key] = value
+    return unpacked

@@ -10,109 +10,35 @@ import datetime as dt
 import logging
 import os
 import sqlite3
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import anyio
 
-from contracts.events import AnyEvent, parse_event
-from worker.errors import DatabaseNewerError
-from worker.projections import (
-    AUDIT_COLUMNS,
-    ENTITIES,
-    JOURNAL_COLUMNS,
-    STATUS_HISTORY_COLUMNS,
-    Change,
-    Entity,
-    Projected,
-    merge,
-    new_row,
-    project,
-    row_from_db,
-    row_values,
-    utc_text,
+from contracts.events import parse_event
+from worker.batchwrite import (
+    DeadLetter,
+    Decoded,
+    stream_order,
+    write_batch,
+    write_projections,
 )
+from worker.errors import DatabaseNewerError
+from worker.projections import ENTITIES, project, utc_text
 from worker.schema import MIGRATIONS, SCHEMA_VERSION
+
+__all__ = ["PROJECTION_TABLES", "DeadLetter", "Decoded", "SqliteStore", "stream_order"]
 
 log = logging.getLogger(__name__)
 
-_KEYS_PER_QUERY = 400
 # Every table derived from the event log (what `tradescribe db rebuild` recomputes).
 PROJECTION_TABLES = (
     *(e.table for e in ENTITIES),
     "trade_status_history",
     "journal_entries",
     "audit_log",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Decoded:
-    """A stream entry that decoded and validated."""
-
-    stream_id: str
-    body: str
-    event: AnyEvent
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A stream entry that cannot be stored, and why."""
-
-    stream_id: str
-    raw: bytes
-    reason: str
-    event_id: str | None = None
-    deliveries: int = 1
-
-
-def _subject(event: AnyEvent) -> str | None:
-    data = event.data
-    for name in ("trade_id", "signal_id", "position_id", "symbol", "date"):
-        value = getattr(data, name, None)
-        if value is not None:
-            return str(value)
-    return None
-
-
-def _insert(table: str, columns: Sequence[str], verb: str = "INSERT OR IGNORE") -> str:
-    marks = ", ".join("?" * len(columns))
-    return f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({marks})"
-
-
-def _upsert(entity: Entity) -> str:
-    """Insert a merged row, or update the stored one in place (cheaper than REPLACE,
-    which deletes and re-inserts every index entry)."""
-    values = ", ".join(f"{c} = excluded.{c}" for c in entity.all_columns if c not in entity.key)
-    return f"{_insert(entity.table, entity.all_columns, 'INSERT')} " + (
-        f"ON CONFLICT ({', '.join(entity.key)}) DO UPDATE SET {values}"
-    )
-
-
-_INSERT_EVENT = _insert(
-    "events",
-    (
-        "event_id",
-        "type",
-        "source",
-        "account",
-        "plugin_id",
-        "mode",
-        "subject",
-        "ts",
-        "stream_id",
-        "committed_at",
-        "body",
-    ),
-)
-_INSERT_DEAD = _insert(
-    "dead_letters",
-    ("stream_id", "event_id", "raw", "reason", "deliveries", "received_at"),
-    "INSERT",
 )
 
 
@@ -192,30 +118,20 @@ class SqliteStore:
     async def commit(self, good: Sequence[Decoded], dead: Sequence[DeadLetter]) -> int:
         """Store one batch in one transaction; returns how many events were new."""
         now = utc_text(dt.datetime.now(dt.UTC))
-        db = self._db
-        await db.execute("BEGIN IMMEDIATE")
         try:
-            before = db.total_changes
-            await db.executemany(_INSERT_EVENT, (_event_row(d, now) for d in good))
-            inserted = db.total_changes - before
-            await self._project(project(d.event for d in good))
-            if dead:
-                await db.executemany(
-                    _INSERT_DEAD,
-                    ((d.stream_id, d.event_id, d.raw, d.reason, d.deliveries, now) for d in dead),
-                )
-            ids = [x.stream_id for x in good] + [x.stream_id for x in dead]
-            last = max(ids, key=stream_order, default=None)
-            if last is not None:
-                await db.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_stream_id', ?)",
-                    (last,),
-                )
-            await db.execute("COMMIT")
+            return int(await self._on_thread(write_batch, good, dead, now))
         except BaseException:
-            await _rollback(db)  # never hide the real error (disk full, locked) behind it
+            await _rollback(self._db)  # never hide the real error (disk full, locked) behind it
             raise
-        return inserted
+
+    async def _on_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(connection, *args)`` on the connection's own thread, in one hop.
+
+        Uses aiosqlite's queue to its thread (``_execute``), so the call is ordered
+        with every other statement on this connection.
+        """
+        db = self._db
+        return await db._execute(fn, db._conn, *args)  # type: ignore[no-untyped-call]
 
     async def rebuild_projections(self, chunk: int = 1000) -> int:
         """Empty every projection and replay the event log into it, in one transaction.
@@ -236,65 +152,13 @@ class SqliteStore:
                 if not rows:
                     break
                 last = rows[-1][0]
-                await self._project(project(parse_event(body) for _, body in rows))
+                await self._on_thread(write_projections, project(parse_event(b) for _, b in rows))
                 replayed += len(rows)
             await db.execute("COMMIT")
         except BaseException:
             await db.execute("ROLLBACK")
             raise
         return replayed
-
-    async def _project(self, projected: Projected) -> None:
-        db = self._db
-        by_entity: dict[Entity, list[Change]] = defaultdict(list)
-        for change in projected.changes:
-            by_entity[change.entity].append(change)
-        for entity, changes in by_entity.items():
-            rows = await self._load(entity, {c.key for c in changes})
-            for change in changes:
-                row = rows.get(change.key)
-                if row is None:
-                    row = rows[change.key] = new_row(entity, change.key, change.ts)
-                merge(row, change)
-            await db.executemany(
-                _upsert(entity), (row_values(entity, row) for row in rows.values())
-            )
-        for table, columns, rows_ in (
-            ("trade_status_history", STATUS_HISTORY_COLUMNS, projected.status_history),
-            ("journal_entries", JOURNAL_COLUMNS, projected.journal),
-            ("audit_log", AUDIT_COLUMNS, projected.audit),
-        ):
-            if rows_:
-                await db.executemany(_insert(table, columns), rows_)
-
-    async def _load(
-        self, entity: Entity, keys: Iterable[tuple[Any, ...]]
-    ) -> dict[tuple[Any, ...], dict[str, Any]]:
-        """The stored rows for these keys (absent keys are simply missing).
-
-        Keys are grouped by all but their last column, which goes into an IN
-        list, so every lookup is a primary-key search (a row-value IN over
-        VALUES would make SQLite scan the whole table).
-        """
-        by_prefix: dict[tuple[Any, ...], list[Any]] = defaultdict(list)
-        for key in keys:
-            by_prefix[key[:-1]].append(key[-1])
-        found: dict[tuple[Any, ...], dict[str, Any]] = {}
-        cols = ", ".join(entity.all_columns)
-        prefix_match = " AND ".join(f"{k} = ?" for k in entity.key[:-1])
-        for prefix, lasts in by_prefix.items():
-            for start in range(0, len(lasts), _KEYS_PER_QUERY):
-                chunk = lasts[start : start + _KEYS_PER_QUERY]
-                marks = ", ".join("?" * len(chunk))
-                sql = (
-                    f"SELECT {cols} FROM {entity.table} "
-                    f"WHERE {prefix_match} AND {entity.key[-1]} IN ({marks})"
-                )
-                async with self._db.execute(sql, (*prefix, *chunk)) as cur:
-                    for record in await cur.fetchall():
-                        row = row_from_db(entity, tuple(record))
-                        found[tuple(row[k] for k in entity.key)] = row
-        return found
 
     async def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         async with self._db.execute(sql, params) as cur:
@@ -309,26 +173,3 @@ async def _rollback(db: aiosqlite.Connection) -> None:
             await db.execute("ROLLBACK")
         except sqlite3.Error as exc:
             log.warning("rollback failed: %s", exc)
-
-
-def stream_order(stream_id: str) -> tuple[int, int]:
-    """A Redis stream id as a sortable (milliseconds, sequence) pair."""
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def _event_row(d: Decoded, now: str) -> tuple[Any, ...]:
-    e = d.event
-    return (
-        e.id,
-        e.type,
-        e.source,
-        e.account,
-        e.plugin_id,
-        e.mode,
-        _subject(e),
-        utc_text(e.ts),
-        d.stream_id,
-        now,
-        d.body,
-    )
