@@ -86,7 +86,7 @@ def upsert_sql(entity: Entity) -> str:
     )
 
 
-_EVENT_COLUMNS = (
+EVENT_COLUMNS = (
     "event_id",
     "type",
     "source",
@@ -99,7 +99,7 @@ _EVENT_COLUMNS = (
     "committed_at",
     "body",
 )
-INSERT_EVENT = insert_sql("events", _EVENT_COLUMNS)
+INSERT_EVENT = insert_sql("events", EVENT_COLUMNS)
 INSERT_DEAD = insert_sql(
     "dead_letters",
     ("stream_id", "event_id", "raw", "reason", "deliveries", "received_at"),

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.events import TERMINAL_STATUSES, AnyEvent, parse_event
+from worker.batchwrite import EVENT_COLUMNS, insert_sql, upsert_sql
 from worker.projections import (
     AUDIT_COLUMNS,
     ENTITIES,
@@ -33,25 +34,6 @@ from worker.projections import (
     utc_text,
 )
 from worker.schema import MIGRATIONS
-
-EVENT_COLUMNS = (
-    "event_id",
-    "type",
-    "source",
-    "account",
-    "plugin_id",
-    "mode",
-    "subject",
-    "ts",
-    "stream_id",
-    "committed_at",
-    "body",
-)
-
-
-def insert_sql(table: str, columns: Sequence[str], verb: str = "INSERT OR IGNORE") -> str:
-    return f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-
 
 _SIDE_TABLES = (
     ("trade_status_history", STATUS_HISTORY_COLUMNS),
@@ -126,7 +108,7 @@ def build_batches(bodies: Sequence[str], stream_ids: Sequence[str], batch_max: i
             touched[change.entity][change.key] = row
         for entity, entity_rows in touched.items():
             if entity_rows:
-                sql = insert_sql(entity.table, entity.all_columns, "INSERT OR REPLACE")
+                sql = upsert_sql(entity)  # the worker's own statement
                 values = [row_values(entity, row) for row in entity_rows.values()]
                 batch.statements.append((sql, values))
                 for key, row in entity_rows.items():

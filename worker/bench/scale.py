@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from worker.bench.ceiling import EVENT_COLUMNS, create_schema, insert_sql
+from worker.batchwrite import EVENT_COLUMNS, insert_sql
+from worker.bench.ceiling import create_schema
 from worker.bench.workload import SOURCES
 from worker.projections import TRADES
 
