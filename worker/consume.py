@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 Entry = tuple[str, dict[bytes, bytes]]
 _WIRE_KEY = WIRE_FIELD.encode()
 _TRANSIENT_REDIS = (RedisConnectionError, RedisTimeoutError, OSError)
+_UNREACHABLE = "redis unreachable"
 
 
 @dataclass(slots=True)
@@ -68,6 +69,11 @@ class Stats:
     def note_error(self, what: str, exc: BaseException) -> None:
         self.last_error = f"{what}: {exc}"
         self.last_error_at = time.time()
+
+    def recovered(self, what: str) -> None:
+        """``what`` works again: forget its error (an idle worker has no commit to do it)."""
+        if self.last_error is not None and self.last_error.startswith(what + ":"):
+            self.last_error = None
 
     def totals(self) -> dict[str, Any]:
         """The counters as a dict, for structured (JSON) log lines."""
@@ -169,7 +175,7 @@ class Worker:
                     "or the ACL rules for that user)"
                 ) from exc
             except _TRANSIENT_REDIS as exc:
-                self.stats.note_error("redis unreachable", exc)
+                self.stats.note_error(_UNREACHABLE, exc)
                 log.warning("Redis unreachable (%s); retrying in %.1fs", exc, delay)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_max_s)
@@ -238,7 +244,7 @@ class Worker:
                     s.stream, s.group, s.consumer, s.claim_idle_ms, cursor, count=s.batch_max
                 )
             except _TRANSIENT_REDIS as exc:
-                self.stats.note_error("redis unreachable", exc)
+                self.stats.note_error(_UNREACHABLE, exc)
                 return
             cursor = _text(reply[0])
             entries = [(_text(i), f or {}) for i, f in reply[1]]
@@ -257,9 +263,10 @@ class Worker:
                 reply = await self.redis.xreadgroup(
                     s.group, s.consumer, {s.stream: after}, count=s.batch_max, block=block
                 )
+                self.stats.recovered(_UNREACHABLE)
                 return _entries(reply)
             except _TRANSIENT_REDIS as exc:
-                self.stats.note_error("redis unreachable", exc)
+                self.stats.note_error(_UNREACHABLE, exc)
                 log.warning("reading from Redis failed (%s); retrying in %.2fs", exc, delay)
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
@@ -378,7 +385,7 @@ class Worker:
                 return
             except _TRANSIENT_REDIS as exc:
                 # Committed but not acknowledged: redelivery is harmless, so just retry.
-                self.stats.note_error("redis unreachable", exc)
+                self.stats.note_error(_UNREACHABLE, exc)
                 if self.stopping:
                     return
                 await anyio.sleep(delay)
@@ -391,8 +398,9 @@ class Worker:
             await anyio.sleep(lease.ttl_ms / 3000)
             try:
                 await lease.renew()
+                self.stats.recovered(_UNREACHABLE)
             except _TRANSIENT_REDIS as exc:
-                self.stats.note_error("redis unreachable", exc)
+                self.stats.note_error(_UNREACHABLE, exc)
 
     async def _trim_periodically(self) -> None:
         s = self.settings
