@@ -1,4 +1,4 @@
-"""The fast sums (``trade_days``, kept by triggers) say what the trades themselves say."""
+"""The fast sums (``trade_days``, kept by the worker) say what the trades themselves say."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 
 from contracts import AsyncPublisher
+from contracts.events import build_event, to_wire
 from contracts.query import run_query
 from tests.conftest import count, query, running_worker, wait_for
 from tests.querydata import NOW
+from worker.batchwrite import Decoded
 from worker.settings import Settings
 
 ZONES = ("UTC", "Europe/Berlin", "Asia/Kolkata", "America/New_York")
@@ -116,45 +118,63 @@ def test_pnl_of_an_empty_database_is_zero(tmp_path: Path, tz: str) -> None:
     assert run_query(db, "history", {}).summary["win_rate"] is None
 
 
-def test_trade_days_equal_the_trades_after_any_writes() -> None:
-    """Upsert, update and delete in random order: the triggers keep every day exact."""
+def _random_trade_event(rng: random.Random, n: int) -> Decoded:
+    """A trade event of one of 30 trades, sent in any order: opens, updates, closes,
+    late P&L corrections, a close moved to another day or strategy."""
+    trade_id = f"T{rng.randrange(30)}"
+    ts = dt.datetime(2026, 11, 10, tzinfo=dt.UTC) + dt.timedelta(minutes=rng.randrange(5000))
+    kind = rng.choice(["trade.opened", "trade.updated", "trade.updated", "trade.closed"])
+    data: dict[str, Any] = {"trade_id": trade_id}
+    if kind == "trade.opened":
+        data |= {"symbol": "BTCUSDT", "side": rng.choice(["buy", "sell"]), "quantity": "1",
+                 "entry_price": "100"}  # fmt: skip
+    if kind == "trade.closed":
+        data["exit_price"] = str(rng.choice([90, 100, 110]))
+    if kind != "trade.opened" and rng.random() < 0.5:
+        data["realized_pnl"] = str(round(rng.uniform(-5, 5), 2))
+    if rng.random() < 0.2:
+        data["strategy"] = rng.choice(["s", "t"])
+    if kind == "trade.updated" and rng.random() < 0.2:
+        data["status"] = rng.choice(["open", "cancelled"])
+    if kind != "trade.opened" and rng.random() < 0.2:
+        data["closed_at"] = f"2026-11-{rng.randint(10, 12)}T10:00:00+00:00"
+    event = build_event(kind, data, source=rng.choice("ab"), ts=ts)
+    return Decoded(f"{n + 1}-0", to_wire(event), event)
+
+
+def test_trade_days_equal_the_trades_after_any_events(tmp_path: Path) -> None:
+    """Random trade events, in batches, through the worker's two ways of planning
+    (from its cache of rows, and from the rows read in the transaction): after every
+    batch the per-day sums it keeps equal the sums of the trades themselves."""
     import sqlite3
 
-    from worker.schema import MIGRATIONS
+    from worker.bench.ceiling import create_schema
+    from worker.plan import RowCache, prepare_batch, write_batch, write_prepared
 
-    con = sqlite3.connect(":memory:", isolation_level=None)
-    for statements in MIGRATIONS:
-        for statement in statements:
-            con.execute(statement)
+    db = tmp_path / "days.db"
+    con = sqlite3.connect(db, isolation_level=None)
+    create_schema(con)
+    cache = RowCache(db, limit=25)  # smaller than the trades: rows come and go
     bucket = "substr(closed_at, 1, 10), source, coalesce(strategy, '')"
     raw_sql = f"""SELECT {bucket}, count(*), sum(coalesce(realized_pnl > 0, 0)),
         round(total(realized_pnl), 6) + 0.0, max(realized_pnl), min(realized_pnl) FROM trades
         WHERE status = 'closed' AND closed_at IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"""
-    days_sql = """SELECT day, source, strategy, trades, wins,
-        round(gross_profit + gross_loss, 6) + 0.0, best, worst FROM trade_days
-        WHERE trades > 0 ORDER BY 1, 2, 3"""
-    cols = "source, trade_id, status, closed_at, realized_pnl, strategy, created_at, updated_at"
+    days_sql = """SELECT day, source, strategy, sum(trades), sum(wins),
+        round(total(gross_profit + gross_loss), 6) + 0.0, max(best), min(worst) FROM trade_days
+        WHERE trades > 0 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"""
     rng = random.Random(2)
-    for _ in range(1500):
-        key = (rng.choice("ab"), f"T{rng.randrange(40)}")
-        op = rng.random()
-        if op < 0.1:
-            con.execute("DELETE FROM trades WHERE source = ? AND trade_id = ?", key)
-        elif op < 0.2:
-            pnl = rng.choice([None, rng.uniform(-5, 5)])
-            con.execute("UPDATE trades SET realized_pnl = ? WHERE source = ? AND trade_id = ?",
-                        (pnl, *key))  # fmt: skip
+    n = 0
+    for _ in range(150):
+        batch = [_random_trade_event(rng, n + i) for i in range(rng.randint(1, 12))]
+        n += len(batch)
+        now = "2026-11-22T00:00:00.000000Z"
+        if rng.random() < 0.2:
+            cache.clear()  # what the store does before planning in the transaction
+            write_batch(con, batch, [], now)
         else:
-            closed = rng.choice([None, f"2026-11-{rng.randint(10, 12)}T10:00:00.000000Z"])
-            values = (*key, rng.choice(["open", "closed", "closed", "cancelled"]), closed,
-                      rng.choice([None, round(rng.uniform(-5, 5), 2), 0.0]),
-                      rng.choice(["s", "t", None]), "x", "x")  # fmt: skip
-            # the store's own write: an upsert (insert, or update the stored row)
-            con.execute(
-                f"INSERT INTO trades ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (source, trade_id) DO UPDATE SET status = excluded.status, "
-                "closed_at = excluded.closed_at, realized_pnl = excluded.realized_pnl, "
-                "strategy = excluded.strategy",
-                values,
-            )
+            write_prepared(con, prepare_batch(batch, [], now, cache))
         assert con.execute(days_sql).fetchall() == con.execute(raw_sql).fetchall()
+    closed = con.execute("SELECT count(*) FROM trades WHERE status = 'closed'").fetchone()[0]
+    assert closed > 5 and cache.hits > 0 and cache.misses > 0
+    cache.close()
+    con.close()

@@ -1,4 +1,10 @@
-"""``trade_days``: closed trades summed per UTC day and tenant, kept by triggers.
+"""``trade_days``: closed trades summed per UTC day and tenant.
+
+Since schema 4 the worker keeps this table itself (``worker.plan.TradeDays``:
+one upsert per day and tenant per batch, computed from the trade rows it
+merges) and the triggers below are dropped; schema 3 still creates them, as it
+did, so that every database walks the same steps. What follows is schema 3's
+design.
 
 Dashboards ask for sums over all of history (P&L all time, per plugin, the
 history summary). With a million trades a scan of even a covering index takes
@@ -132,3 +138,4 @@ INDEXES = [
 ]
 
 MIGRATION = [CREATE, *TRIGGERS, BACKFILL, *INDEXES]
+TRIGGER_NAMES = ("trade_days_insert", "trade_days_update", "trade_days_delete")

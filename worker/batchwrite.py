@@ -1,11 +1,8 @@
-"""One batch's transaction as plain ``sqlite3`` calls, run on the connection's thread.
+"""The rows and statements of a batch's transaction, as plain ``sqlite3`` calls.
 
-aiosqlite hands every call to its thread and back (a queue put, a thread wake-up
-and an event-loop callback each); a batch used to make a dozen such hops (the
-event insert, a load per entity and key chunk, an upsert per entity, ...). The
-store now runs :func:`write_batch` as ONE call on that thread, so a batch costs
-one hop, and its Python work (projection, merge, JSON) still overlaps the next
-batch's read from Redis, which the event loop does meanwhile.
+What a stream entry becomes (:class:`Decoded` or :class:`DeadLetter`), the
+event log's row, the SQL the store writes with, and the loading of stored
+entity rows; :mod:`worker.plan` builds a batch's transaction from these.
 """
 
 from __future__ import annotations
@@ -18,17 +15,8 @@ from typing import Any
 
 from contracts.events import AnyEvent
 from worker.projections import (
-    AUDIT_COLUMNS,
-    JOURNAL_COLUMNS,
-    STATUS_HISTORY_COLUMNS,
-    Change,
     Entity,
-    Projected,
-    merge,
-    new_row,
-    project,
     row_from_db,
-    row_values,
     utc_text,
 )
 
@@ -105,7 +93,7 @@ INSERT_DEAD = insert_sql(
     ("stream_id", "event_id", "raw", "reason", "deliveries", "received_at"),
     "INSERT",
 )
-_SET_LAST = "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_stream_id', ?)"
+SET_LAST = "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_stream_id', ?)"
 
 
 def stream_order(stream_id: str) -> tuple[int, int]:
@@ -129,53 +117,6 @@ def event_row(d: Decoded, now: str) -> tuple[Any, ...]:
         now,
         d.body,
     )
-
-
-def write_batch(
-    con: sqlite3.Connection, good: Sequence[Decoded], dead: Sequence[DeadLetter], now: str
-) -> int:
-    """Store one batch in one transaction; returns how many events were new.
-
-    Runs on the connection's thread. On any error the transaction is left open
-    for the caller to roll back (SQLite may already have ended it on its own).
-    """
-    con.execute("BEGIN IMMEDIATE")
-    before = con.total_changes
-    con.executemany(INSERT_EVENT, [event_row(d, now) for d in good])
-    inserted = con.total_changes - before
-    write_projections(con, project(d.event for d in good))
-    if dead:
-        con.executemany(
-            INSERT_DEAD,
-            [(d.stream_id, d.event_id, d.raw, d.reason, d.deliveries, now) for d in dead],
-        )
-    ids = [x.stream_id for x in good] + [x.stream_id for x in dead]
-    if ids:
-        con.execute(_SET_LAST, (max(ids, key=stream_order),))
-    con.execute("COMMIT")
-    return inserted
-
-
-def write_projections(con: sqlite3.Connection, projected: Projected) -> None:
-    """Merge a batch's changes into the stored entity rows; append the log-like rows."""
-    by_entity: dict[Entity, list[Change]] = defaultdict(list)
-    for change in projected.changes:
-        by_entity[change.entity].append(change)
-    for entity, changes in by_entity.items():
-        rows = load_rows(con, entity, {c.key for c in changes})
-        for change in changes:
-            row = rows.get(change.key)
-            if row is None:
-                row = rows[change.key] = new_row(entity, change.key, change.ts)
-            merge(row, change)
-        con.executemany(upsert_sql(entity), [row_values(entity, row) for row in rows.values()])
-    for table, columns, rows_ in (
-        ("trade_status_history", STATUS_HISTORY_COLUMNS, projected.status_history),
-        ("journal_entries", JOURNAL_COLUMNS, projected.journal),
-        ("audit_log", AUDIT_COLUMNS, projected.audit),
-    ):
-        if rows_:
-            con.executemany(insert_sql(table, columns), rows_)
 
 
 def load_rows(

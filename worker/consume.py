@@ -30,6 +30,7 @@ from contracts.errors import describe_validation_error
 from contracts.events import WIRE_FIELD, parse_event
 from worker.errors import RedisSetupError
 from worker.lease import FileLock, RedisLease, worker_identity
+from worker.plan import Prepared
 from worker.settings import Settings
 from worker.store import DeadLetter, Decoded, SqliteStore, stream_order
 
@@ -46,6 +47,7 @@ class _Batch:
     ids: list[str]  # every stream id read, acknowledged after the commit
     good: list[Decoded]
     dead: list[DeadLetter]
+    prepared: Prepared | None  # its rows, planned while the batch before it commits
 
 
 @dataclass
@@ -194,14 +196,16 @@ class Worker:
     # -- the loop ----------------------------------------------------------------
 
     async def _consume(self) -> None:
-        # The next batch is read and decoded while this one commits (the SQLite
-        # work runs in aiosqlite's thread): a pipeline one batch deep.
+        # The next batch is read, decoded and planned while this one commits (the
+        # SQLite work runs in aiosqlite's thread): a pipeline one batch deep.
+        self.store.cache.clear()  # rows a batch left uncommitted in an earlier run
         send, receive = anyio.create_memory_object_stream[_Batch](0)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._read_and_decode, send)
             async with receive:
                 async for batch in receive:
-                    if not await self._commit(batch.good, batch.dead):
+                    if not await self._commit(batch.good, batch.dead, batch.prepared):
+                        self.store.cache.clear()
                         tg.cancel_scope.cancel()
                         return  # stopped while the store was failing; nothing was acked
                     await self._ack(batch.ids)
@@ -210,7 +214,17 @@ class Worker:
         async with send:
             async for entries, deliveries in self._read():
                 good, dead = self._decode(entries, deliveries)
-                await send.send(_Batch([i for i, _ in entries], good, dead))
+                prepared = await self._plan(good, dead)
+                await send.send(_Batch([i for i, _ in entries], good, dead, prepared))
+
+    async def _plan(self, good: list[Decoded], dead: list[DeadLetter]) -> Prepared | None:
+        """The batch's rows, or None to plan them at commit time from the file."""
+        try:
+            return await self.store.prepare(good, dead)
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("planning a batch failed (%s); it is planned again at commit", exc)
+            self.store.cache.clear()
+            return None
 
     async def _read(self) -> AsyncIterator[tuple[list[Entry], dict[str, int]]]:
         """Own pending entries first, then idle ones of dead consumers, then new ones."""
@@ -320,7 +334,12 @@ class Worker:
             dead.append(DeadLetter(stream_id, raw, reason, _guess_id(raw), times))
         return good, dead
 
-    async def _commit(self, good: Sequence[Decoded], dead: Sequence[DeadLetter]) -> bool:
+    async def _commit(
+        self,
+        good: Sequence[Decoded],
+        dead: Sequence[DeadLetter],
+        prepared: Prepared | None = None,
+    ) -> bool:
         """Commit, retrying transient failures; False if stopped before it succeeded."""
         if not good and not dead:
             return True
@@ -329,7 +348,10 @@ class Worker:
             try:
                 with anyio.CancelScope(shield=True):
                     started = time.perf_counter()
-                    new = await self.store.commit(good, dead)
+                    if prepared is not None:
+                        new = await self.store.commit_prepared(prepared, good, dead)
+                    else:
+                        new = await self.store.commit(good, dead)
                 self._record(good, dead, new, time.perf_counter() - started)
                 return True
             except (sqlite3.OperationalError, OSError) as exc:
@@ -345,7 +367,7 @@ class Worker:
                     return await self._commit([], dead)
                 log.exception("event cannot be stored; dead-lettering it")
                 dead = [*dead, *(_unstorable(d, exc) for d in good)]
-                good = []
+                good, prepared = [], None
                 continue
             if self.stopping:
                 return False

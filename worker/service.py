@@ -48,7 +48,10 @@ async def run_worker(
     """Run the worker until it is stopped (SIGTERM/SIGINT when ``handle_signals``)."""
     client = redis_client(settings)
     store = await SqliteStore.open(
-        settings.db, synchronous=settings.synchronous, busy_timeout_ms=settings.busy_timeout_ms
+        settings.db,
+        synchronous=settings.synchronous,
+        busy_timeout_ms=settings.busy_timeout_ms,
+        cache_rows=max(settings.cache_rows, 3 * settings.batch_max),
     )
     worker = Worker(settings, client, store)
     try:

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
         description="Consumer name; keep it stable so a restart re-reads its own pending.",
     )
     batch_max: int = Field(2000, ge=1, le=100_000, description="Most events in one transaction.")
+    cache_rows: int = Field(
+        20_000,
+        ge=0,
+        description="Trade/signal/position rows kept in memory between batches "
+        "(at least 3 batches' worth is always kept); misses are read from the file.",
+    )
     block_ms: int = Field(
         1000, ge=1, le=60_000, description="Longest wait for new events before a read returns."
     )

@@ -18,14 +18,19 @@ import aiosqlite
 import anyio
 
 from contracts.events import parse_event
-from worker.batchwrite import (
-    DeadLetter,
-    Decoded,
-    stream_order,
-    write_batch,
-    write_projections,
-)
+from worker import aggregates
+from worker.batchwrite import DeadLetter, Decoded, stream_order
 from worker.errors import DatabaseNewerError
+from worker.plan import (
+    DbRows,
+    Prepared,
+    RowCache,
+    plan_projections,
+    prepare_batch,
+    run_statements,
+    write_batch,
+    write_prepared,
+)
 from worker.projections import ENTITIES, project, utc_text
 from worker.schema import MIGRATIONS, SCHEMA_VERSION
 
@@ -52,14 +57,23 @@ def create_private_file(path: Path) -> None:
 class SqliteStore:
     """Owns the one write connection to the database file."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: Path, cache_rows: int = 20_000) -> None:
         self._db = db
         self.path = path
         self.migration_backup: str | None = None
+        self.cache = RowCache(path, cache_rows)
+        # Held by the fallback commit, so that no batch is planned from a file it is
+        # about to change.
+        self._planning = anyio.Lock()
 
     @classmethod
     async def open(
-        cls, path: Path, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000
+        cls,
+        path: Path,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout_ms: int = 5000,
+        cache_rows: int = 20_000,
     ) -> SqliteStore:
         create_private_file(path)
         db = await aiosqlite.connect(path, isolation_level=None)
@@ -71,9 +85,10 @@ class SqliteStore:
         except BaseException:
             await db.close()
             raise
-        return cls(db, path)
+        return cls(db, path, cache_rows)
 
     async def close(self) -> None:
+        self.cache.close()
         await self._db.close()
 
     async def schema_version(self) -> int:
@@ -115,14 +130,46 @@ class SqliteStore:
             log.info("migrated %s to schema version %d", self.path, version)
         return before, SCHEMA_VERSION
 
-    async def commit(self, good: Sequence[Decoded], dead: Sequence[DeadLetter]) -> int:
-        """Store one batch in one transaction; returns how many events were new."""
-        now = utc_text(dt.datetime.now(dt.UTC))
+    async def prepare(self, good: Sequence[Decoded], dead: Sequence[DeadLetter]) -> Prepared:
+        """Plan a batch against the cached rows (in the event loop's thread, while the
+        write thread commits the batch before), for :meth:`commit_prepared`. Batches
+        must be committed in the order they were prepared."""
+        async with self._planning:
+            now = utc_text(dt.datetime.now(dt.UTC))
+            batch = prepare_batch(good, dead, now, self.cache)
+            batch.generation = self.cache.generation
+            return batch
+
+    async def commit_prepared(
+        self, batch: Prepared, good: Sequence[Decoded], dead: Sequence[DeadLetter]
+    ) -> int:
+        """Store a prepared batch in one transaction; returns how many events were new.
+
+        A batch prepared before the cache was last cleared is planned again (from
+        ``good`` and ``dead``) with the rows read inside its transaction.
+        """
+        if batch.generation != self.cache.generation:
+            return await self.commit(good, dead)
         try:
-            return int(await self._on_thread(write_batch, good, dead, now))
+            return int(await self._on_thread(write_prepared, batch))
         except BaseException:
             await _rollback(self._db)  # never hide the real error (disk full, locked) behind it
             raise
+
+    async def commit(self, good: Sequence[Decoded], dead: Sequence[DeadLetter]) -> int:
+        """Plan and store one batch with the rows read inside its transaction.
+
+        The cache no longer knows what the file holds afterwards, so it is cleared:
+        batches prepared before are planned again when committed.
+        """
+        async with self._planning:
+            self.cache.clear()
+            now = utc_text(dt.datetime.now(dt.UTC))
+            try:
+                return int(await self._on_thread(write_batch, good, dead, now))
+            except BaseException:
+                await _rollback(self._db)
+                raise
 
     async def _on_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(connection, *args)`` on the connection's own thread, in one hop.
@@ -140,9 +187,10 @@ class SqliteStore:
         many events were replayed.
         """
         db = self._db
+        self.cache.clear()
         await db.execute("BEGIN IMMEDIATE")
         try:
-            for table in PROJECTION_TABLES:
+            for table in (*PROJECTION_TABLES, "trade_days"):
                 await db.execute(f"DELETE FROM {table}")
             replayed = last = 0
             while True:
@@ -152,8 +200,11 @@ class SqliteStore:
                 if not rows:
                     break
                 last = rows[-1][0]
-                await self._on_thread(write_projections, project(parse_event(b) for _, b in rows))
+                await self._on_thread(_replay, project(parse_event(b) for _, b in rows))
                 replayed += len(rows)
+            # Summed afresh, so a rebuild's float sums do not depend on its chunking.
+            await db.execute("DELETE FROM trade_days")
+            await db.execute(aggregates.BACKFILL)
             await db.execute("COMMIT")
         except BaseException:
             await db.execute("ROLLBACK")
@@ -164,6 +215,10 @@ class SqliteStore:
         async with self._db.execute(sql, params) as cur:
             row = await cur.fetchone()
         return row[0] if row else None
+
+
+def _replay(con: sqlite3.Connection, projected: Any) -> None:
+    run_statements(con, plan_projections(projected, DbRows(con)))
 
 
 async def _rollback(db: aiosqlite.Connection) -> None:

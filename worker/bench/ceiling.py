@@ -1,8 +1,8 @@
 """The ceiling: the drain's rows written by a bare sqlite3 loop, nothing else.
 
-Same schema (``worker.schema.MIGRATIONS``), same rows (the event log plus the
-projection rows each batch changes, computed with ``worker.projections`` exactly
-as the worker merges them), same batch size (``batch_max``), one transaction
+Same schema (``worker.schema.MIGRATIONS``), same statements and rows (the event
+log plus the projection rows each batch changes, planned by ``worker.plan``
+exactly as the worker plans them), same batch size (``batch_max``), one transaction
 per batch, WAL and ``synchronous=FULL``. All rows are built before the clock
 starts; only the inserts and commits are timed. What the worker does on top
 (reading Redis, validating, loading rows to merge, acknowledging) is what the
@@ -19,27 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from contracts.events import TERMINAL_STATUSES, AnyEvent, parse_event
-from worker.batchwrite import EVENT_COLUMNS, insert_sql, upsert_sql
-from worker.projections import (
-    AUDIT_COLUMNS,
-    ENTITIES,
-    JOURNAL_COLUMNS,
-    STATUS_HISTORY_COLUMNS,
-    Entity,
-    merge,
-    new_row,
-    project,
-    row_values,
-    utc_text,
-)
+from contracts.events import TERMINAL_STATUSES, parse_event
+from worker.batchwrite import INSERT_EVENT, SET_LAST, Decoded
+from worker.plan import Key, Row, prepare_batch
+from worker.projections import Entity, utc_text
 from worker.schema import MIGRATIONS
-
-_SIDE_TABLES = (
-    ("trade_status_history", STATUS_HISTORY_COLUMNS),
-    ("journal_entries", JOURNAL_COLUMNS),
-    ("audit_log", AUDIT_COLUMNS),
-)
 
 
 @dataclass
@@ -61,66 +45,36 @@ def create_schema(con: sqlite3.Connection) -> None:
         con.execute("COMMIT")
 
 
-def subject(event: AnyEvent) -> str | None:
-    for name in ("trade_id", "signal_id", "position_id", "symbol", "date"):
-        value = getattr(event.data, name, None)
-        if value is not None:
-            return str(value)
-    return None
+class _Rows:
+    """The rows earlier batches left, as the worker's cache holds them (in memory)."""
 
+    def __init__(self) -> None:
+        self.state: dict[tuple[str, Key], Row] = {}
 
-def event_row(event: AnyEvent, stream_id: str, body: str, now: str) -> tuple[Any, ...]:
-    return (
-        event.id,
-        event.type,
-        event.source,
-        event.account,
-        event.plugin_id,
-        event.mode,
-        subject(event),
-        utc_text(event.ts),
-        stream_id,
-        now,
-        body,
-    )
+    def rows(self, entity: Entity, keys: set[Key]) -> dict[Key, Row]:
+        table = entity.table
+        return {k: self.state[(table, k)] for k in keys if (table, k) in self.state}
+
+    def keep(self, entity: Entity, rows: dict[Key, Row]) -> None:
+        for key, row in rows.items():
+            if row.get("status") in TERMINAL_STATUSES:
+                self.state.pop((entity.table, key), None)  # no more events for it in the mix
+            else:
+                self.state[(entity.table, key)] = row
 
 
 def build_batches(bodies: Sequence[str], stream_ids: Sequence[str], batch_max: int) -> list[Batch]:
-    """The rows of every batch, merged across batches as the worker merges them."""
-    state: dict[tuple[str, tuple[Any, ...]], dict[str, Any]] = {}
+    """The statements of every batch, planned exactly as the worker plans them."""
+    source = _Rows()
     batches = []
     for start in range(0, len(bodies), batch_max):
         chunk = range(start, min(start + batch_max, len(bodies)))
-        events = [parse_event(bodies[i]) for i in chunk]
+        good = [Decoded(stream_ids[i], bodies[i], parse_event(bodies[i])) for i in chunk]
         now = utc_text(dt.datetime.now(dt.UTC))
+        prepared = prepare_batch(good, [], now, source)
         batch = Batch(last_stream_id=stream_ids[chunk[-1]])
-        pairs = zip(events, chunk, strict=True)
-        rows = [event_row(e, stream_ids[i], bodies[i], now) for e, i in pairs]
-        batch.statements.append((insert_sql("events", EVENT_COLUMNS), rows))
-        projected = project(events)
-        touched: dict[Entity, dict[tuple[Any, ...], dict[str, Any]]] = {e: {} for e in ENTITIES}
-        for change in projected.changes:
-            slot = (change.entity.table, change.key)
-            row = state.get(slot)
-            if row is None:
-                row = state[slot] = new_row(change.entity, change.key, change.ts)
-            merge(row, change)
-            touched[change.entity][change.key] = row
-        for entity, entity_rows in touched.items():
-            if entity_rows:
-                sql = upsert_sql(entity)  # the worker's own statement
-                values = [row_values(entity, row) for row in entity_rows.values()]
-                batch.statements.append((sql, values))
-                for key, row in entity_rows.items():
-                    if row.get("status") in TERMINAL_STATUSES:
-                        del state[(entity.table, key)]  # no more events for it in the mix
-        for (table, columns), side_rows in zip(
-            _SIDE_TABLES,
-            (projected.status_history, projected.journal, projected.audit),
-            strict=True,
-        ):
-            if side_rows:
-                batch.statements.append((insert_sql(table, columns), side_rows))
+        batch.statements.append((INSERT_EVENT, prepared.events))
+        batch.statements.extend(prepared.statements)
         batches.append(batch)
     return batches
 
@@ -139,7 +93,6 @@ def run_ceiling(db: Path, batches: Sequence[Batch], events: int) -> CeilingResul
     try:
         create_schema(con)
         con.execute("PRAGMA synchronous = FULL")
-        meta = "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_stream_id', ?)"
         rows = 0
         started = time.perf_counter()
         for batch in batches:
@@ -147,7 +100,7 @@ def run_ceiling(db: Path, batches: Sequence[Batch], events: int) -> CeilingResul
             for sql, values in batch.statements:
                 con.executemany(sql, values)
                 rows += len(values)
-            con.execute(meta, (batch.last_stream_id,))
+            con.execute(SET_LAST, (batch.last_stream_id,))
             con.execute("COMMIT")
         seconds = max(time.perf_counter() - started, 1e-9)
     finally:
