@@ -94,7 +94,7 @@ def worker(
     transaction, acknowledges after the commit. SIGTERM or Ctrl-C: the batch in
     hand is committed, then it exits 0.
     """
-    from worker.service import run_worker
+    from worker.service import run_worker, tune_gc
 
     settings = load_settings(
         config,
@@ -109,6 +109,7 @@ def worker(
         metrics_port=metrics_port,
     )
     setup_logging(settings)
+    tune_gc()
     anyio.run(lambda: run_worker(settings))
 
 
