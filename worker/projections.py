@@ -83,22 +83,14 @@ _TRADE_SKIP = frozenset({"trade_id"})
 _SIGNAL_SKIP = frozenset({"signal_id"})
 
 
-_UTC_TEXTS: dict[dt.datetime, str] = {}
+_ZERO = dt.timedelta(0)
 
 
 def utc_text(moment: dt.datetime) -> str:
-    """Fixed-width UTC text (``2026-11-22T10:00:00.000000Z``): string order is time order.
-
-    Memoised (an event's time is formatted for its log row and for its version):
-    datetimes that compare equal are the same instant, hence the same text.
-    """
-    text = _UTC_TEXTS.get(moment)
-    if text is None:
-        if len(_UTC_TEXTS) >= 16384:
-            _UTC_TEXTS.clear()
-        text = moment.astimezone(dt.UTC).isoformat(timespec="microseconds")[:26] + "Z"
-        _UTC_TEXTS[moment] = text
-    return text
+    """Fixed-width UTC text (``2026-11-22T10:00:00.000000Z``): string order is time order."""
+    if moment.utcoffset() != _ZERO:
+        moment = moment.astimezone(dt.UTC)
+    return moment.isoformat(timespec="microseconds")[:26] + "Z"
 
 
 def column_value(value: Any) -> Any:
@@ -303,12 +295,6 @@ def _signal_change(event: AnyEvent, version: str, ts: str, out: Projected) -> No
     out.changes.append(Change(SIGNALS, key, version, ts, columns, attributes, implicit))
 
 
-def _field_version(name: str, value: Any, version: str) -> str:
-    if name == "status":
-        return ("1" if value in TERMINAL_STATUSES else "0") + version
-    return version
-
-
 def new_row(entity: Entity, key: tuple[Any, ...], ts: str) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(entity.columns)
     row.update(zip(entity.key, key, strict=True))
@@ -319,9 +305,13 @@ def new_row(entity: Entity, key: tuple[Any, ...], ts: str) -> dict[str, Any]:
 def merge(row: dict[str, Any], change: Change) -> None:
     """Apply one change to a row in place; commutative and idempotent."""
     versions: dict[str, str] = row["versions"]
+    get = versions.get
     for name, value in change.fields.items():
-        version = _field_version(name, value, change.version)
-        if version > versions.get(name, ""):
+        if name == "status":  # a terminal status outranks any other
+            version = ("1" if value in TERMINAL_STATUSES else "0") + change.version
+        else:
+            version = change.version
+        if version > get(name, ""):
             row[name] = value
             versions[name] = version
     attributes: dict[str, Any] = row["attributes"]
