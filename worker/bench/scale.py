@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from worker import aggregates
 from worker.batchwrite import EVENT_COLUMNS, insert_sql
 from worker.bench.ceiling import create_schema
 from worker.bench.workload import SOURCES
@@ -103,6 +104,11 @@ def prefill(db: Path, total: int) -> int:
             con.execute("BEGIN")
             con.executemany(events_sql, _events(start, stop))
             con.executemany(trades_sql, _trades(start, stop))
+            con.execute("COMMIT")
+        if added:  # the worker keeps trade_days; rows put in directly are summed here
+            con.execute("BEGIN")
+            con.execute("DELETE FROM trade_days")
+            con.execute(aggregates.BACKFILL)
             con.execute("COMMIT")
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return added
