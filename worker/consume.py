@@ -332,6 +332,7 @@ class Worker:
                 except UnicodeDecodeError as exc:
                     reason = f"not UTF-8: {exc}"
             dead.append(DeadLetter(stream_id, raw, reason, _guess_id(raw), times))
+            log.warning("dead-lettering stream entry %s: %s", stream_id, reason[:300])
         return good, dead
 
     async def _commit(
