@@ -112,7 +112,7 @@ def check(
     group: GroupOpt = None,
     max_beat_age: Annotated[
         float | None,
-        typer.Option("--max-beat-age", min=0.1, help="Seconds [default: heartbeat TTL]."),
+        typer.Option("--max-beat-age", min=0.1, help="Seconds (default: the heartbeat TTL)."),
     ] = None,
     max_pending_age: Annotated[
         float, typer.Option("--max-pending-age", min=0.1, help="Oldest pending entry, seconds.")

@@ -79,7 +79,9 @@ async def notify_systemd(worker: Worker) -> None:
         tg.start_soon(_notify_stopping, worker, notifier)
         while True:
             await anyio.sleep(period)
-            fields = [f"STATUS={summary(worker)}"]
+            # Once stopping, the status keeps saying so; the watchdog still beats.
+            prefix = "stopping; " if worker.stopping else ""
+            fields = [f"STATUS={prefix}{summary(worker)}"]
             if interval:
                 fields.append("WATCHDOG=1")
             notifier.send(*fields)
