@@ -149,7 +149,8 @@ def test_trade_days_equal_the_trades_after_any_events(tmp_path: Path) -> None:
     import sqlite3
 
     from worker.bench.ceiling import create_schema
-    from worker.plan import RowCache, prepare_batch, write_batch, write_prepared
+    from worker.commit import write_prepared
+    from worker.plan import RowCache, prepare_batch, write_batch
 
     db = tmp_path / "days.db"
     con = sqlite3.connect(db, isolation_level=None)

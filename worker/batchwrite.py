@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from contracts.events import AnyEvent
+from worker.commit import insert_sql
 from worker.projections import (
     Entity,
     row_from_db,
@@ -60,11 +61,6 @@ def _subject(event: AnyEvent) -> str | None:
     return None
 
 
-def insert_sql(table: str, columns: Sequence[str], verb: str = "INSERT OR IGNORE") -> str:
-    marks = ", ".join("?" * len(columns))
-    return f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({marks})"
-
-
 def upsert_sql(entity: Entity) -> str:
     """Insert a merged row, or update the stored one in place (cheaper than REPLACE,
     which deletes and re-inserts every index entry)."""
@@ -72,28 +68,6 @@ def upsert_sql(entity: Entity) -> str:
     return f"{insert_sql(entity.table, entity.all_columns, 'INSERT')} " + (
         f"ON CONFLICT ({', '.join(entity.key)}) DO UPDATE SET {values}"
     )
-
-
-EVENT_COLUMNS = (
-    "event_id",
-    "type",
-    "source",
-    "account",
-    "plugin_id",
-    "mode",
-    "subject",
-    "ts",
-    "stream_id",
-    "committed_at",
-    "body",
-)
-INSERT_EVENT = insert_sql("events", EVENT_COLUMNS)
-INSERT_DEAD = insert_sql(
-    "dead_letters",
-    ("stream_id", "event_id", "raw", "reason", "deliveries", "received_at"),
-    "INSERT",
-)
-SET_LAST = "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_stream_id', ?)"
 
 
 def stream_order(stream_id: str) -> tuple[int, int]:

@@ -28,9 +28,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contracts.errors import describe_validation_error
 from contracts.events import WIRE_FIELD, parse_event
+from worker.commit import Prepared
 from worker.errors import RedisSetupError
 from worker.lease import FileLock, RedisLease, worker_identity
-from worker.plan import Prepared
 from worker.settings import Settings
 from worker.store import DeadLetter, Decoded, SqliteStore, stream_order
 
@@ -132,6 +132,7 @@ class Worker:
         try:
             await self._until_redis_answers(lease.acquire)
             await self.store.migrate()
+            self.store.start_writer()
             await self._until_redis_answers(self._ensure_group)
             log.info(
                 "worker %s started: stream=%s group=%s db=%s",

@@ -5,9 +5,9 @@ result into statements: an INSERT for a row that is new, an UPDATE of only
 the columns that changed for a row that exists (SQLite rewrites an index
 entry only when the UPDATE names one of its columns, so a price tick does
 not touch the status and date indexes), and the ``trade_days`` deltas of the
-trades whose closed P&L changed. Running the statements is then pure SQLite,
-which releases the GIL: the event loop decodes and plans the next batch while
-the thread writes this one.
+trades whose closed P&L changed. Running the statements is then pure SQLite
+(:mod:`worker.commit`), done by the write process (:mod:`worker.writer`) while
+the event loop decodes and plans the next batch.
 
 Where the current rows come from is a :class:`RowSource`: :class:`DbRows`
 reads them inside the writing transaction (rebuilds, and the fallback after a
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,17 +27,14 @@ from typing import Any, Protocol
 from contracts.events import TERMINAL_STATUSES
 from worker.aggregates import BUCKET
 from worker.batchwrite import (
-    INSERT_DEAD,
-    INSERT_EVENT,
-    SET_LAST,
     DeadLetter,
     Decoded,
     event_row,
-    insert_sql,
     load_rows,
     stream_order,
     upsert_sql,
 )
+from worker.commit import Prepared, Statement, insert_sql, write_rows
 from worker.projections import (
     AUDIT_COLUMNS,
     JOURNAL_COLUMNS,
@@ -56,7 +53,6 @@ from worker.projections import (
 
 Key = tuple[Any, ...]
 Row = dict[str, Any]
-Statement = tuple[str, list[tuple[Any, ...]]]
 
 
 class RowSource(Protocol):
@@ -327,24 +323,8 @@ def plan_projections(projected: Projected, source: RowSource) -> list[Statement]
     return statements
 
 
-def run_statements(con: sqlite3.Connection, statements: Iterable[Statement]) -> None:
-    for sql, params in statements:
-        con.executemany(sql, params)
-
-
 def plan_rows(statements: Sequence[Statement]) -> int:
     return sum(len(p) for _, p in statements)
-
-
-@dataclass(slots=True)
-class Prepared:
-    """One batch, planned: every row of its transaction."""
-
-    events: list[tuple[Any, ...]]
-    statements: list[Statement]
-    dead: list[tuple[Any, ...]]
-    last_stream_id: str | None
-    generation: int = 0
 
 
 def prepare_batch(
@@ -359,35 +339,11 @@ def prepare_batch(
     )
 
 
-def write_prepared(con: sqlite3.Connection, batch: Prepared) -> int:
-    """Store one planned batch in one transaction; returns how many events were new.
-
-    Runs on the connection's thread. On any error the transaction is left open
-    for the caller to roll back (SQLite may already have ended it on its own).
-    """
-    con.execute("BEGIN IMMEDIATE")
-    inserted = _write(con, batch)
-    con.execute("COMMIT")
-    return inserted
-
-
 def write_batch(
     con: sqlite3.Connection, good: Sequence[Decoded], dead: Sequence[DeadLetter], now: str
 ) -> int:
     """Like :func:`write_prepared`, planning with the rows read inside the transaction."""
     con.execute("BEGIN IMMEDIATE")
-    inserted = _write(con, prepare_batch(good, dead, now, DbRows(con)))
+    inserted = write_rows(con, prepare_batch(good, dead, now, DbRows(con)))
     con.execute("COMMIT")
-    return inserted
-
-
-def _write(con: sqlite3.Connection, batch: Prepared) -> int:
-    before = con.total_changes
-    con.executemany(INSERT_EVENT, batch.events)
-    inserted = con.total_changes - before
-    run_statements(con, batch.statements)
-    if batch.dead:
-        con.executemany(INSERT_DEAD, batch.dead)
-    if batch.last_stream_id is not None:
-        con.execute(SET_LAST, (batch.last_stream_id,))
     return inserted

@@ -66,6 +66,7 @@ async def run_worker(
         synchronous=settings.synchronous,
         busy_timeout_ms=settings.busy_timeout_ms,
         cache_rows=max(settings.cache_rows, 3 * settings.batch_max),
+        writer_process=settings.writer_process,
     )
     worker = Worker(settings, client, store)
     try:

@@ -70,6 +70,11 @@ class Settings(BaseSettings):
         "FULL", description="SQLite synchronous mode; FULL survives power loss."
     )
     busy_timeout_ms: int = Field(5000, ge=0, description="SQLite busy timeout.")
+    writer_process: bool = Field(
+        True,
+        description="Commit batches in a child process, beside the event loop instead of "
+        "sharing its GIL (false: on a thread of the worker process).",
+    )
     retry_max_s: float = Field(5.0, gt=0, description="Longest back-off after a transient error.")
     shutdown_grace_s: float = Field(
         10.0, gt=0, description="On stop, time to finish the batch in hand before cancelling."

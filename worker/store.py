@@ -20,19 +20,12 @@ import anyio
 from contracts.events import parse_event
 from worker import aggregates
 from worker.batchwrite import DeadLetter, Decoded, stream_order
+from worker.commit import Prepared, run_statements, write_prepared
 from worker.errors import DatabaseNewerError
-from worker.plan import (
-    DbRows,
-    Prepared,
-    RowCache,
-    plan_projections,
-    prepare_batch,
-    run_statements,
-    write_batch,
-    write_prepared,
-)
+from worker.plan import DbRows, RowCache, plan_projections, prepare_batch, write_batch
 from worker.projections import ENTITIES, project, utc_text
 from worker.schema import MIGRATIONS, SCHEMA_VERSION
+from worker.writer import WriterProcess
 
 __all__ = ["PROJECTION_TABLES", "DeadLetter", "Decoded", "SqliteStore", "stream_order"]
 
@@ -57,9 +50,18 @@ def create_private_file(path: Path) -> None:
 class SqliteStore:
     """Owns the one write connection to the database file."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path, cache_rows: int = 20_000) -> None:
+    def __init__(
+        self,
+        db: aiosqlite.Connection,
+        path: Path,
+        cache_rows: int = 20_000,
+        writer: WriterProcess | None = None,
+    ) -> None:
         self._db = db
         self.path = path
+        # Planned batches are committed by this child process when there is one,
+        # else on aiosqlite's thread (see worker/writer.py for why).
+        self.writer = writer
         self.migration_backup: str | None = None
         self.cache = RowCache(path, cache_rows)
         # Held by the fallback commit, so that no batch is planned from a file it is
@@ -74,6 +76,7 @@ class SqliteStore:
         synchronous: str = "FULL",
         busy_timeout_ms: int = 5000,
         cache_rows: int = 20_000,
+        writer_process: bool = False,
     ) -> SqliteStore:
         create_private_file(path)
         db = await aiosqlite.connect(path, isolation_level=None)
@@ -85,9 +88,24 @@ class SqliteStore:
         except BaseException:
             await db.close()
             raise
-        return cls(db, path, cache_rows)
+        store = cls(db, path, cache_rows)
+        if writer_process:
+            store.writer = WriterProcess(path, synchronous, busy_timeout_ms)
+        return store
+
+    def start_writer(self) -> None:
+        """Start the write process (after :meth:`migrate`: it writes to the current schema)."""
+        if self.writer is None:
+            return
+        try:
+            self.writer.start()
+        except OSError as exc:  # started again at the first commit, which retries
+            log.warning("the write process did not start (%s); trying again at the first commit",
+                        exc)  # fmt: skip
 
     async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
         self.cache.close()
         await self._db.close()
 
@@ -150,6 +168,8 @@ class SqliteStore:
         """
         if batch.generation != self.cache.generation:
             return await self.commit(good, dead)
+        if self.writer is not None:
+            return await self.writer.write(batch)  # it rolls back itself on errors
         try:
             return int(await self._on_thread(write_prepared, batch))
         except BaseException:

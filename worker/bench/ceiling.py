@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from contracts.events import TERMINAL_STATUSES, parse_event
-from worker.batchwrite import INSERT_EVENT, SET_LAST, Decoded
+from worker.batchwrite import Decoded
+from worker.commit import INSERT_EVENT, SET_LAST
 from worker.plan import Key, Row, prepare_batch
 from worker.projections import Entity, utc_text
 from worker.schema import MIGRATIONS

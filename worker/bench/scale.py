@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from worker import aggregates
-from worker.batchwrite import EVENT_COLUMNS, insert_sql
 from worker.bench.ceiling import create_schema
 from worker.bench.workload import SOURCES
+from worker.commit import EVENT_COLUMNS, insert_sql
 from worker.projections import TRADES
 
 _BASE_MS = 1_704_067_200_000  # 2024-01-01: history, older than anything the drain sends
