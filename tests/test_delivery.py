@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -276,3 +278,50 @@ async def test_entry_delivered_too_often_without_commit_is_dead_lettered(
     (row,) = query(s.db, "SELECT stream_id, reason, deliveries FROM dead_letters")
     assert row[0] == poison and row[1].startswith("delivered ") and row[2] > 3
     assert pending(sync_redis, names) == 0
+
+
+_HOLD_WRITE_LOCK = """
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.read()
+con.execute("ROLLBACK")
+"""
+
+
+async def test_a_commit_stalled_past_claim_idle_does_not_claim_and_store_its_own_batch_again(
+    settings: Settings, sync_redis: redis.Redis, names: dict[str, str]
+) -> None:
+    """XAUTOCLAIM must not hand the worker its own batch in hand: a dead letter once, not twice."""
+    s = settings.model_copy(
+        update={"claim_idle_ms": 300, "claim_interval_s": 0.1, "busy_timeout_ms": 100}
+    )
+    async with running_worker(s) as worker:
+        sync_redis.xadd(s.stream, {"event": wire("journal.entry", text="first")})
+        await wait_for(lambda: count(s.db, "events") == 1, what="the first event")
+        holder = subprocess.Popen(
+            [sys.executable, "-c", _HOLD_WRITE_LOCK, str(s.db)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+            sync_redis.xadd(s.stream, {"event": wire("journal.entry", text="second")})
+            await wait_for(lambda: "locked" in (worker.stats.last_error or ""), 10, "the lock")
+            good = wire("trade.opened", trade_id="X", symbol="BTCUSDT", side="buy",
+                        quantity="1", entry_price="1")  # fmt: skip
+            bad = good.replace('"quantity":"1"', '"quantity":"-1"')
+            bad_id = sync_redis.xadd(s.stream, {"event": bad}).decode()
+            await anyio.sleep(1.5)  # both batches idle well past claim_idle_ms
+        finally:
+            assert holder.stdin is not None
+            holder.stdin.close()
+            holder.wait(10)
+            if holder.stdout is not None:
+                holder.stdout.close()
+        await wait_for(lambda: count(s.db, "events") == 2, what="the second event")
+        await wait_for(lambda: count(s.db, "dead_letters") >= 1, what="the dead letter")
+        await wait_for(lambda: pending(sync_redis, names) == 0, what="nothing pending")
+        await anyio.sleep(0.5)  # time for a wrongful claim to be committed
+        assert worker.stats.dead_letters == 1 and worker.stats.duplicates == 0
+    assert query(s.db, "SELECT stream_id FROM dead_letters") == [(bad_id,)]

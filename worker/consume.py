@@ -105,6 +105,11 @@ class Worker:
         self.identity = worker_identity(settings.consumer)
         self._stopping = anyio.Event()
         self.ready = anyio.Event()
+        # Stream ids read by this process and not yet acknowledged (a batch being
+        # planned or committed). XAUTOCLAIM must not hand them back to us: after a
+        # commit stalled longer than claim_idle_ms (lock, full disk) they would be
+        # processed twice, and a dead letter stored twice.
+        self._in_flight: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -210,10 +215,12 @@ class Worker:
                         tg.cancel_scope.cancel()
                         return  # stopped while the store was failing; nothing was acked
                     await self._ack(batch.ids)
+                    self._in_flight.difference_update(batch.ids)
 
     async def _read_and_decode(self, send: MemoryObjectSendStream[_Batch]) -> None:
         async with send:
             async for entries, deliveries in self._read():
+                self._in_flight.update(i for i, _ in entries)
                 good, dead = self._decode(entries, deliveries)
                 prepared = await self._plan(good, dead)
                 await send.send(_Batch([i for i, _ in entries], good, dead, prepared))
@@ -263,6 +270,9 @@ class Worker:
                 return
             cursor = _text(reply[0])
             entries = [(_text(i), f or {}) for i, f in reply[1]]
+            # Our own batch in hand is idle only because its commit is slow; it is
+            # acknowledged when that commit ends. Claim only what nobody is holding.
+            entries = [e for e in entries if e[0] not in self._in_flight]
             if entries:
                 log.info("claimed %d idle entries from other consumers", len(entries))
                 yield entries, await self._deliveries(entries)
