@@ -84,6 +84,8 @@ async def test_secrets_never_appear_in_logs_or_settings_or_errors(
     errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
     assert errors and errors[0].startswith("error: Redis refused this worker"), refused.stderr
     assert "Traceback" not in refused.stderr
+    # It never started: no lease to release, no "stopped" line with counters.
+    assert "writer lease" not in refused.stderr and " stopped: " not in refused.stderr
     logged = out + refused.stdout + refused.stderr
     print(f"\n{len(logged.splitlines())} lines of worker output checked for the password")
     assert "committed 1 events" in out and "stopped" in out

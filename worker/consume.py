@@ -134,8 +134,10 @@ class Worker:
         lock = FileLock(s.db, self.identity)
         lock.acquire()
         lease = RedisLease(self.redis, s.stream, s.group, self.identity, s.lease_ttl_ms)
+        leased = False
         try:
             await self._until_redis_answers(lease.acquire)
+            leased = True
             await self.store.migrate()
             self.store.start_writer()
             await self._until_redis_answers(self._ensure_group)
@@ -154,18 +156,20 @@ class Worker:
                 await self._consume()
                 tg.cancel_scope.cancel()
         finally:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await lease.release()
-                except RedisError:
-                    log.warning("could not release the writer lease; it expires by itself")
+            if leased:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await lease.release()
+                    except RedisError:
+                        log.warning("could not release the writer lease; it expires by itself")
             lock.release()
-            log.info(
-                "worker %s stopped: %s",
-                s.consumer,
-                self.stats.summary(),
-                extra={"counters": self.stats.totals()},
-            )
+            if self.ready.is_set():  # a worker that never started has nothing to report
+                log.info(
+                    "worker %s stopped: %s",
+                    s.consumer,
+                    self.stats.summary(),
+                    extra={"counters": self.stats.totals()},
+                )
 
     async def _until_redis_answers(self, step: Any) -> None:
         delay = 0.1
