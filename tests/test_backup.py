@@ -108,6 +108,7 @@ def test_backups_are_private_and_only_the_newest_are_kept(tmp_path: Path) -> Non
     )
     for p in (tmp_path / "backups").iterdir():
         assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "backups").stat().st_mode) == 0o700
 
 
 async def test_restore_refuses_while_a_worker_runs(settings: Settings, tmp_path: Path) -> None:

@@ -128,6 +128,7 @@ def take_backup(db: Path, to_dir: Path, keep: int = 0, label: str = "") -> Backu
     name = f"{db.stem}-{label}{now:%Y%m%dT%H%M%S%f}Z.db"
     dest = to_dir / name
     try:
+        to_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # copies of every trade: private
         copy_database(db, dest)
     except sqlite3.Error as exc:
         dest.unlink(missing_ok=True)
