@@ -76,7 +76,7 @@ def stream_order(stream_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def event_row(d: Decoded, now: str) -> tuple[Any, ...]:
+def event_row(d: Decoded, now: str, ts: str | None = None) -> tuple[Any, ...]:
     e = d.event
     return (
         e.id,
@@ -86,7 +86,7 @@ def event_row(d: Decoded, now: str) -> tuple[Any, ...]:
         e.plugin_id,
         e.mode,
         _subject(e),
-        utc_text(e.ts),
+        ts or utc_text(e.ts),
         d.stream_id,
         now,
         d.body,

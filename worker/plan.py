@@ -49,6 +49,7 @@ from worker.projections import (
     pack_versions,
     project,
     row_values,
+    utc_text,
 )
 
 Key = tuple[Any, ...]
@@ -331,9 +332,10 @@ def prepare_batch(
     good: Sequence[Decoded], dead: Sequence[DeadLetter], now: str, source: RowSource
 ) -> Prepared:
     ids = [x.stream_id for x in good] + [x.stream_id for x in dead]
+    texts = [utc_text(d.event.ts) for d in good]  # once per event, for the log and the rows
     return Prepared(
-        events=[event_row(d, now) for d in good],
-        statements=plan_projections(project(d.event for d in good), source),
+        events=[event_row(d, now, ts) for d, ts in zip(good, texts, strict=True)],
+        statements=plan_projections(project((d.event for d in good), texts), source),
         dead=[(d.stream_id, d.event_id, d.raw, d.reason, d.deliveries, now) for d in dead],
         last_stream_id=max(ids, key=stream_order) if ids else None,
     )

@@ -188,11 +188,13 @@ def _tenancy(event: AnyEvent) -> tuple[dict[str, Any], dict[str, Any]]:
     return explicit, implicit
 
 
-def project(events: Iterable[AnyEvent]) -> Projected:
-    """What a batch of validated events does to the projections."""
+def project(events: Iterable[AnyEvent], ts_texts: Iterable[str] | None = None) -> Projected:
+    """What a batch of validated events does to the projections (``ts_texts``: each
+    event's ``utc_text(ts)``, when the caller has them already)."""
     out = Projected()
+    texts = iter(ts_texts) if ts_texts is not None else None
     for event in events:
-        ts = utc_text(event.ts)
+        ts = next(texts) if texts is not None else utc_text(event.ts)
         version = event_version(event, ts)
         data = event.data
         kind = event.type.split(".", 1)[0]
