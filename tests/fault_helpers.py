@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,3 +57,31 @@ def bulk_publish(client: redis.Redis, stream: str, bodies: list[str], chunk: int
             pipe.xadd(stream, {WIRE_FIELD: body})
         pipe.execute()
     return len(bodies)
+
+
+_HOLD_WRITE_LOCK = """
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.read()  # hold the lock until the test closes our stdin
+con.execute("ROLLBACK")
+"""
+
+
+@contextlib.contextmanager
+def foreign_write_lock(db: Path) -> Iterator[None]:
+    """Another process holds the database's write lock for the duration of the block."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_WRITE_LOCK, str(db)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(10)
+        if holder.stdout is not None:
+            holder.stdout.close()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from tests.conftest import (
     running_worker,
     wait_for,
 )
+from tests.fault_helpers import foreign_write_lock
 from worker.settings import Settings
 
 pytestmark = pytest.mark.delivery
@@ -280,16 +279,6 @@ async def test_entry_delivered_too_often_without_commit_is_dead_lettered(
     assert pending(sync_redis, names) == 0
 
 
-_HOLD_WRITE_LOCK = """
-import sqlite3, sys
-con = sqlite3.connect(sys.argv[1], isolation_level=None)
-con.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-sys.stdin.read()
-con.execute("ROLLBACK")
-"""
-
-
 async def test_a_commit_stalled_past_claim_idle_does_not_claim_and_store_its_own_batch_again(
     settings: Settings, sync_redis: redis.Redis, names: dict[str, str]
 ) -> None:
@@ -300,12 +289,7 @@ async def test_a_commit_stalled_past_claim_idle_does_not_claim_and_store_its_own
     async with running_worker(s) as worker:
         sync_redis.xadd(s.stream, {"event": wire("journal.entry", text="first")})
         await wait_for(lambda: count(s.db, "events") == 1, what="the first event")
-        holder = subprocess.Popen(
-            [sys.executable, "-c", _HOLD_WRITE_LOCK, str(s.db)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with foreign_write_lock(s.db):
             sync_redis.xadd(s.stream, {"event": wire("journal.entry", text="second")})
             await wait_for(lambda: "locked" in (worker.stats.last_error or ""), 10, "the lock")
             good = wire("trade.opened", trade_id="X", symbol="BTCUSDT", side="buy",
@@ -313,12 +297,6 @@ async def test_a_commit_stalled_past_claim_idle_does_not_claim_and_store_its_own
             bad = good.replace('"quantity":"1"', '"quantity":"-1"')
             bad_id = sync_redis.xadd(s.stream, {"event": bad}).decode()
             await anyio.sleep(1.5)  # both batches idle well past claim_idle_ms
-        finally:
-            assert holder.stdin is not None
-            holder.stdin.close()
-            holder.wait(10)
-            if holder.stdout is not None:
-                holder.stdout.close()
         await wait_for(lambda: count(s.db, "events") == 2, what="the second event")
         await wait_for(lambda: count(s.db, "dead_letters") >= 1, what="the dead letter")
         await wait_for(lambda: pending(sync_redis, names) == 0, what="nothing pending")

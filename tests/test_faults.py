@@ -9,7 +9,6 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +29,7 @@ from tests.conftest import (
     running_worker,
     wait_for,
 )
-from tests.fault_helpers import bulk_publish, own_redis, wire_events
+from tests.fault_helpers import bulk_publish, foreign_write_lock, own_redis, wire_events
 from worker.embedded import EmbeddedRedis
 from worker.settings import Settings
 
@@ -213,16 +212,6 @@ async def test_disk_full_stops_acks_shows_the_error_and_resumes_with_nothing_los
     report("database disk full, then space returns", len(sent), count(s.db, "events"))
 
 
-_HOLD_WRITE_LOCK = """
-import sqlite3, sys
-con = sqlite3.connect(sys.argv[1], isolation_level=None)
-con.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-sys.stdin.read()  # hold the lock until the test closes our stdin
-con.execute("ROLLBACK")
-"""
-
-
 async def test_long_reader_and_foreign_write_lock_make_the_worker_wait_not_lose(
     settings: Settings, sync_redis: redis.Redis, names: dict[str, str]
 ) -> None:
@@ -238,12 +227,7 @@ async def test_long_reader_and_foreign_write_lock_make_the_worker_wait_not_lose(
         await wait_for(lambda: count(s.db, "events") >= 4000, 30, "stored past a long reader")
         assert reader.execute("SELECT count(*) FROM events").fetchone()[0] == held
         reader.close()
-        holder = subprocess.Popen(
-            [sys.executable, "-c", _HOLD_WRITE_LOCK, str(s.db)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with foreign_write_lock(s.db):
             bulk_publish(sync_redis, s.stream, batches[2])
             await wait_for(
                 lambda: "locked" in (worker.stats.last_error or ""), 20, "the lock in stats"
@@ -251,12 +235,6 @@ async def test_long_reader_and_foreign_write_lock_make_the_worker_wait_not_lose(
             print(f"\nforeign lock: error={worker.stats.last_error!r} "
                   f"pending={pending(sync_redis, names)}")  # fmt: skip
             assert pending(sync_redis, names) > 0 and count(s.db, "events") == 4000
-        finally:
-            assert holder.stdin is not None
-            holder.stdin.close()
-            holder.wait(10)
-            if holder.stdout is not None:
-                holder.stdout.close()
         await wait_for(lambda: count(s.db, "events") >= 6000, 30, "stored after the lock went")
         await wait_for(lambda: pending(sync_redis, names) == 0, 10, "nothing pending")
     sent = {json.loads(b)["id"] for batch in batches for b in batch}
