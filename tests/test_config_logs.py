@@ -53,6 +53,8 @@ async def test_config_precedence_is_flags_then_env_then_toml(
         "from-env", "group-from-toml", 9,
     )  # fmt: skip
     assert flag_wins["stream"] == "from-flag"
+    with_db = json.loads((await cli("config", "--json", "--db", str(tmp_path / "x.db"))).stdout)
+    assert with_db["db"] == str(tmp_path / "x.db")  # the worker's --db, shown as it would run
 
 
 def test_bad_setting_value_prints_one_line_naming_it_and_exits_1() -> None:

@@ -19,6 +19,7 @@ from rich.table import Table
 from contracts.client import Client
 from contracts.errors import NoWorkerError, RedisUnreachableError
 from contracts.redisurl import mask_url
+from worker.db_cli import DbOpt
 from worker.health import check_health
 from worker.settings import Settings, load_settings
 
@@ -149,10 +150,11 @@ def config(
     redis_url: RedisOpt = None,
     stream: StreamOpt = None,
     group: GroupOpt = None,
+    db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Print the effective settings (flags > TRADESCRIBE_* > TOML > defaults), password masked."""
-    s = _settings(config, redis_url=redis_url, stream=stream, group=group)
+    s = _settings(config, redis_url=redis_url, stream=stream, group=group, db=db)
     values = s.public()
     if as_json:
         typer.echo(json.dumps(values, indent=2, sort_keys=True))
