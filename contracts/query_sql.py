@@ -110,10 +110,13 @@ class Where:
 def _rows(con: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
     cur = con.execute(sql, params)
     names = [d[0] for d in cur.description]
+    parsed = [name for name in names if name in JSON_COLUMNS]
+    if not parsed:  # the usual page: no per-row work beyond the dict
+        return [dict(zip(names, record, strict=True)) for record in cur]
     out = []
     for record in cur:
         row = dict(zip(names, record, strict=True))
-        for name in JSON_COLUMNS.intersection(row):
+        for name in parsed:
             if isinstance(row[name], str):
                 row[name] = json.loads(row[name])
         out.append(row)

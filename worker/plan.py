@@ -179,7 +179,7 @@ ON CONFLICT ({", ".join(_DAY_COLUMNS)}) DO UPDATE SET trades = trades + excluded
         THEN excluded.worst ELSE worst END"""
 _DAY_TRADES = " AND ".join(
     [
-        "t.source = trade_days.source",
+        "+t.source = trade_days.source",  # "+": by the closed_at range (a day), not the key
         "t.status = 'closed'",
         "t.closed_at >= trade_days.day",
         "t.closed_at < date(trade_days.day, '+1 day')",
