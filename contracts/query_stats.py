@@ -28,15 +28,24 @@ EMPTY: tuple[Any, ...] = (0, 0, 0, 0.0, 0.0, None, None)
 MIDNIGHT = "T00:00:00.000000Z"
 
 
-def has_trade_days(con: sqlite3.Connection) -> bool:
+def has_table(con: sqlite3.Connection, name: str) -> bool:
     found = con.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'trade_days'"
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
     ).fetchone()
     return found is not None
 
 
+def has_trade_days(con: sqlite3.Connection) -> bool:
+    return has_table(con, "trade_days")
+
+
 def can_use_days(con: sqlite3.Connection, f: Filters) -> bool:
     return not f.symbol and not f.side and f.status in (None, "closed") and has_trade_days(con)
+
+
+def can_use_months(con: sqlite3.Connection, f: Filters) -> bool:
+    """``trade_months`` (schema 5) also answers a symbol or side filter."""
+    return f.status in (None, "closed") and has_table(con, "trade_months")
 
 
 def merge(a: Sequence[Any], b: Sequence[Any]) -> tuple[Any, ...]:
@@ -69,6 +78,30 @@ def split(lo: str | None, hi: str | None) -> tuple[str | None, str | None, list[
         edges.append((lo, first + MIDNIGHT))
     if hi is not None and end is not None and end + MIDNIGHT < hi:
         edges.append((end + MIDNIGHT, hi))
+    return first, end, edges
+
+
+MONTH_START = "-01" + MIDNIGHT
+
+
+def _next_month(month: str) -> str:
+    year, number = int(month[:4]), int(month[5:7])
+    return f"{year + number // 12:04d}-{number % 12 + 1:02d}"
+
+
+def split_months(
+    lo: str | None, hi: str | None
+) -> tuple[str | None, str | None, list[tuple[str, str]]]:
+    """Whole UTC months [first, end) inside [lo, hi) ('YYYY-MM'), and the edges outside."""
+    first = None if lo is None else lo[:7] if lo[7:] == MONTH_START else _next_month(lo[:7])
+    end = None if hi is None else hi[:7]
+    if first is not None and end is not None and first >= end:
+        return None, None, [(lo or "", hi or "")]  # no whole month inside: all from trades
+    edges = []
+    if lo is not None and first is not None and lo < first + MONTH_START:
+        edges.append((lo, first + MONTH_START))
+    if hi is not None and end is not None and end + MONTH_START < hi:
+        edges.append((end + MONTH_START, hi))
     return first, end, edges
 
 
@@ -188,24 +221,45 @@ def stats(
             key = (record[0] or "(none)") if group else None
             out[key] = merge(out.get(key, EMPTY), record[1:])
 
-    if not can_use_days(con, f):
-        where, params = raw_where(f, lo, hi, symbol_where(con, f))
-        add(f"SELECT {raw_key}, {RAW_SUMMARY} FROM trades{where}{raw_by}", params)
-        return out
-    first, end, edges = split(lo, hi)
-    if first is not None or end is not None or not edges:
+    def summed(table: str, period: str, first: str | None, end: str | None) -> None:
         parts, params = _filters(f)
+        if f.side:
+            parts.append("side = ?")
+            params.append(f.side)
+        symbols = symbol_where(con, f)
+        if symbols is not None:
+            parts.append(symbols[0])
+            params += symbols[1]
         if first is not None:
-            parts.append("day >= ?")
+            parts.append(f"{period} >= ?")
             params.append(first)
         if end is not None:
-            parts.append("day < ?")
+            parts.append(f"{period} < ?")
             params.append(end)
         where = " WHERE " + " AND ".join(parts) if parts else ""
-        add(f"SELECT {days_key}, {DAY_SUMMARY} FROM trade_days{where}{days_by}", params)
-    for edge_lo, edge_hi in edges:
-        where, params = raw_where(f, edge_lo, edge_hi)
+        add(f"SELECT {days_key}, {DAY_SUMMARY} FROM {table}{where}{days_by}", params)
+
+    def from_trades(edge_lo: str | None, edge_hi: str | None) -> None:
+        where, params = raw_where(f, edge_lo, edge_hi, symbol_where(con, f, "+"))
         add(f"SELECT {raw_key}, {RAW_SUMMARY} FROM trades{where}{raw_by}", params)
+
+    # Whole UTC months from trade_months (the fewest rows), the whole days left from
+    # trade_days (when the filters allow), the ragged edges (under a day) from trades.
+    rest: list[tuple[str | None, str | None]] = [(lo, hi)]
+    if can_use_months(con, f):
+        first, end, edges = split_months(lo, hi)
+        if first is not None or end is not None or not edges:
+            summed("trade_months", "month", first, end)
+            rest = list(edges)
+    for part_lo, part_hi in rest:
+        if not can_use_days(con, f):
+            from_trades(part_lo, part_hi)
+            continue
+        first, end, edges = split(part_lo, part_hi)
+        if first is not None or end is not None or not edges:
+            summed("trade_days", "day", first, end)
+        for edge_lo, edge_hi in edges:
+            from_trades(edge_lo, edge_hi)
     return out
 
 
@@ -232,6 +286,14 @@ def counts_since(
         record = con.execute(f"SELECT {', '.join(cols)} FROM trades{where}",
                              [*params, *where_params]).fetchone()  # fmt: skip
         return [(record[2 * i] or 0, record[2 * i + 1]) for i in range(len(starts))]
+    if can_use_months(con, f):
+        # each period summed like a history summary: months, days, edges (a few
+        # thousand aggregate rows for all of history; the short periods read days)
+        out = []
+        for lo in starts:
+            record = stats(con, f, lo, None).get(None, EMPTY)
+            out.append((record[0] or 0, (record[3] or 0.0) + (record[4] or 0.0)))
+        return out
     cols, params, edges = [], [], []
     for lo in starts:
         first, _, edge = split(lo, None)

@@ -26,7 +26,7 @@ from worker import aggregates
 from worker.batchwrite import load_rows
 from worker.bench import readdata
 from worker.bench.ceiling import create_schema
-from worker.plan import RECOMPUTE_BEST_WORST
+from worker.plan import RECOMPUTE_BEST_WORST, RECOMPUTE_MONTH_BEST_WORST
 from worker.projections import TRADES
 
 NOW = dt.datetime(2026, 11, 18, 12, 0, tzinfo=dt.UTC)
@@ -71,6 +71,8 @@ def trades_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict
     )
     con.execute("DELETE FROM trade_days")
     con.execute(aggregates.BACKFILL)
+    con.execute("DELETE FROM trade_months")
+    con.execute(aggregates.BACKFILL_MONTHS)
     con.execute("COMMIT")
     con.close()
     return db, rows
@@ -124,15 +126,27 @@ def test_a_symbol_substring_gives_the_rows_and_summary_of_the_substring_test(
     assert sum(p["count"] for p in plugins) == len(matching)
 
 
-@pytest.mark.parametrize("filters", [{}, {"source": "bot-1"}, {"account": "ACC-2", "side": "sell"},
-                                     {"strategy": "a", "tz": "Asia/Kolkata",
-                                      "since": "2026-08-01", "until": "2026-10-15"}])  # fmt: skip
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {},
+        {"source": "bot-1"},
+        {"account": "ACC-2", "side": "sell"},
+        {"strategy": "a", "tz": "Asia/Kolkata", "since": "2026-08-01", "until": "2026-10-15"},
+        # whole months from trade_months, the edges (mid-June, early October) from trades
+        {"side": "buy", "symbol": "usd", "tz": "America/New_York", "since": "2026-06-15",
+         "until": "2026-10-15"},
+    ],
+)  # fmt: skip
 def test_every_page_and_the_summary_equal_the_trades(
     trades_db: tuple[Path, list[dict[str, Any]]], filters: dict[str, Any]
 ) -> None:
     db, rows = trades_db
     tenancy = {k: filters.get(k) for k in ("source", "account", "side", "strategy")}
     matching = _closed(rows, **tenancy)
+    if "symbol" in filters:
+        text = filters["symbol"].lower()
+        matching = [r for r in matching if r["symbol"] and text in r["symbol"].lower()]
     if "since" in filters:
         zone = ZoneInfo(filters["tz"])
         lo = utc_text(dt.datetime.fromisoformat(filters["since"]).replace(tzinfo=zone))
@@ -256,6 +270,9 @@ def test_schema_5_keeps_four_indexes_on_trades(bench_db: Path) -> None:
 def test_the_workers_statements_on_trades_use_an_index(bench_db: Path) -> None:
     con = sqlite3.connect(bench_db)
     bucket = ("2026-01-01", "ACC-1", "bot-1", "grid", "live", "trend")
+    month = (bucket[0][:7], *bucket[1:], "BTCUSDT", "buy")
+    months = _plan(con, RECOMPUTE_MONTH_BEST_WORST, month)
+    assert months.count("USING COVERING INDEX trades_closed (closed_at>? AND closed_at<?)") == 2
     plan = _plan(con, RECOMPUTE_BEST_WORST, bucket)
     assert (
         plan.count("SEARCH t USING COVERING INDEX trades_closed (closed_at>? AND closed_at<?)") == 2
@@ -297,9 +314,9 @@ def test_each_query_searches_the_index_it_was_written_for(
         assert not any("TEMP B-TREE" in p for p in on_trades), plans
 
 
-def test_migration_5_changes_only_indexes_and_both_schemas_answer_alike(tmp_path: Path) -> None:
-    """A reader may be upgraded before the worker: on a schema 4 file (the old indexes)
-    every query answers as on schema 5, which only swaps indexes."""
+def test_a_schema_4_file_and_its_migration_to_5_answer_alike(tmp_path: Path) -> None:
+    """A reader may be upgraded before the worker: on a schema 4 file (the old indexes,
+    no trade_months) every query answers as on schema 5."""
     from worker.schema import MIGRATIONS
 
     db = tmp_path / "v4.db"

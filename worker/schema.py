@@ -191,7 +191,14 @@ DROPPED_V5 = (
     "trades_symbol", "trades_closed_cover", "trades_plugin_cover", "trades_strategy_cover",
     "trades_source_closed",
 )  # fmt: skip
-_V5_READS = [*TRADES_INDEXES_V5, *(f"DROP INDEX IF EXISTS {name}" for name in DROPPED_V5)]
+# ``trade_months`` sums closed trades per UTC month, tenant, symbol and side, so that a
+# symbol or side filter over all of history reads a few thousand rows, not every trade.
+_V5_READS = [
+    *TRADES_INDEXES_V5,
+    *(f"DROP INDEX IF EXISTS {name}" for name in DROPPED_V5),
+    aggregates.CREATE_MONTHS,
+    aggregates.BACKFILL_MONTHS,
+]
 
 # MIGRATIONS[n - 1] brings a database from version n - 1 to version n.
 MIGRATIONS: list[list[str]] = [_V1, _V2_QUERY_INDEXES, _V3_TRADE_DAYS, _V4_WRITE, _V5_READS]

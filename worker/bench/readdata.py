@@ -138,6 +138,8 @@ def build(db: Path, trades: int, now: dt.datetime | None = None) -> Built:
             con.execute(sql)
         con.execute("DELETE FROM trade_days")
         con.execute(aggregates.BACKFILL)  # the worker keeps it; rows put in directly are summed
+        con.execute("DELETE FROM trade_months")
+        con.execute(aggregates.BACKFILL_MONTHS)
         con.execute("COMMIT")
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         count = len(trade_indexes(con))
