@@ -1,10 +1,13 @@
 """Sums over closed trades, fast at any size.
 
-A UTC time range ``[lo, hi)`` is split into whole UTC days, read from the
-``trade_days`` table the worker keeps (schema 3), and the ragged edges (less
-than a day each, e.g. when a local day starts at 23:00 UTC), read from
-``trades``. Filters ``trade_days`` cannot answer (symbol, side, another status)
-fall back to ``trades`` alone, as do databases older than schema 3.
+A UTC time range ``[lo, hi)`` is split into whole UTC months, read from
+``trade_months`` (schema 5: per month, tenant, symbol and side), whole UTC days,
+read from ``trade_days`` (schema 3: per day and tenant), and the ragged edges
+(less than a day each, e.g. when a local day starts at 23:00 UTC), read from
+``trades``; both tables are kept by the worker. With a symbol or side filter the
+days are not used (``trade_days`` has neither): the partial months are read from
+``trades``. Another status than closed reads ``trades`` alone, as do databases
+older than the tables.
 """
 
 from __future__ import annotations
