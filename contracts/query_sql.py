@@ -26,9 +26,13 @@ from contracts.query_stats import (
     EMPTY,
     can_use_days,
     counts_since,
+    daily_local,
     daily_utc,
+    distinct_trades,
     raw_where,
+    skip_days,
     stats,
+    symbol_where,
 )
 
 Now = dt.datetime
@@ -86,9 +90,16 @@ class Where:
         marks = ", ".join("?" * len(values))
         return self.add(f"{self.prefix}{column} IN ({marks})", *values)
 
-    def tenancy(self, f: Filters) -> Where:
+    def tenancy(self, f: Filters, indexed: bool = True) -> Where:
+        """The tenancy filters; ``indexed=False`` writes them as ``+column`` so that
+        SQLite keeps to the query's own index (a partial or time index) rather than
+        walking the primary key for a source."""
+        prefix = self.prefix
+        if not indexed:
+            self.prefix = "+" + prefix
         for column in TENANCY:
             self.eq(column, getattr(f, column))
+        self.prefix = prefix
         return self
 
     @property
@@ -99,10 +110,13 @@ class Where:
 def _rows(con: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
     cur = con.execute(sql, params)
     names = [d[0] for d in cur.description]
+    parsed = [name for name in names if name in JSON_COLUMNS]
+    if not parsed:  # the usual page: no per-row work beyond the dict
+        return [dict(zip(names, record, strict=True)) for record in cur]
     out = []
     for record in cur:
         row = dict(zip(names, record, strict=True))
-        for name in JSON_COLUMNS.intersection(row):
+        for name in parsed:
             if isinstance(row[name], str):
                 row[name] = json.loads(row[name])
         out.append(row)
@@ -149,14 +163,14 @@ def summarise(record: Sequence[Any]) -> dict[str, Any]:
 
 
 def active_trades(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
-    where = Where().add(ACTIVE_TRADE).tenancy(f)
+    where = Where().add(ACTIVE_TRADE).tenancy(f, indexed=False)
     if f.symbol:
         where.add("instr(lower(symbol), lower(?)) > 0", f.symbol)
     return _select(con, "active-trades", ACTIVE_TRADE_ROW, "trades", where, "opened_at, trade_id")
 
 
 def active_signals(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
-    where = Where().add(ACTIVE_SIGNAL).tenancy(f)
+    where = Where().add(ACTIVE_SIGNAL).tenancy(f, indexed=False)
     if f.symbol:
         where.add("instr(lower(symbol), lower(?)) > 0", f.symbol)
     return _select(con, "active-signals", SIGNAL_ROW, "signals", where, "emitted_at, signal_id")
@@ -172,7 +186,7 @@ def positions(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
 def closed_today(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
     today = local_today(f.zone, now)
     lo, hi = day_range(today, today, f.zone)
-    where = Where().add("closed_at >= ? AND closed_at < ?", lo, hi).tenancy(f)
+    where = Where().add("closed_at >= ? AND closed_at < ?", lo, hi).tenancy(f, indexed=False)
     if f.kind == "signals":
         result = _select(con, "closed-today", SIGNAL_ROW, "signals", where, "closed_at")
     else:
@@ -193,13 +207,38 @@ def _local_range(f: Filters) -> tuple[str | None, str | None]:
     return lo, hi
 
 
+HISTORY_ORDER = "closed_at DESC, trade_id DESC"
+# A symbol filter with fewer matches than this (and than DENSE_SYMBOL times the rows
+# a page walks past) is paged by sorting its matches out of trades_symbol_cover;
+# a denser one by walking trades_closed newest first and passing over the others.
+SPARSE_SYMBOL = 50_000
+DENSE_SYMBOL = 20
+# From this offset on, the whole UTC days it passes over are counted in trade_days.
+SKIP_FROM = 10_000
+
+
 def history(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
     lo, hi = _local_range(f)
-    where_sql, params = raw_where(f, lo, hi)
-    sql = (f"SELECT {', '.join(TRADE_ROW)} FROM trades{where_sql} "
-           "ORDER BY closed_at DESC, trade_id DESC LIMIT ? OFFSET ?")  # fmt: skip
-    rows = _rows(con, sql, [*params, f.limit, f.offset])
     record = stats(con, f, lo, hi).get(None, EMPTY)
+    columns = ", ".join(TRADE_ROW)
+    matches, walked = record[0], f.offset + f.limit
+    if f.symbol and matches < min(SPARSE_SYMBOL, DENSE_SYMBOL * walked):
+        # few matches: sort them (their keys and rowids, from the symbol index), then
+        # read only the page's rows
+        where_sql, params = raw_where(f, lo, hi, symbol_where(con, f))
+        sql = (f"SELECT {columns} FROM trades WHERE rowid IN (SELECT rowid FROM trades"
+               f"{where_sql} ORDER BY {HISTORY_ORDER} LIMIT ? OFFSET ?) "
+               f"ORDER BY {HISTORY_ORDER}")  # fmt: skip
+        rows = _rows(con, sql, [*params, f.limit, f.offset])
+    else:
+        # trades_closed is in the page's order and holds its columns: the offset's
+        # entries are passed over in the index, nothing is sorted
+        offset = f.offset
+        if offset >= SKIP_FROM:
+            hi, offset = skip_days(con, f, lo, hi, offset)
+        where_sql, params = raw_where(f, lo, hi, symbol_where(con, f, "+"))
+        sql = f"SELECT {columns} FROM trades{where_sql} ORDER BY {HISTORY_ORDER} LIMIT ? OFFSET ?"
+        rows = _rows(con, sql, [*params, f.limit, offset])
     summary = {**summarise(record), "limit": f.limit, "offset": f.offset}
     return QueryResult("history", list(TRADE_ROW), rows, summary)
 
@@ -257,14 +296,19 @@ def calendar(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
     since = f.since or until - dt.timedelta(days=364)
     if since > until or (until - since).days > 3700:
         raise QueryError("calendar needs since <= until, at most about ten years apart")
+    records: Sequence[Sequence[Any]]
     if _is_utc(f, since, until) and can_use_days(con, f):
         records = daily_utc(con, f, since.isoformat(), until.isoformat())
+    elif can_use_days(con, f):
+        days = [since + dt.timedelta(days=i) for i in range((until - since).days + 1)]
+        bounds = [day_start(d, f.zone) for d in [*days, until + dt.timedelta(days=1)]]
+        records = [(days[i].isoformat(), *v) for i, *v in daily_local(con, f, bounds)]
     else:
         records = _daily_local(con, f, since, until)
     keys = ("date", "trades", "pnl", "wins", "losses")
     rows = [dict(zip(keys, r, strict=True)) for r in records if r[1]]
     for row in rows:
-        row["pnl"] = round(row["pnl"], 2)
+        row["pnl"] = round(row["pnl"], 2) + 0.0  # + 0.0: never -0.0
     summary = {"since": since.isoformat(), "until": until.isoformat(), "tz": f.tz,
                "days_traded": len(rows), "net": round(sum(r["pnl"] for r in rows), 2)}  # fmt: skip
     return QueryResult("calendar", list(keys), rows, summary)
@@ -279,7 +323,7 @@ def _daily_local(
     while day <= until:
         days.append((day.isoformat(), *day_range(day, day, f.zone)))
         day += dt.timedelta(days=1)
-    where = Where("t").eq("status", "closed").tenancy(f).eq("strategy", f.strategy)
+    where = Where("t").eq("status", "closed").tenancy(f, indexed=False).eq("strategy", f.strategy)
     sql = f"""WITH days(day, lo, hi) AS (
         SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?))
         SELECT d.day, count(*), total(t.realized_pnl), sum(t.realized_pnl > 0),
@@ -321,6 +365,13 @@ def trade(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
     if not f.trade_id:
         raise QueryError("the trade query needs trade_id (--trade-id on the command line)")
     where = Where().eq("trade_id", f.trade_id).tenancy(f)
+    if f.source is None:
+        # The key is (source, trade_id): with the few distinct sources (SQLite skips
+        # from one to the next in the key's index) it is a handful of key lookups,
+        # where trade_id alone would scan every trade.
+        sources = distinct_trades(con, "source")
+        if sources is not None:
+            where.among("source", sources)
     result = _select(con, "trade", TRADE_ROW, "trades", where, "source")
     history_rows: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []

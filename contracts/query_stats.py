@@ -1,15 +1,20 @@
 """Sums over closed trades, fast at any size.
 
-A UTC time range ``[lo, hi)`` is split into whole UTC days, read from the
-``trade_days`` table the worker keeps (schema 3), and the ragged edges (less
-than a day each, e.g. when a local day starts at 23:00 UTC), read from
-``trades``. Filters ``trade_days`` cannot answer (symbol, side, another status)
-fall back to ``trades`` alone, as do databases older than schema 3.
+A UTC time range ``[lo, hi)`` is split into whole UTC months, read from
+``trade_months`` (schema 5: per month, tenant, symbol and side), whole UTC days,
+read from ``trade_days`` (schema 3: per day and tenant), and the ragged edges
+(less than a day each, e.g. when a local day starts at 23:00 UTC), read from
+``trades``; both tables are kept by the worker. With a symbol or side filter the
+days are not used (``trade_days`` has neither): the partial months are read from
+``trades``. Another status than closed reads ``trades`` alone, as do databases
+older than the tables.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import json
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -26,15 +31,24 @@ EMPTY: tuple[Any, ...] = (0, 0, 0, 0.0, 0.0, None, None)
 MIDNIGHT = "T00:00:00.000000Z"
 
 
-def has_trade_days(con: sqlite3.Connection) -> bool:
+def has_table(con: sqlite3.Connection, name: str) -> bool:
     found = con.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'trade_days'"
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
     ).fetchone()
     return found is not None
 
 
+def has_trade_days(con: sqlite3.Connection) -> bool:
+    return has_table(con, "trade_days")
+
+
 def can_use_days(con: sqlite3.Connection, f: Filters) -> bool:
     return not f.symbol and not f.side and f.status in (None, "closed") and has_trade_days(con)
+
+
+def can_use_months(con: sqlite3.Connection, f: Filters) -> bool:
+    """``trade_months`` (schema 5) also answers a symbol or side filter."""
+    return f.status in (None, "closed") and has_table(con, "trade_months")
 
 
 def merge(a: Sequence[Any], b: Sequence[Any]) -> tuple[Any, ...]:
@@ -70,6 +84,30 @@ def split(lo: str | None, hi: str | None) -> tuple[str | None, str | None, list[
     return first, end, edges
 
 
+MONTH_START = "-01" + MIDNIGHT
+
+
+def _next_month(month: str) -> str:
+    year, number = int(month[:4]), int(month[5:7])
+    return f"{year + number // 12:04d}-{number % 12 + 1:02d}"
+
+
+def split_months(
+    lo: str | None, hi: str | None
+) -> tuple[str | None, str | None, list[tuple[str, str]]]:
+    """Whole UTC months [first, end) inside [lo, hi) ('YYYY-MM'), and the edges outside."""
+    first = None if lo is None else lo[:7] if lo[7:] == MONTH_START else _next_month(lo[:7])
+    end = None if hi is None else hi[:7]
+    if first is not None and end is not None and first >= end:
+        return None, None, [(lo or "", hi or "")]  # no whole month inside: all from trades
+    edges = []
+    if lo is not None and first is not None and lo < first + MONTH_START:
+        edges.append((lo, first + MONTH_START))
+    if hi is not None and end is not None and end + MONTH_START < hi:
+        edges.append((end + MONTH_START, hi))
+    return first, end, edges
+
+
 def _filters(f: Filters, prefix: str = "") -> tuple[list[str], list[Any]]:
     parts: list[str] = []
     params: list[Any] = []
@@ -84,8 +122,67 @@ def _filters(f: Filters, prefix: str = "") -> tuple[list[str], list[Any]]:
     return parts, params
 
 
-def raw_where(f: Filters, lo: str | None, hi: str | None) -> tuple[str, list[Any]]:
-    """WHERE over ``trades`` for closed trades in [lo, hi) matching every filter."""
+# A substring matching more symbols than this is tested row by row instead.
+MAX_SYMBOLS = 500
+SYMBOL_MATCH = "instr(lower(symbol), lower(?)) > 0"
+
+
+MAX_DISTINCT = 5000
+
+
+def distinct_trades(con: sqlite3.Connection, column: str) -> list[str] | None:
+    """The distinct non-null values of ``column`` (the first column of an index on
+    trades), one index seek each: a loose index scan. SELECT DISTINCT would read the
+    whole index (SQLite skips ahead only with ANALYZE statistics, which the worker
+    does not keep). None if there are more than ``MAX_DISTINCT``."""
+    sql = f"""WITH RECURSIVE v(x) AS (
+        SELECT (SELECT min({column}) FROM trades)
+        UNION ALL SELECT (SELECT min({column}) FROM trades WHERE {column} > v.x)
+        FROM v WHERE v.x IS NOT NULL)
+        SELECT x FROM v WHERE x IS NOT NULL LIMIT ?"""
+    found = [row[0] for row in con.execute(sql, (MAX_DISTINCT + 1,))]
+    return None if len(found) > MAX_DISTINCT else found
+
+
+def matching_symbols(con: sqlite3.Connection, text: str) -> list[str] | None:
+    """The distinct stored symbols containing ``text`` (case-insensitive, the same
+    test as ``SYMBOL_MATCH``), from the prefix of the symbol index; None when there
+    are too many symbols to list."""
+    symbols = distinct_trades(con, "symbol")
+    if symbols is None:
+        return None
+    found = [
+        row[0]
+        for row in con.execute(
+            f"SELECT value AS symbol FROM json_each(?) WHERE {SYMBOL_MATCH}",
+            (json.dumps(symbols), text),
+        )
+    ]
+    return None if len(found) > MAX_SYMBOLS else found
+
+
+def symbol_where(
+    con: sqlite3.Connection, f: Filters, prefix: str = ""
+) -> tuple[str, list[Any]] | None:
+    """The symbol filter as ``symbol IN (...)`` of the symbols it matches (an index can
+    serve that, a substring test cannot); None without a symbol filter. ``prefix`` "+"
+    keeps SQLite from choosing the symbol index for it."""
+    if not f.symbol:
+        return None
+    symbols = matching_symbols(con, f.symbol)
+    if symbols is None:
+        return SYMBOL_MATCH, [f.symbol]
+    if not symbols:
+        return "0", []
+    return f"{prefix}symbol IN ({', '.join('?' * len(symbols))})", symbols
+
+
+def raw_where(
+    f: Filters, lo: str | None, hi: str | None, symbols: tuple[str, list[Any]] | None = None
+) -> tuple[str, list[Any]]:
+    """WHERE over ``trades`` for closed trades in [lo, hi) matching every filter;
+    ``symbols`` is the symbol filter resolved by :func:`symbol_where` (else the
+    substring is tested per row)."""
     parts: list[str] = ["status = ?"]
     params: list[Any] = [f.status or "closed"]
     parts.append("closed_at >= ?" if lo is not None else "closed_at IS NOT NULL")
@@ -93,14 +190,20 @@ def raw_where(f: Filters, lo: str | None, hi: str | None) -> tuple[str, list[Any
     if hi is not None:
         parts.append("closed_at < ?")
         params.append(hi)
-    more, more_params = _filters(f)
+    # "+" keeps SQLite off the primary key (source, trade_id) for a source filter:
+    # without statistics it would prefer that equality to the closed_at index and then
+    # visit and sort every trade of the bot.
+    more, more_params = _filters(f, "+")
     parts += more
     params += more_params
     if f.side:
-        parts.append("side = ?")
+        parts.append("+side = ?")
         params.append(f.side)
-    if f.symbol:
-        parts.append("instr(lower(symbol), lower(?)) > 0")
+    if symbols is not None:
+        parts.append(symbols[0])
+        params += symbols[1]
+    elif f.symbol:
+        parts.append(SYMBOL_MATCH)
         params.append(f.symbol)
     return " WHERE " + " AND ".join(parts), params
 
@@ -121,24 +224,45 @@ def stats(
             key = (record[0] or "(none)") if group else None
             out[key] = merge(out.get(key, EMPTY), record[1:])
 
-    if not can_use_days(con, f):
-        where, params = raw_where(f, lo, hi)
-        add(f"SELECT {raw_key}, {RAW_SUMMARY} FROM trades{where}{raw_by}", params)
-        return out
-    first, end, edges = split(lo, hi)
-    if first is not None or end is not None or not edges:
+    def summed(table: str, period: str, first: str | None, end: str | None) -> None:
         parts, params = _filters(f)
+        if f.side:
+            parts.append("side = ?")
+            params.append(f.side)
+        symbols = symbol_where(con, f)
+        if symbols is not None:
+            parts.append(symbols[0])
+            params += symbols[1]
         if first is not None:
-            parts.append("day >= ?")
+            parts.append(f"{period} >= ?")
             params.append(first)
         if end is not None:
-            parts.append("day < ?")
+            parts.append(f"{period} < ?")
             params.append(end)
         where = " WHERE " + " AND ".join(parts) if parts else ""
-        add(f"SELECT {days_key}, {DAY_SUMMARY} FROM trade_days{where}{days_by}", params)
-    for edge_lo, edge_hi in edges:
-        where, params = raw_where(f, edge_lo, edge_hi)
+        add(f"SELECT {days_key}, {DAY_SUMMARY} FROM {table}{where}{days_by}", params)
+
+    def from_trades(edge_lo: str | None, edge_hi: str | None) -> None:
+        where, params = raw_where(f, edge_lo, edge_hi, symbol_where(con, f, "+"))
         add(f"SELECT {raw_key}, {RAW_SUMMARY} FROM trades{where}{raw_by}", params)
+
+    # Whole UTC months from trade_months (the fewest rows), the whole days left from
+    # trade_days (when the filters allow), the ragged edges (under a day) from trades.
+    rest: list[tuple[str | None, str | None]] = [(lo, hi)]
+    if can_use_months(con, f):
+        first, end, edges = split_months(lo, hi)
+        if first is not None or end is not None or not edges:
+            summed("trade_months", "month", first, end)
+            rest = list(edges)
+    for part_lo, part_hi in rest:
+        if not can_use_days(con, f):
+            from_trades(part_lo, part_hi)
+            continue
+        first, end, edges = split(part_lo, part_hi)
+        if first is not None or end is not None or not edges:
+            summed("trade_days", "day", first, end)
+        for edge_lo, edge_hi in edges:
+            from_trades(edge_lo, edge_hi)
     return out
 
 
@@ -165,6 +289,14 @@ def counts_since(
         record = con.execute(f"SELECT {', '.join(cols)} FROM trades{where}",
                              [*params, *where_params]).fetchone()  # fmt: skip
         return [(record[2 * i] or 0, record[2 * i + 1]) for i in range(len(starts))]
+    if can_use_months(con, f):
+        # each period summed like a history summary: months, days, edges (a few
+        # thousand aggregate rows for all of history; the short periods read days)
+        out = []
+        for lo in starts:
+            record = stats(con, f, lo, None).get(None, EMPTY)
+            out.append((record[0] or 0, (record[3] or 0.0) + (record[4] or 0.0)))
+        return out
     cols, params, edges = [], [], []
     for lo in starts:
         first, _, edge = split(lo, None)
@@ -186,3 +318,123 @@ def counts_since(
             n, net = n + more[0], net + more[1]
         out.append((n, net))
     return out
+
+
+def _utc(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _pieces_from_trades(
+    con: sqlite3.Connection, f: Filters, ranges: list[tuple[str, str]]
+) -> list[tuple[int, float, int, int]]:
+    """(trades, pnl, wins, losses) of closed trades in each UTC range, in one statement
+    (each range is a search of the closed_at index)."""
+    if not ranges:
+        return []
+    parts, params = _filters(f, "+t.")
+    where = "".join(f" AND {p}" for p in parts)
+    sql = f"""SELECT r.key, count(*), total(t.realized_pnl), sum(t.realized_pnl > 0),
+        sum(t.realized_pnl < 0) FROM json_each(?) r JOIN trades t
+        ON t.closed_at >= r.value ->> 0 AND t.closed_at < r.value ->> 1
+        WHERE t.status = 'closed'{where} GROUP BY r.key"""
+    out = [(0, 0.0, 0, 0)] * len(ranges)
+    for key, n, pnl, wins, losses in con.execute(sql, [json.dumps(ranges), *params]):
+        out[key] = (n, pnl, wins or 0, losses or 0)
+    return out
+
+
+def daily_local(
+    con: sqlite3.Connection, f: Filters, bounds: Sequence[str]
+) -> list[tuple[int, int, float, int, int]]:
+    """(local day index, trades, pnl, wins, losses) per local day, from ``trade_days``.
+
+    ``bounds`` are the local midnights as UTC text: day i is [bounds[i], bounds[i+1]).
+    Each UTC day they touch is cut at the local midnights inside it. Its largest piece
+    is its ``trade_days`` row minus the other pieces; those are read from ``trades``
+    (each is shorter than a day; with one midnight inside, half a day at most).
+    """
+    lo, hi = bounds[0], bounds[-1]
+    midnights = {d + MIDNIGHT for d in _days_between(lo[:10], hi[:10])}
+    cuts = sorted(set(bounds) | {m for m in midnights if lo < m < hi})
+    local = {b: i for i, b in enumerate(bounds)}
+    Piece = tuple[str, str, int]  # [start, end) and its local day (-1: outside [lo, hi))
+    by_day: dict[str, list[Piece]] = {}
+    index = 0
+    for start, end in itertools.pairwise(cuts):
+        index = local.get(start, index)
+        by_day.setdefault(start[:10], []).append((start, end, index))
+    derived: list[Piece] = []
+    read: list[Piece] = []
+    for day, pieces in by_day.items():
+        largest = max(pieces, key=lambda p: _utc(p[1]) - _utc(p[0]))
+        derived.append(largest)
+        read += [p for p in pieces if p is not largest]
+        day_lo, day_hi = day + MIDNIGHT, _next_day(day) + MIDNIGHT
+        if pieces[0][0] > day_lo:  # before lo, or after hi: outside the range
+            read.append((day_lo, pieces[0][0], -1))
+        if pieces[-1][1] < day_hi:
+            read.append((pieces[-1][1], day_hi, -1))
+    whole = {r[0]: r[1:] for r in daily_utc(con, f, min(by_day), max(by_day))}
+    sums = [[0, 0.0, 0, 0] for _ in bounds[:-1]]
+    taken: dict[str, list[float]] = {}
+    got = _pieces_from_trades(con, f, [(a, b) for a, b, _ in read])
+    for (start, _, i), values in zip(read, got, strict=True):
+        t = taken.setdefault(start[:10], [0, 0.0, 0, 0])
+        for k in range(4):
+            t[k] += values[k]
+            if i >= 0:
+                sums[i][k] += values[k]
+    for start, _, i in derived:
+        day_sums = whole.get(start[:10], (0, 0.0, 0, 0))
+        t = taken.get(start[:10], [0, 0.0, 0, 0])
+        for k in range(4):
+            sums[i][k] += (day_sums[k] or 0) - t[k]
+    return [(i, int(v[0]), float(v[1]), int(v[2]), int(v[3])) for i, v in enumerate(sums)]
+
+
+def _days_between(first: str, last: str) -> list[str]:
+    """UTC days first..last inclusive (ISO dates)."""
+    out = []
+    day = dt.date.fromisoformat(first)
+    end = dt.date.fromisoformat(last)
+    while day <= end:
+        out.append(day.isoformat())
+        day += dt.timedelta(days=1)
+    return out
+
+
+def skip_days(
+    con: sqlite3.Connection, f: Filters, lo: str | None, hi: str | None, offset: int
+) -> tuple[str | None, int]:
+    """A new upper bound and offset naming the same page of closed trades newest first
+    (``offset`` into [lo, hi)): the whole UTC days the offset passes over are counted
+    from ``trade_days`` instead of walked. Unchanged where ``trade_days`` cannot count
+    for these filters. A closed_at lies in one day, so no tie straddles the new bound.
+    """
+    if not can_use_days(con, f):
+        return hi, offset
+    first, end, edges = split(lo, hi)
+    if first is None and end is None and edges:
+        return hi, offset  # less than a day
+    passed = 0
+    if hi is not None and end is not None and end + MIDNIGHT < hi:
+        where, params = raw_where(f, end + MIDNIGHT, hi)
+        passed = con.execute(f"SELECT count(*) FROM trades{where}", params).fetchone()[0]
+        if passed > offset:
+            return hi, offset
+    parts, params = _filters(f)
+    if first is not None:
+        parts.append("day >= ?")
+        params.append(first)
+    if end is not None:
+        parts.append("day < ?")
+        params.append(end)
+    where = " WHERE " + " AND ".join(parts) if parts else ""
+    sql = f"SELECT day, sum(trades) FROM trade_days{where} GROUP BY day ORDER BY day DESC"
+    bound = hi
+    for day, count in con.execute(sql, params):
+        if passed + count > offset:
+            break
+        passed += count
+        bound = day + MIDNIGHT
+    return bound, offset - passed

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from contracts.query import QUERIES
 from tests.conftest import query
+from worker.bench import readdata
 from worker.bench.workload import SourceFlow, check_sample, wire_events
 
 REQUIRED = (
@@ -66,6 +68,16 @@ def test_quick_bench_writes_every_figure_and_prints_the_targets(tmp_path: Path) 
     assert "drain / ceiling" in out.stdout and "target" in out.stdout
     assert "Traceback" not in out.stderr
     assert_ceiling_wrote_the_workers_rows(tmp_path / "drain.db", tmp_path / "ceiling.db")
+    # the reads phase: every query case timed, the slowest against its target
+    reads = figures["reads"]
+    assert reads["trades"] > 0 and reads["trade_indexes"] == 4
+    assert len(reads["median_ms"]) == len(readdata.cases(reads["trades"]))
+    assert {label.split()[0] for label in reads["median_ms"]} == set(QUERIES)
+    assert all(ms > 0 for ms in reads["median_ms"].values())
+    assert figures["reads_slowest_ms"] == reads["slowest_ms"] == max(reads["median_ms"].values())
+    assert "reads_slowest_ms" in {v["key"] for v in figures["targets"]}
+    assert "slowest read query" in out.stdout
+    assert not (tmp_path / "reads.db").exists()  # removed after the phase
 
 
 def assert_ceiling_wrote_the_workers_rows(worker_db: Path, ceiling_db: Path) -> None:

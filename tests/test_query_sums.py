@@ -163,6 +163,14 @@ def test_trade_days_equal_the_trades_after_any_events(tmp_path: Path) -> None:
     days_sql = """SELECT day, source, strategy, sum(trades), sum(wins),
         round(total(gross_profit + gross_loss), 6) + 0.0, max(best), min(worst) FROM trade_days
         WHERE trades > 0 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"""
+    # trade_months (schema 5): the same per UTC month, symbol and side
+    month_bucket = "substr(closed_at, 1, 7), source, coalesce(strategy, ''), coalesce(side, '')"
+    raw_months_sql = f"""SELECT {month_bucket}, count(*), sum(coalesce(realized_pnl < 0, 0)),
+        round(total(realized_pnl), 6) + 0.0, max(realized_pnl), min(realized_pnl) FROM trades
+        WHERE status = 'closed' AND closed_at IS NOT NULL GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"""
+    months_sql = """SELECT month, source, strategy, side, sum(trades), sum(losses),
+        round(total(gross_profit + gross_loss), 6) + 0.0, max(best), min(worst) FROM trade_months
+        WHERE trades > 0 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"""
     rng = random.Random(2)
     n = 0
     for _ in range(150):
@@ -175,6 +183,7 @@ def test_trade_days_equal_the_trades_after_any_events(tmp_path: Path) -> None:
         else:
             write_prepared(con, prepare_batch(batch, [], now, cache))
         assert con.execute(days_sql).fetchall() == con.execute(raw_sql).fetchall()
+        assert con.execute(months_sql).fetchall() == con.execute(raw_months_sql).fetchall()
     closed = con.execute("SELECT count(*) FROM trades WHERE status = 'closed'").fetchone()[0]
     assert closed > 5 and cache.hits > 0 and cache.misses > 0
     cache.close()

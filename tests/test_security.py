@@ -63,20 +63,25 @@ async def test_secrets_never_appear_in_logs_or_settings_or_errors(
     s = make_settings(tmp_path / "scribe.db", _url(locked_redis, "scribe"), names)
     assert SECRET not in str(s.public())
     env = {**WorkerProcess(s, tmp_path / "unused.log").env(), "TRADESCRIBE_LOG_LEVEL": "DEBUG"}
-    debug = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "worker"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # Into a file, not a pipe: at DEBUG (aiosqlite logs every statement twice) the
+    # worker writes more than a pipe holds before its first commit, and would block.
+    log_file = tmp_path / "debug.log"
+    with log_file.open("w") as log_out:
+        debug = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "worker"],
+            env=env,
+            stdout=log_out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     try:
         with Publisher(s.redis_url, source="bot-sec", stream=s.stream, spool=False) as pub:
             pub.publish("audit.event", action="login")
         await wait_for(lambda: count(s.db, "events") == 1, 30, "the event")
     finally:
         debug.send_signal(signal.SIGTERM)
-        out, _ = debug.communicate(timeout=20)
+        debug.wait(timeout=20)
+    out = log_file.read_text()
     wrong = {**env, "TRADESCRIBE_REDIS_URL": _url(locked_redis, "scribe").replace(SECRET, "nope")}
     refused = subprocess.run([sys.executable, "-m", "worker.cli", "worker"], env=wrong,
                              capture_output=True, text=True, timeout=30)  # fmt: skip

@@ -139,3 +139,39 @@ INDEXES = [
 
 MIGRATION = [CREATE, *TRIGGERS, BACKFILL, *INDEXES]
 TRIGGER_NAMES = ("trade_days_insert", "trade_days_update", "trade_days_delete")
+
+
+# Schema 5: the same sums per UTC month, tenant, symbol and side, for the filters
+# trade_days cannot answer (a symbol, a side). Kept by the worker like trade_days
+# (worker.plan.TradeDays). A month rather than a day, so that the table stays a few
+# rows per thousand trades even when every bot trades every symbol both ways.
+MONTH_BUCKET = (*BUCKET, "symbol", "side")
+
+CREATE_MONTHS = """CREATE TABLE trade_months (
+    month TEXT NOT NULL,
+    account TEXT NOT NULL,
+    source TEXT NOT NULL,
+    plugin_id TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    side TEXT NOT NULL,
+    trades INTEGER NOT NULL,
+    wins INTEGER NOT NULL,
+    losses INTEGER NOT NULL,
+    gross_profit REAL NOT NULL,
+    gross_loss REAL NOT NULL,
+    best REAL,
+    worst REAL,
+    PRIMARY KEY (month, account, source, plugin_id, mode, strategy, symbol, side)
+) WITHOUT ROWID"""
+
+_MONTH_KEY = ["substr(closed_at, 1, 7)", *(f"coalesce({c}, '')" for c in MONTH_BUCKET)]
+BACKFILL_MONTHS = f"""INSERT INTO trade_months (month, {", ".join(MONTH_BUCKET)}, trades, wins,
+    losses, gross_profit, gross_loss, best, worst)
+SELECT {", ".join(_MONTH_KEY)}, count(*), sum(coalesce(realized_pnl > 0, 0)),
+    sum(coalesce(realized_pnl < 0, 0)),
+    total(max(coalesce(realized_pnl, 0), 0)), total(min(coalesce(realized_pnl, 0), 0)),
+    max(realized_pnl), min(realized_pnl)
+FROM trades WHERE {_closed("trades")}
+GROUP BY {", ".join(_MONTH_KEY)}"""

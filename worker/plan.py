@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from contracts.events import TERMINAL_STATUSES
-from worker.aggregates import BUCKET
+from worker.aggregates import BUCKET, MONTH_BUCKET
 from worker.batchwrite import (
     DeadLetter,
     Decoded,
@@ -176,7 +176,7 @@ ON CONFLICT ({", ".join(_DAY_COLUMNS)}) DO UPDATE SET trades = trades + excluded
         THEN excluded.worst ELSE worst END"""
 _DAY_TRADES = " AND ".join(
     [
-        "t.source = trade_days.source",
+        "+t.source = trade_days.source",  # "+": by the closed_at range (a day), not the key
         "t.status = 'closed'",
         "t.closed_at >= trade_days.day",
         "t.closed_at < date(trade_days.day, '+1 day')",
@@ -191,6 +191,36 @@ RECOMPUTE_BEST_WORST = f"""UPDATE trade_days SET
 WHERE {" AND ".join(f"{c} = ?" for c in _DAY_COLUMNS)}"""
 
 
+_MONTH_COLUMNS = ("month", *MONTH_BUCKET)
+ADD_TRADE_MONTHS = (
+    ADD_TRADE_DAYS.replace("trade_days", "trade_months")
+    .replace(", ".join(_DAY_COLUMNS), ", ".join(_MONTH_COLUMNS))
+    .replace(", ".join("?" * (len(_DAY_COLUMNS) + len(_SUMS))),
+             ", ".join("?" * (len(_MONTH_COLUMNS) + len(_SUMS))))
+)  # fmt: skip
+_MONTH_TRADES = " AND ".join(
+    [
+        "+t.source = trade_months.source",  # "+": by the month's closed_at range
+        "t.status = 'closed'",
+        "t.closed_at >= trade_months.month || '-01'",
+        "t.closed_at < date(trade_months.month || '-01', '+1 month')",
+        *(f"coalesce(t.{c}, '') = trade_months.{c}" for c in MONTH_BUCKET if c != "source"),
+    ]
+)
+RECOMPUTE_MONTH_BEST_WORST = f"""UPDATE trade_months SET
+    best = (SELECT max(t.realized_pnl) FROM trades t WHERE {_MONTH_TRADES}),
+    worst = (SELECT min(t.realized_pnl) FROM trades t WHERE {_MONTH_TRADES})
+WHERE {" AND ".join(f"{c} = ?" for c in _MONTH_COLUMNS)}"""
+
+
+def month_contribution(row: Row | None) -> tuple[Key, float | None] | None:
+    """(month bucket, P&L) of a trade row that counts in ``trade_months``; None if not."""
+    if row is None or row["status"] != "closed" or row["closed_at"] is None:
+        return None
+    bucket = (row["closed_at"][:7], *(row[c] or "" for c in MONTH_BUCKET))
+    return bucket, row["realized_pnl"]
+
+
 def day_contribution(row: Row | None) -> tuple[Key, float | None] | None:
     """(bucket, P&L) of a trade row that counts in ``trade_days``; None if it does not."""
     if row is None or row["status"] != "closed" or row["closed_at"] is None:
@@ -201,25 +231,32 @@ def day_contribution(row: Row | None) -> tuple[Key, float | None] | None:
 
 @dataclass(slots=True)
 class TradeDays:
-    """One batch's changes to ``trade_days``, summed per bucket."""
+    """One batch's changes to ``trade_days`` and ``trade_months``, summed per bucket."""
 
     sums: dict[Key, list[Any]] = field(default_factory=dict)
     recompute: set[Key] = field(default_factory=set)
+    months: dict[Key, list[Any]] = field(default_factory=dict)
+    recompute_months: set[Key] = field(default_factory=set)
 
     def change(self, before: Row | None, after: Row) -> None:
-        old, new = day_contribution(before), day_contribution(after)
-        if old == new:
-            return
-        if old is not None:
-            self._add(old[0], old[1], -1)
-            self.recompute.add(old[0])
-        if new is not None:
-            self._add(new[0], new[1], 1)
+        for contribution, sums, recompute in (
+            (day_contribution, self.sums, self.recompute),
+            (month_contribution, self.months, self.recompute_months),
+        ):
+            old, new = contribution(before), contribution(after)
+            if old == new:
+                continue
+            if old is not None:
+                self._add(sums, old[0], old[1], -1)
+                recompute.add(old[0])
+            if new is not None:
+                self._add(sums, new[0], new[1], 1)
 
-    def _add(self, bucket: Key, pnl: float | None, sign: int) -> None:
-        s = self.sums.get(bucket)
+    @staticmethod
+    def _add(sums: dict[Key, list[Any]], bucket: Key, pnl: float | None, sign: int) -> None:
+        s = sums.get(bucket)
         if s is None:
-            s = self.sums[bucket] = [0, 0, 0, 0.0, 0.0, None, None]
+            s = sums[bucket] = [0, 0, 0, 0.0, 0.0, None, None]
         s[0] += sign
         if pnl is not None:
             s[1] += sign * (pnl > 0)
@@ -236,6 +273,10 @@ class TradeDays:
             out.append((ADD_TRADE_DAYS, [(*b, *s) for b, s in self.sums.items()]))
         if self.recompute:
             out.append((RECOMPUTE_BEST_WORST, sorted(self.recompute)))
+        if self.months:
+            out.append((ADD_TRADE_MONTHS, [(*b, *s) for b, s in self.months.items()]))
+        if self.recompute_months:
+            out.append((RECOMPUTE_MONTH_BEST_WORST, sorted(self.recompute_months)))
         return out
 
 

@@ -210,7 +210,7 @@ class SqliteStore:
         self.cache.clear()
         await db.execute("BEGIN IMMEDIATE")
         try:
-            for table in (*PROJECTION_TABLES, "trade_days"):
+            for table in (*PROJECTION_TABLES, "trade_days", "trade_months"):
                 await db.execute(f"DELETE FROM {table}")
             replayed = last = 0
             while True:
@@ -225,6 +225,8 @@ class SqliteStore:
             # Summed afresh, so a rebuild's float sums do not depend on its chunking.
             await db.execute("DELETE FROM trade_days")
             await db.execute(aggregates.BACKFILL)
+            await db.execute("DELETE FROM trade_months")
+            await db.execute(aggregates.BACKFILL_MONTHS)
             await db.execute("COMMIT")
         except BaseException:
             await db.execute("ROLLBACK")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -56,6 +56,7 @@ def bench(
             shutil.rmtree(where, ignore_errors=True)
     rows = [(label, figures.get(key)) for label, key in _ROWS]
     rows += [(f"drain with {int(k):,} stored, events/s", v) for k, v in figures["scale"].items()]
+    rows += _read_rows(figures.get("reads"))
     render(figures, rows, Console())
     if json_file is not None:
         write_json(json_file, figures)
@@ -78,5 +79,18 @@ _ROWS = [
     ("worker peak RSS, drain phase (MB)", "drain_worker_rss_mb"),
     ("backlog drained for peak RSS", "backlog_events"),
 ]
+
+
+def _read_rows(reads: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    if not reads:
+        return [("reads", "not measured")]
+    rows: list[tuple[str, Any]] = [
+        ("reads: closed trades", reads["trades"]),
+        ("reads: indexes on trades", reads["trade_indexes"]),
+        ("reads: slowest case", reads["slowest_case"]),
+    ]
+    rows += [(f"read ms: {label}", ms) for label, ms in reads["median_ms"].items()]
+    return rows
+
 
 __all__ = ["bench"]

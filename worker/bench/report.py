@@ -64,6 +64,7 @@ TARGETS = (
     Target("drain_lost_events", "events lost by the drain", "<=", 0),
     Target("worker_peak_rss_mb", "worker peak RSS, backlog", "<=", 200.0, " MB"),
     Target("scale_largest_vs_empty", "drain at largest prefill / empty", ">=", 0.8),
+    Target("reads_slowest_ms", "slowest read query (median)", "<=", 100.0, " ms"),
 )
 
 

@@ -6,7 +6,7 @@
 4. publishers: 8 processes at 1,250 events/s each through ``Publisher``, a worker running;
 5. scale: the drain again with history already in the database;
 6. backlog: the worker's peak RSS draining a large backlog;
-7. reads: the read side's timings, when a measuring function is wired in (``reads.py``).
+7. reads: every read-side query case timed on 1,000,000 closed trades (``reads.py``).
 """
 
 from __future__ import annotations
@@ -37,13 +37,15 @@ class Sizes:
     direct_s: float
     publish_s: float
     publish_rate: float = 10_000.0  # offered in total, split over the 8 publishers
+    reads_trades: int = reads.FULL_TRADES  # closed trades the reads phase queries
 
 
 FULL = Sizes(500_000, (1_000_000, 5_000_000), 1_000_000, 10.0, 10.0)
 # backlog 0: the peak RSS is the drain phase's (no separate backlog run)
-QUICK = Sizes(25_000, (50_000, 250_000), 0, 2.0, 1.5)
-SMOKE = Sizes(4_000, (8_000, 40_000), 0, 1.0, 1.0)  # the test suite's size
+QUICK = Sizes(25_000, (50_000, 250_000), 0, 2.0, 1.5, reads_trades=reads.QUICK_TRADES)
+SMOKE = Sizes(4_000, (8_000, 40_000), 0, 1.0, 1.0, reads_trades=5_000)  # test suite size
 _BYTES_PER_EVENT = 1000  # database + WAL, generously
+_BYTES_PER_READ_TRADE = 800  # the reads phase's database (removed after)
 
 
 @dataclass
@@ -80,7 +82,7 @@ class Bench:
 def check_disk(workdir: Path, sizes: Sizes) -> None:
     events = max(sizes.prefills, default=0) + sizes.drain * (3 + len(sizes.prefills))
     events += sizes.backlog
-    need = events * _BYTES_PER_EVENT
+    need = events * _BYTES_PER_EVENT + sizes.reads_trades * _BYTES_PER_READ_TRADE
     free = shutil.disk_usage(workdir).free
     if free < need:
         raise BenchError(
@@ -114,7 +116,7 @@ def run_bench(workdir: Path, sizes: Sizes, console: Console, quick: bool) -> dic
         phase_publish(bench, figures)
         phase_scale(bench, figures)
         phase_backlog(bench, figures)
-        figures["reads"] = reads.measure_reads(workdir, quick)
+        phase_reads(bench, figures, quick)
         figures["targets"] = report.verdicts(figures)
         return figures
     finally:
@@ -273,3 +275,14 @@ def phase_backlog(bench: Bench, figures: dict[str, Any]) -> None:
         worker_peak_rss_mb=result.peak_rss_mb,
     )
     bench.log(f"backlog: peak RSS {result.peak_rss_mb:.0f} MB draining {n:,} events")
+
+
+def phase_reads(bench: Bench, figures: dict[str, Any], quick: bool) -> None:
+    with bench.console.status("reads: building closed trades, timing every query case"):
+        result = reads.measure_reads(bench.workdir, quick, bench.sizes.reads_trades, bench.log)
+    figures["reads"] = result
+    figures["reads_slowest_ms"] = result["slowest_ms"]
+    bench.log(
+        f"reads: slowest {result['slowest_case']} {result['slowest_ms']:.1f} ms "
+        f"at {result['trades']:,} trades ({len(result['over_target'])} over target)"
+    )

@@ -109,6 +109,8 @@ def prefill(db: Path, total: int) -> int:
             con.execute("BEGIN")
             con.execute("DELETE FROM trade_days")
             con.execute(aggregates.BACKFILL)
+            con.execute("DELETE FROM trade_months")
+            con.execute(aggregates.BACKFILL_MONTHS)
             con.execute("COMMIT")
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return added
