@@ -271,9 +271,9 @@ def test_the_workers_statements_on_trades_use_an_index(bench_db: Path) -> None:
     con = sqlite3.connect(bench_db)
     bucket = ("2026-01-01", "ACC-1", "bot-1", "grid", "live", "trend")
     month = (bucket[0][:7], *bucket[1:], "BTCUSDT", "buy")
-    months = _plan(con, RECOMPUTE_MONTH_BEST_WORST, month)
+    months = _plan(con, RECOMPUTE_MONTH_BEST_WORST, (*month, 1.0, 1.0))  # + the P&L that left
     assert months.count("USING COVERING INDEX trades_closed (closed_at>? AND closed_at<?)") == 2
-    plan = _plan(con, RECOMPUTE_BEST_WORST, bucket)
+    plan = _plan(con, RECOMPUTE_BEST_WORST, (*bucket, 1.0, 1.0))
     assert (
         plan.count("SEARCH t USING COVERING INDEX trades_closed (closed_at>? AND closed_at<?)") == 2
     )

@@ -184,11 +184,13 @@ _DAY_TRADES = " AND ".join(
     ]
 )
 # After a counted trade left a day (its P&L changed, it reopened, it moved day), that
-# day's best and worst are found again among its trades.
+# day's best and worst are found again among its trades, if the P&L that left was one
+# of them (the last parameter, twice): otherwise they still hold, and the scan (every
+# closed trade of the day) is skipped.
 RECOMPUTE_BEST_WORST = f"""UPDATE trade_days SET
     best = (SELECT max(t.realized_pnl) FROM trades t WHERE {_DAY_TRADES}),
     worst = (SELECT min(t.realized_pnl) FROM trades t WHERE {_DAY_TRADES})
-WHERE {" AND ".join(f"{c} = ?" for c in _DAY_COLUMNS)}"""
+WHERE {" AND ".join(f"{c} = ?" for c in _DAY_COLUMNS)} AND (best = ? OR worst = ?)"""
 
 
 _MONTH_COLUMNS = ("month", *MONTH_BUCKET)
@@ -210,7 +212,7 @@ _MONTH_TRADES = " AND ".join(
 RECOMPUTE_MONTH_BEST_WORST = f"""UPDATE trade_months SET
     best = (SELECT max(t.realized_pnl) FROM trades t WHERE {_MONTH_TRADES}),
     worst = (SELECT min(t.realized_pnl) FROM trades t WHERE {_MONTH_TRADES})
-WHERE {" AND ".join(f"{c} = ?" for c in _MONTH_COLUMNS)}"""
+WHERE {" AND ".join(f"{c} = ?" for c in _MONTH_COLUMNS)} AND (best = ? OR worst = ?)"""
 
 
 def month_contribution(row: Row | None) -> tuple[Key, float | None] | None:
@@ -248,7 +250,8 @@ class TradeDays:
                 continue
             if old is not None:
                 self._add(sums, old[0], old[1], -1)
-                recompute.add(old[0])
+                if old[1] is not None:  # a trade without P&L was never a best or a worst
+                    recompute.add((*old[0], old[1], old[1]))
             if new is not None:
                 self._add(sums, new[0], new[1], 1)
 

@@ -37,6 +37,9 @@ class SourceFlow:
     def __init__(self, index: int, seed: int = 7) -> None:
         self.index = index
         self.source = f"bench-bot-{index}"
+        # Each seed (each drain of a run) opens trades and signals of its own: a drain
+        # that re-opened the trades an earlier phase closed would measure that instead.
+        self.prefix = f"{self.source}-{seed}"
         self.account = f"ACC-{index % 2 + 1}"
         self.plugin_id = f"{STRATEGIES[index % 3]}-v1"
         self.mode = "paper"
@@ -63,7 +66,7 @@ class SourceFlow:
     def _trade(self) -> Spec:
         rng = self.rng
         if not self.trades or (len(self.trades) < _MAX_OPEN and rng.random() < 0.25):
-            trade_id = f"{self.source}-T{self.count}"
+            trade_id = f"{self.prefix}-T{self.count}"
             symbol = rng.choice(list(SYMBOLS))
             side = rng.choice(("buy", "sell"))
             entry = self._price(symbol)
@@ -103,7 +106,7 @@ class SourceFlow:
     def _signal(self) -> Spec:
         rng = self.rng
         if not self.signals or (len(self.signals) < 4 and rng.random() < 0.5):
-            signal_id = f"{self.source}-S{self.count}"
+            signal_id = f"{self.prefix}-S{self.count}"
             self.signals.append(signal_id)
             symbol = rng.choice(list(SYMBOLS))
             return "signal.emitted", {
