@@ -22,6 +22,7 @@ from contracts.query import parse_filters, run_query
 from contracts.query_model import QueryResult, utc_text
 from contracts.query_sql import HISTORY_ORDER, TRADE_ROW
 from contracts.query_stats import distinct_trades, raw_where, skip_days, symbol_where
+from tests.test_query_sums import summary_from_rows
 from worker import aggregates
 from worker.batchwrite import load_rows
 from worker.bench import readdata
@@ -86,19 +87,6 @@ def _closed(rows: list[dict[str, Any]], **eq: Any) -> list[dict[str, Any]]:
     ]
 
 
-def _summary(rows: list[dict[str, Any]]) -> tuple[Any, ...]:
-    pnl = [r["realized_pnl"] for r in rows if r["realized_pnl"] is not None]
-    return (
-        len(rows),
-        sum(p > 0 for p in pnl),
-        sum(p < 0 for p in pnl),
-        round(sum(p for p in pnl if p > 0), 2),
-        round(sum(p for p in pnl if p < 0), 2),
-        max(pnl, default=None),
-        min(pnl, default=None),
-    )
-
-
 def _shown(result: QueryResult) -> tuple[Any, ...]:
     s = result.summary or {}
     keys = ("count", "wins", "losses", "gross_profit", "gross_loss", "best", "worst")
@@ -119,7 +107,7 @@ def test_a_symbol_substring_gives_the_rows_and_summary_of_the_substring_test(
     for offset, limit in [(0, 100), (40, 7), (0, 3000)]:
         filters = {"symbol": text, "offset": offset, "limit": limit}
         result = run_query(db, "history", filters, now=NOW)
-        assert _shown(result) == _summary(matching), filters
+        assert _shown(result) == summary_from_rows(matching), filters
         got = [(r["source"], r["trade_id"]) for r in result.rows]
         assert got == _newest_first(matching)[offset : offset + limit], filters
     plugins = run_query(db, "plugins", {"symbol": text}, now=NOW).rows
@@ -156,7 +144,7 @@ def test_every_page_and_the_summary_equal_the_trades(
     for offset in (0, 1, 99, len(expected) // 2, len(expected) - 1, len(expected) + 5):
         result = run_query(db, "history", {**filters, "offset": offset, "limit": 50}, now=NOW)
         assert [(r["source"], r["trade_id"]) for r in result.rows] == expected[offset:][:50]
-        assert _shown(result) == _summary(matching)
+        assert _shown(result) == summary_from_rows(matching)
 
 
 def test_skipping_whole_days_by_trade_days_names_the_same_page(

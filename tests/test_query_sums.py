@@ -21,7 +21,8 @@ ZONES = ("UTC", "Europe/Berlin", "Asia/Kolkata", "America/New_York")
 
 
 def summary_from_rows(rows: list[dict[str, Any]]) -> tuple[Any, ...]:
-    pnl = [r["realized_pnl"] for r in rows]
+    """count, wins, losses, gross profit, gross loss, best, worst, summed in Python."""
+    pnl = [r["realized_pnl"] for r in rows if r["realized_pnl"] is not None]
     return (
         len(rows),
         sum(p > 0 for p in pnl),

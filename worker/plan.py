@@ -174,14 +174,23 @@ ON CONFLICT ({", ".join(_DAY_COLUMNS)}) DO UPDATE SET trades = trades + excluded
         THEN excluded.best ELSE best END,
     worst = CASE WHEN excluded.worst IS NOT NULL AND (worst IS NULL OR excluded.worst < worst)
         THEN excluded.worst ELSE worst END"""
-_DAY_TRADES = " AND ".join(
-    [
-        "+t.source = trade_days.source",  # "+": by the closed_at range (a day), not the key
-        "t.status = 'closed'",
-        "t.closed_at >= trade_days.day",
-        "t.closed_at < date(trade_days.day, '+1 day')",
-        *(f"coalesce(t.{c}, '') = trade_days.{c}" for c in BUCKET if c != "source"),
-    ]
+
+
+def _bucket_trades(table: str, start: str, end: str, bucket: Sequence[str]) -> str:
+    """The closed trades of one row of ``table`` (a day or a month), for best/worst."""
+    return " AND ".join(
+        [
+            f"+t.source = {table}.source",  # "+": by the closed_at range, not the key
+            "t.status = 'closed'",
+            f"t.closed_at >= {start}",
+            f"t.closed_at < {end}",
+            *(f"coalesce(t.{c}, '') = {table}.{c}" for c in bucket if c != "source"),
+        ]
+    )
+
+
+_DAY_TRADES = _bucket_trades(
+    "trade_days", "trade_days.day", "date(trade_days.day, '+1 day')", BUCKET
 )
 # After a counted trade left a day (its P&L changed, it reopened, it moved day), that
 # day's best and worst are found again among its trades, if the P&L that left was one
@@ -200,14 +209,11 @@ ADD_TRADE_MONTHS = (
     .replace(", ".join("?" * (len(_DAY_COLUMNS) + len(_SUMS))),
              ", ".join("?" * (len(_MONTH_COLUMNS) + len(_SUMS))))
 )  # fmt: skip
-_MONTH_TRADES = " AND ".join(
-    [
-        "+t.source = trade_months.source",  # "+": by the month's closed_at range
-        "t.status = 'closed'",
-        "t.closed_at >= trade_months.month || '-01'",
-        "t.closed_at < date(trade_months.month || '-01', '+1 month')",
-        *(f"coalesce(t.{c}, '') = trade_months.{c}" for c in MONTH_BUCKET if c != "source"),
-    ]
+_MONTH_TRADES = _bucket_trades(
+    "trade_months",
+    "trade_months.month || '-01'",
+    "date(trade_months.month || '-01', '+1 month')",
+    MONTH_BUCKET,
 )
 RECOMPUTE_MONTH_BEST_WORST = f"""UPDATE trade_months SET
     best = (SELECT max(t.realized_pnl) FROM trades t WHERE {_MONTH_TRADES}),
