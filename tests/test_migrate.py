@@ -162,6 +162,7 @@ async def test_rebuild_refuses_while_the_worker_runs_then_rebuilds_equal_tables(
         assert check.code == 0, check.out + check.err
         assert "EQUAL" in check.out
     con = sqlite3.connect(settings.db)
+    con.execute("UPDATE trade_days SET gross_profit = gross_profit + 0.01")
     con.execute("UPDATE trades SET status = 'cancelled' WHERE trade_id = 'T3'")
     con.execute("DELETE FROM journal_entries WHERE text = 'note 4'")
     con.commit()
@@ -171,6 +172,9 @@ async def test_rebuild_refuses_while_the_worker_runs_then_rebuilds_equal_tables(
     tables = broken.json()["tables"]
     assert tables["trades"]["missing"] == 1 and tables["trades"]["extra"] == 1
     assert tables["journal_entries"] == {"live": 19, "rebuilt": 20, "missing": 0, "extra": 1}
+    # the per-day sums the worker keeps are checked too (the 0.01 added above)
+    assert tables["trade_days"]["missing"] == 1 and tables["trade_days"]["extra"] == 1
+    assert tables["trade_months"] == {"live": 1, "rebuilt": 1, "missing": 0, "extra": 0}
 
     rebuilt = await in_thread("db", "rebuild", "--db", str(settings.db))
     assert rebuilt.code == 0, rebuilt.err
