@@ -30,9 +30,9 @@ from contracts.query_stats import (
     daily_utc,
     distinct_trades,
     raw_where,
+    resolve_symbols,
     skip_days,
     stats,
-    symbol_where,
 )
 
 Now = dt.datetime
@@ -219,13 +219,14 @@ SKIP_FROM = 10_000
 
 def history(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
     lo, hi = _local_range(f)
-    record = stats(con, f, lo, hi).get(None, EMPTY)
+    symbols = resolve_symbols(con, f)
+    record = stats(con, f, lo, hi, symbols=symbols).get(None, EMPTY)
     columns = ", ".join(TRADE_ROW)
     matches, walked = record[0], f.offset + f.limit
     if f.symbol and matches < min(SPARSE_SYMBOL, DENSE_SYMBOL * walked):
         # few matches: sort them (their keys and rowids, from the symbol index), then
         # read only the page's rows
-        where_sql, params = raw_where(f, lo, hi, symbol_where(con, f))
+        where_sql, params = raw_where(f, lo, hi, symbols)
         sql = (f"SELECT {columns} FROM trades WHERE rowid IN (SELECT rowid FROM trades"
                f"{where_sql} ORDER BY {HISTORY_ORDER} LIMIT ? OFFSET ?) "
                f"ORDER BY {HISTORY_ORDER}")  # fmt: skip
@@ -236,7 +237,7 @@ def history(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
         offset = f.offset
         if offset >= SKIP_FROM:
             hi, offset = skip_days(con, f, lo, hi, offset)
-        where_sql, params = raw_where(f, lo, hi, symbol_where(con, f, "+"))
+        where_sql, params = raw_where(f, lo, hi, symbols, "+")
         sql = f"SELECT {columns} FROM trades{where_sql} ORDER BY {HISTORY_ORDER} LIMIT ? OFFSET ?"
         rows = _rows(con, sql, [*params, f.limit, offset])
     summary = {**summarise(record), "limit": f.limit, "offset": f.offset}

@@ -16,7 +16,8 @@ import datetime as dt
 import itertools
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from contracts.query_model import Filters
@@ -70,18 +71,29 @@ def _next_day(day: str) -> str:
     return (dt.date.fromisoformat(day) + dt.timedelta(days=1)).isoformat()
 
 
-def split(lo: str | None, hi: str | None) -> tuple[str | None, str | None, list[tuple[str, str]]]:
-    """Whole UTC days [first_day, end_day) inside [lo, hi), and the edges outside them."""
-    first = None if lo is None else lo[:10] if lo[10:] == MIDNIGHT else _next_day(lo[:10])
-    end = None if hi is None else hi[:10]
+Periods = tuple[str | None, str | None, list[tuple[str, str]]]
+
+
+def _split(
+    lo: str | None, hi: str | None, width: int, start: str, step: Callable[[str], str]
+) -> Periods:
+    """Whole periods [first, end) inside [lo, hi) (named by ``width`` characters, each
+    beginning at name + ``start``; ``step`` names the next one), and the edges outside."""
+    first = None if lo is None else lo[:width] if lo[width:] == start else step(lo[:width])
+    end = None if hi is None else hi[:width]
     if first is not None and end is not None and first >= end:
-        return None, None, [(lo or "", hi or "")]  # no whole day inside: all from trades
+        return None, None, [(lo or "", hi or "")]  # no whole period inside: all from trades
     edges = []
-    if lo is not None and first is not None and lo < first + MIDNIGHT:
-        edges.append((lo, first + MIDNIGHT))
-    if hi is not None and end is not None and end + MIDNIGHT < hi:
-        edges.append((end + MIDNIGHT, hi))
+    if lo is not None and first is not None and lo < first + start:
+        edges.append((lo, first + start))
+    if hi is not None and end is not None and end + start < hi:
+        edges.append((end + start, hi))
     return first, end, edges
+
+
+def split(lo: str | None, hi: str | None) -> Periods:
+    """Whole UTC days [first_day, end_day) inside [lo, hi), and the edges outside them."""
+    return _split(lo, hi, 10, MIDNIGHT, _next_day)
 
 
 MONTH_START = "-01" + MIDNIGHT
@@ -92,20 +104,9 @@ def _next_month(month: str) -> str:
     return f"{year + number // 12:04d}-{number % 12 + 1:02d}"
 
 
-def split_months(
-    lo: str | None, hi: str | None
-) -> tuple[str | None, str | None, list[tuple[str, str]]]:
+def split_months(lo: str | None, hi: str | None) -> Periods:
     """Whole UTC months [first, end) inside [lo, hi) ('YYYY-MM'), and the edges outside."""
-    first = None if lo is None else lo[:7] if lo[7:] == MONTH_START else _next_month(lo[:7])
-    end = None if hi is None else hi[:7]
-    if first is not None and end is not None and first >= end:
-        return None, None, [(lo or "", hi or "")]  # no whole month inside: all from trades
-    edges = []
-    if lo is not None and first is not None and lo < first + MONTH_START:
-        edges.append((lo, first + MONTH_START))
-    if hi is not None and end is not None and end + MONTH_START < hi:
-        edges.append((end + MONTH_START, hi))
-    return first, end, edges
+    return _split(lo, hi, 7, MONTH_START, _next_month)
 
 
 def _filters(f: Filters, prefix: str = "") -> tuple[list[str], list[Any]]:
@@ -161,28 +162,39 @@ def matching_symbols(con: sqlite3.Connection, text: str) -> list[str] | None:
     return None if len(found) > MAX_SYMBOLS else found
 
 
-def symbol_where(
-    con: sqlite3.Connection, f: Filters, prefix: str = ""
-) -> tuple[str, list[Any]] | None:
-    """The symbol filter as ``symbol IN (...)`` of the symbols it matches (an index can
-    serve that, a substring test cannot); None without a symbol filter. ``prefix`` "+"
-    keeps SQLite from choosing the symbol index for it."""
-    if not f.symbol:
-        return None
-    symbols = matching_symbols(con, f.symbol)
-    if symbols is None:
-        return SYMBOL_MATCH, [f.symbol]
-    if not symbols:
-        return "0", []
-    return f"{prefix}symbol IN ({', '.join('?' * len(symbols))})", symbols
+@dataclass(frozen=True)
+class Symbols:
+    """A symbol filter resolved once for a query: the stored symbols its substring
+    matches (``matched`` None: too many to list, so it is tested row by row)."""
+
+    text: str
+    matched: list[str] | None
+
+    def where(self, prefix: str = "") -> tuple[str, list[Any]]:
+        """``symbol IN (...)`` (an index can serve that, a substring test cannot);
+        ``prefix`` "+" keeps SQLite from choosing the symbol index for it."""
+        if self.matched is None:
+            return SYMBOL_MATCH, [self.text]
+        if not self.matched:
+            return "0", []
+        return f"{prefix}symbol IN ({', '.join('?' * len(self.matched))})", list(self.matched)
+
+
+def resolve_symbols(con: sqlite3.Connection, f: Filters) -> Symbols | None:
+    """The query's symbol filter, resolved (one loose scan of the symbol index)."""
+    return Symbols(f.symbol, matching_symbols(con, f.symbol)) if f.symbol else None
 
 
 def raw_where(
-    f: Filters, lo: str | None, hi: str | None, symbols: tuple[str, list[Any]] | None = None
+    f: Filters,
+    lo: str | None,
+    hi: str | None,
+    symbols: Symbols | None = None,
+    symbol_prefix: str = "",
 ) -> tuple[str, list[Any]]:
     """WHERE over ``trades`` for closed trades in [lo, hi) matching every filter;
-    ``symbols`` is the symbol filter resolved by :func:`symbol_where` (else the
-    substring is tested per row)."""
+    ``symbols`` is the symbol filter resolved by :func:`resolve_symbols` (else the
+    substring is tested per row), written with ``symbol_prefix`` (see Symbols.where)."""
     parts: list[str] = ["status = ?"]
     params: list[Any] = [f.status or "closed"]
     parts.append("closed_at >= ?" if lo is not None else "closed_at IS NOT NULL")
@@ -200,8 +212,9 @@ def raw_where(
         parts.append("+side = ?")
         params.append(f.side)
     if symbols is not None:
-        parts.append(symbols[0])
-        params += symbols[1]
+        symbol_sql, symbol_params = symbols.where(symbol_prefix)
+        parts.append(symbol_sql)
+        params += symbol_params
     elif f.symbol:
         parts.append(SYMBOL_MATCH)
         params.append(f.symbol)
@@ -209,9 +222,17 @@ def raw_where(
 
 
 def stats(
-    con: sqlite3.Connection, f: Filters, lo: str | None, hi: str | None, group: str | None = None
+    con: sqlite3.Connection,
+    f: Filters,
+    lo: str | None,
+    hi: str | None,
+    group: str | None = None,
+    symbols: Symbols | None = None,
 ) -> dict[Any, tuple[Any, ...]]:
-    """Summary tuples of closed trades in [lo, hi), per ``group`` column value (or None)."""
+    """Summary tuples of closed trades in [lo, hi), per ``group`` column value (or None);
+    ``symbols``: the symbol filter if the caller resolved it already."""
+    if symbols is None:
+        symbols = resolve_symbols(con, f)  # once, for every part below
     # No GROUP BY without a group (SQLite would sort for nothing); trade_days is grouped
     # by the plain column, which its indexes hold in order.
     raw_key, days_key = (f"coalesce({group}, '')", group) if group else ("NULL", "NULL")
@@ -229,10 +250,10 @@ def stats(
         if f.side:
             parts.append("side = ?")
             params.append(f.side)
-        symbols = symbol_where(con, f)
         if symbols is not None:
-            parts.append(symbols[0])
-            params += symbols[1]
+            symbol_sql, symbol_params = symbols.where()
+            parts.append(symbol_sql)
+            params += symbol_params
         if first is not None:
             parts.append(f"{period} >= ?")
             params.append(first)
@@ -243,7 +264,7 @@ def stats(
         add(f"SELECT {days_key}, {DAY_SUMMARY} FROM {table}{where}{days_by}", params)
 
     def from_trades(edge_lo: str | None, edge_hi: str | None) -> None:
-        where, params = raw_where(f, edge_lo, edge_hi, symbol_where(con, f, "+"))
+        where, params = raw_where(f, edge_lo, edge_hi, symbols, "+")
         add(f"SELECT {raw_key}, {RAW_SUMMARY} FROM trades{where}{raw_by}", params)
 
     # Whole UTC months from trade_months (the fewest rows), the whole days left from
@@ -293,8 +314,9 @@ def counts_since(
         # each period summed like a history summary: months, days, edges (a few
         # thousand aggregate rows for all of history; the short periods read days)
         out = []
+        symbols = resolve_symbols(con, f)
         for lo in starts:
-            record = stats(con, f, lo, None).get(None, EMPTY)
+            record = stats(con, f, lo, None, symbols=symbols).get(None, EMPTY)
             out.append((record[0] or 0, (record[3] or 0.0) + (record[4] or 0.0)))
         return out
     cols, params, edges = [], [], []

@@ -21,13 +21,12 @@ import pytest
 from contracts.query import parse_filters, run_query
 from contracts.query_model import QueryResult, utc_text
 from contracts.query_sql import HISTORY_ORDER, TRADE_ROW
-from contracts.query_stats import distinct_trades, raw_where, skip_days, symbol_where
+from contracts.query_stats import distinct_trades, raw_where, resolve_symbols, skip_days
 from tests.test_query_sums import summary_from_rows
 from worker import aggregates
 from worker.batchwrite import load_rows
 from worker.bench import readdata
 from worker.bench.ceiling import create_schema
-from worker.plan import RECOMPUTE_BEST_WORST, RECOMPUTE_MONTH_BEST_WORST
 from worker.projections import TRADES
 
 NOW = dt.datetime(2026, 11, 18, 12, 0, tzinfo=dt.UTC)
@@ -70,10 +69,8 @@ def trades_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict
         f"INSERT INTO trades ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
         [tuple(r.get(c) for c in columns) for r in rows],
     )
-    con.execute("DELETE FROM trade_days")
-    con.execute(aggregates.BACKFILL)
-    con.execute("DELETE FROM trade_months")
-    con.execute(aggregates.BACKFILL_MONTHS)
+    for sql in aggregates.RESUM:
+        con.execute(sql)
     con.execute("COMMIT")
     con.close()
     return db, rows
@@ -218,7 +215,10 @@ def test_distinct_values_come_from_a_loose_index_scan(
     assert distinct_trades(con, "symbol") == sorted({r["symbol"] for r in rows if r["symbol"]})
     assert distinct_trades(con, "source") == sorted({r["source"] for r in rows})
     _, f = parse_filters("history", {"symbol": "btc"})
-    assert symbol_where(con, f) == ("symbol IN (?, ?)", ["BTCUSDT", "btc-perp"])
+    symbols = resolve_symbols(con, f)
+    assert symbols is not None
+    assert symbols.where() == ("symbol IN (?, ?)", ["BTCUSDT", "btc-perp"])
+    assert symbols.where("+") == ("+symbol IN (?, ?)", ["BTCUSDT", "btc-perp"])
     con.close()
 
 
@@ -259,9 +259,9 @@ def test_the_workers_statements_on_trades_use_an_index(bench_db: Path) -> None:
     con = sqlite3.connect(bench_db)
     bucket = ("2026-01-01", "ACC-1", "bot-1", "grid", "live", "trend")
     month = (bucket[0][:7], *bucket[1:], "BTCUSDT", "buy")
-    months = _plan(con, RECOMPUTE_MONTH_BEST_WORST, (*month, 1.0, 1.0))  # + the P&L that left
+    months = _plan(con, aggregates.MONTHS.recompute_sql, (*month, 1.0, 1.0))  # + the P&L that left
     assert months.count("USING COVERING INDEX trades_closed (closed_at>? AND closed_at<?)") == 2
-    plan = _plan(con, RECOMPUTE_BEST_WORST, (*bucket, 1.0, 1.0))
+    plan = _plan(con, aggregates.DAYS.recompute_sql, (*bucket, 1.0, 1.0))
     assert (
         plan.count("SEARCH t USING COVERING INDEX trades_closed (closed_at>? AND closed_at<?)") == 2
     )

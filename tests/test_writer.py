@@ -15,28 +15,13 @@ import redis
 
 from tests.conftest import WorkerProcess, count, pending, wait_for
 from tests.test_delivery import publish_many
+from worker.bench.drain import child_pids
 from worker.commit import Prepared
 from worker.settings import Settings
 from worker.store import SqliteStore
 from worker.writer import WriterProcess
 
 pytestmark = pytest.mark.delivery
-
-
-def children(pid: int) -> list[int]:
-    """Processes whose parent is ``pid`` (from /proc, no extra package)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid ...: comm may hold spaces, so split after its ')'.
-        if int(stat.rpartition(")")[2].split()[1]) == pid:
-            found.append(int(entry.name))
-    return found
 
 
 def alive(pid: int) -> bool:
@@ -51,7 +36,7 @@ def writer_of(proc: WorkerProcess, timeout: float = 20.0) -> int:
     assert proc.process is not None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        kids = children(proc.process.pid)
+        kids = child_pids(proc.process.pid)
         if kids:
             return kids[0]
         time.sleep(0.05)

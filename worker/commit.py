@@ -42,6 +42,16 @@ INSERT_DEAD = insert_sql(
 SET_LAST = "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_stream_id', ?)"
 
 
+def writer_pragmas(synchronous: str, busy_timeout_ms: int) -> list[str]:
+    """What every connection that writes batches sets (the store's and the write process's)."""
+    mode = "FULL" if synchronous == "FULL" else "NORMAL"
+    return [
+        f"PRAGMA busy_timeout = {int(busy_timeout_ms)}",
+        f"PRAGMA synchronous = {mode}",
+        "PRAGMA foreign_keys = ON",
+    ]
+
+
 @dataclass(slots=True)
 class Prepared:
     """One batch, planned: every row of its transaction."""

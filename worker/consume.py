@@ -224,10 +224,11 @@ class Worker:
     async def _read_and_decode(self, send: MemoryObjectSendStream[_Batch]) -> None:
         async with send:
             async for entries, deliveries in self._read():
-                self._in_flight.update(i for i, _ in entries)
+                ids = [i for i, _ in entries]
+                self._in_flight.update(ids)
                 good, dead = self._decode(entries, deliveries)
                 prepared = await self._plan(good, dead)
-                await send.send(_Batch([i for i, _ in entries], good, dead, prepared))
+                await send.send(_Batch(ids, good, dead, prepared))
 
     async def _plan(self, good: list[Decoded], dead: list[DeadLetter]) -> Prepared | None:
         """The batch's rows, or None to plan them at commit time from the file."""

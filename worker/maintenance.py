@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from contracts.errors import describe_validation_error
+from worker import aggregates
 from worker.backup import copy_database, default_backup_dir, worker_stopped
 from worker.errors import DatabaseNewerError, WorkerError
 from worker.schema import MIGRATIONS, SCHEMA_VERSION
@@ -164,7 +165,7 @@ async def rebuild_check(db: Path) -> dict[str, Any]:
         copy_database(db, live)
         copy_database(live, rebuilt)
         result = await rebuild(rebuilt, lock=False)
-        tables = {t: compare_table(live, rebuilt, t) for t in (*PROJECTION_TABLES, *AGGREGATES)}
+        tables = {t: compare_table(live, rebuilt, t) for t in (*PROJECTION_TABLES, *_AGGREGATES)}
     same = all(t["missing"] == 0 and t["extra"] == 0 for t in tables.values())
     return {
         "db": str(db),
@@ -177,12 +178,12 @@ async def rebuild_check(db: Path) -> dict[str, Any]:
 # Kept by the worker as running sums; a rebuild sums them afresh. Buckets emptied by a
 # reopened trade stay behind as rows of 0 trades, and float sums may differ in their
 # last bits: compared without the empty rows, to the millionth.
-AGGREGATES = ("trade_days", "trade_months")
+_AGGREGATES = tuple(a.table for a in aggregates.AGGREGATES)
 
 
 def _rows(db: Path, table: str) -> Counter[tuple[Any, ...]]:
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    aggregate = table in AGGREGATES
+    aggregate = table in _AGGREGATES
     try:
         cur = con.execute(f"SELECT * FROM {table}" + (" WHERE trades > 0" if aggregate else ""))
         names = [d[0] for d in cur.description]

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from contracts.events import TERMINAL_STATUSES
-from worker.aggregates import BUCKET, MONTH_BUCKET
+from worker.aggregates import AGGREGATES, Aggregate
 from worker.batchwrite import (
     DeadLetter,
     Decoded,
@@ -160,104 +160,31 @@ class RowCache:
         return self._reader
 
 
-# -- trade_days deltas --------------------------------------------------------------
-
-_DAY_COLUMNS = ("day", *BUCKET)
-_SUMS = ("trades", "wins", "losses", "gross_profit", "gross_loss", "best", "worst")
-ADD_TRADE_DAYS = f"""INSERT INTO trade_days ({", ".join(_DAY_COLUMNS)}, {", ".join(_SUMS)})
-VALUES ({", ".join("?" * (len(_DAY_COLUMNS) + len(_SUMS)))})
-ON CONFLICT ({", ".join(_DAY_COLUMNS)}) DO UPDATE SET trades = trades + excluded.trades,
-    wins = wins + excluded.wins, losses = losses + excluded.losses,
-    gross_profit = gross_profit + excluded.gross_profit,
-    gross_loss = gross_loss + excluded.gross_loss,
-    best = CASE WHEN excluded.best IS NOT NULL AND (best IS NULL OR excluded.best > best)
-        THEN excluded.best ELSE best END,
-    worst = CASE WHEN excluded.worst IS NOT NULL AND (worst IS NULL OR excluded.worst < worst)
-        THEN excluded.worst ELSE worst END"""
-
-
-def _bucket_trades(table: str, start: str, end: str, bucket: Sequence[str]) -> str:
-    """The closed trades of one row of ``table`` (a day or a month), for best/worst."""
-    return " AND ".join(
-        [
-            f"+t.source = {table}.source",  # "+": by the closed_at range, not the key
-            "t.status = 'closed'",
-            f"t.closed_at >= {start}",
-            f"t.closed_at < {end}",
-            *(f"coalesce(t.{c}, '') = {table}.{c}" for c in bucket if c != "source"),
-        ]
-    )
-
-
-_DAY_TRADES = _bucket_trades(
-    "trade_days", "trade_days.day", "date(trade_days.day, '+1 day')", BUCKET
-)
-# After a counted trade left a day (its P&L changed, it reopened, it moved day), that
-# day's best and worst are found again among its trades, if the P&L that left was one
-# of them (the last parameter, twice): otherwise they still hold, and the scan (every
-# closed trade of the day) is skipped.
-RECOMPUTE_BEST_WORST = f"""UPDATE trade_days SET
-    best = (SELECT max(t.realized_pnl) FROM trades t WHERE {_DAY_TRADES}),
-    worst = (SELECT min(t.realized_pnl) FROM trades t WHERE {_DAY_TRADES})
-WHERE {" AND ".join(f"{c} = ?" for c in _DAY_COLUMNS)} AND (best = ? OR worst = ?)"""
-
-
-_MONTH_COLUMNS = ("month", *MONTH_BUCKET)
-ADD_TRADE_MONTHS = (
-    ADD_TRADE_DAYS.replace("trade_days", "trade_months")
-    .replace(", ".join(_DAY_COLUMNS), ", ".join(_MONTH_COLUMNS))
-    .replace(", ".join("?" * (len(_DAY_COLUMNS) + len(_SUMS))),
-             ", ".join("?" * (len(_MONTH_COLUMNS) + len(_SUMS))))
-)  # fmt: skip
-_MONTH_TRADES = _bucket_trades(
-    "trade_months",
-    "trade_months.month || '-01'",
-    "date(trade_months.month || '-01', '+1 month')",
-    MONTH_BUCKET,
-)
-RECOMPUTE_MONTH_BEST_WORST = f"""UPDATE trade_months SET
-    best = (SELECT max(t.realized_pnl) FROM trades t WHERE {_MONTH_TRADES}),
-    worst = (SELECT min(t.realized_pnl) FROM trades t WHERE {_MONTH_TRADES})
-WHERE {" AND ".join(f"{c} = ?" for c in _MONTH_COLUMNS)} AND (best = ? OR worst = ?)"""
-
-
-def month_contribution(row: Row | None) -> tuple[Key, float | None] | None:
-    """(month bucket, P&L) of a trade row that counts in ``trade_months``; None if not."""
-    if row is None or row["status"] != "closed" or row["closed_at"] is None:
-        return None
-    bucket = (row["closed_at"][:7], *(row[c] or "" for c in MONTH_BUCKET))
-    return bucket, row["realized_pnl"]
-
-
-def day_contribution(row: Row | None) -> tuple[Key, float | None] | None:
-    """(bucket, P&L) of a trade row that counts in ``trade_days``; None if it does not."""
-    if row is None or row["status"] != "closed" or row["closed_at"] is None:
-        return None
-    bucket = (row["closed_at"][:10], *(row[c] or "" for c in BUCKET))
-    return bucket, row["realized_pnl"]
+# -- trade_days and trade_months deltas -----------------------------------------------
 
 
 @dataclass(slots=True)
 class TradeDays:
-    """One batch's changes to ``trade_days`` and ``trade_months``, summed per bucket."""
+    """One batch's changes to each aggregate (``trade_days``, ``trade_months``): deltas
+    summed per bucket, and the buckets whose best or worst may have left."""
 
-    sums: dict[Key, list[Any]] = field(default_factory=dict)
-    recompute: set[Key] = field(default_factory=set)
-    months: dict[Key, list[Any]] = field(default_factory=dict)
-    recompute_months: set[Key] = field(default_factory=set)
+    sums: dict[Aggregate, dict[Key, list[Any]]] = field(
+        default_factory=lambda: {a: {} for a in AGGREGATES}
+    )
+    recompute: dict[Aggregate, set[Key]] = field(
+        default_factory=lambda: {a: set() for a in AGGREGATES}
+    )
 
     def change(self, before: Row | None, after: Row) -> None:
-        for contribution, sums, recompute in (
-            (day_contribution, self.sums, self.recompute),
-            (month_contribution, self.months, self.recompute_months),
-        ):
-            old, new = contribution(before), contribution(after)
+        for aggregate in AGGREGATES:
+            old, new = aggregate.contribution(before), aggregate.contribution(after)
             if old == new:
                 continue
+            sums = self.sums[aggregate]
             if old is not None:
                 self._add(sums, old[0], old[1], -1)
                 if old[1] is not None:  # a trade without P&L was never a best or a worst
-                    recompute.add((*old[0], old[1], old[1]))
+                    self.recompute[aggregate].add((*old[0], old[1], old[1]))
             if new is not None:
                 self._add(sums, new[0], new[1], 1)
 
@@ -278,14 +205,11 @@ class TradeDays:
 
     def statements(self) -> list[Statement]:
         out: list[Statement] = []
-        if self.sums:
-            out.append((ADD_TRADE_DAYS, [(*b, *s) for b, s in self.sums.items()]))
-        if self.recompute:
-            out.append((RECOMPUTE_BEST_WORST, sorted(self.recompute)))
-        if self.months:
-            out.append((ADD_TRADE_MONTHS, [(*b, *s) for b, s in self.months.items()]))
-        if self.recompute_months:
-            out.append((RECOMPUTE_MONTH_BEST_WORST, sorted(self.recompute_months)))
+        for aggregate in AGGREGATES:
+            if sums := self.sums[aggregate]:
+                out.append((aggregate.add_sql, [(*b, *s) for b, s in sums.items()]))
+            if recompute := self.recompute[aggregate]:
+                out.append((aggregate.recompute_sql, sorted(recompute)))
         return out
 
 
@@ -328,8 +252,11 @@ def _changed(entity: Entity, before: Row, after: Row) -> tuple[tuple[str, ...], 
     return tuple(names), values
 
 
-def plan_projections(projected: Projected, source: RowSource) -> list[Statement]:
-    """Merge a batch's changes into the current rows; the statements that store them."""
+def plan_projections(
+    projected: Projected, source: RowSource, aggregates: bool = True
+) -> list[Statement]:
+    """Merge a batch's changes into the current rows; the statements that store them
+    (without the aggregates' deltas when the caller sums those afresh afterwards)."""
     by_entity: dict[Entity, list[Change]] = defaultdict(list)
     for change in projected.changes:
         by_entity[change.entity].append(change)
@@ -358,7 +285,7 @@ def plan_projections(projected: Projected, source: RowSource) -> list[Statement]
                 if not names:
                     continue  # a redelivered event: nothing to write
                 updates[names].append((*values, *key))
-            if entity is TRADES:
+            if entity is TRADES and aggregates:
                 days.change(old, row)
         if inserts:
             statements.append((upsert_sql(entity), inserts))

@@ -175,10 +175,11 @@ _V4_WRITE = [f"DROP TRIGGER IF EXISTS {name}" for name in aggregates.TRIGGER_NAM
 # covering indexes replace nine. ``trades_closed`` holds closed trades in the history's
 # exact order (closed_at, trade_id) and every column of a history row, so a page, a deep
 # offset (skipped entries are never looked up in the table) and every closed_at range
-# (closed-today, the calendar's pieces, the sums' edges, the worker's
-# RECOMPUTE_BEST_WORST) read the index alone. ``trades_symbol_cover`` serves a symbol
-# filter (a substring is first resolved to the symbols it matches, read from its
-# prefix by a loose index scan) and a sparse symbol's page.
+# (closed-today, the calendar's pieces, the sums' edges, the worker's best/worst
+# recompute, aggregates.Aggregate.recompute_sql) read the index alone.
+# ``trades_symbol_cover`` serves a symbol filter (a substring is first resolved to the
+# symbols it matches, read from its prefix by a loose index scan) and a sparse symbol's
+# page.
 TRADES_INDEXES_V5 = [
     """CREATE INDEX trades_closed ON trades(closed_at, trade_id, status, realized_pnl,
     account, source, plugin_id, mode, side, strategy, symbol, quantity, entry_price,

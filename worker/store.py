@@ -20,7 +20,7 @@ import anyio
 from contracts.events import parse_event
 from worker import aggregates
 from worker.batchwrite import DeadLetter, Decoded, stream_order
-from worker.commit import Prepared, run_statements, write_prepared
+from worker.commit import Prepared, run_statements, write_prepared, writer_pragmas
 from worker.errors import DatabaseNewerError
 from worker.plan import DbRows, RowCache, plan_projections, prepare_batch, write_batch
 from worker.projections import ENTITIES, project, utc_text
@@ -81,17 +81,14 @@ class SqliteStore:
         create_private_file(path)
         db = await aiosqlite.connect(path, isolation_level=None)
         try:
-            await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute(f"PRAGMA synchronous = {synchronous}")
-            await db.execute("PRAGMA foreign_keys = ON")
+            await db.execute("PRAGMA journal_mode = WAL")  # kept in the file
+            for pragma in writer_pragmas(synchronous, busy_timeout_ms):
+                await db.execute(pragma)
         except BaseException:
             await db.close()
             raise
-        store = cls(db, path, cache_rows)
-        if writer_process:
-            store.writer = WriterProcess(path, synchronous, busy_timeout_ms)
-        return store
+        writer = WriterProcess(path, synchronous, busy_timeout_ms) if writer_process else None
+        return cls(db, path, cache_rows, writer)
 
     def start_writer(self) -> None:
         """Start the write process (after :meth:`migrate`: it writes to the current schema)."""
@@ -210,7 +207,7 @@ class SqliteStore:
         self.cache.clear()
         await db.execute("BEGIN IMMEDIATE")
         try:
-            for table in (*PROJECTION_TABLES, "trade_days", "trade_months"):
+            for table in PROJECTION_TABLES:
                 await db.execute(f"DELETE FROM {table}")
             replayed = last = 0
             while True:
@@ -222,11 +219,10 @@ class SqliteStore:
                 last = rows[-1][0]
                 await self._on_thread(_replay, project(parse_event(b) for _, b in rows))
                 replayed += len(rows)
-            # Summed afresh, so a rebuild's float sums do not depend on its chunking.
-            await db.execute("DELETE FROM trade_days")
-            await db.execute(aggregates.BACKFILL)
-            await db.execute("DELETE FROM trade_months")
-            await db.execute(aggregates.BACKFILL_MONTHS)
+            # Summed afresh once (the replay leaves them alone), so a rebuild's float
+            # sums do not depend on its chunking.
+            for sql in aggregates.RESUM:
+                await db.execute(sql)
             await db.execute("COMMIT")
         except BaseException:
             await db.execute("ROLLBACK")
@@ -240,7 +236,7 @@ class SqliteStore:
 
 
 def _replay(con: sqlite3.Connection, projected: Any) -> None:
-    run_statements(con, plan_projections(projected, DbRows(con)))
+    run_statements(con, plan_projections(projected, DbRows(con), aggregates=False))
 
 
 async def _rollback(db: aiosqlite.Connection) -> None:

@@ -14,7 +14,7 @@ of an 8-byte little-endian length and a pickle. The parent sends a
 closes, and on Linux when the worker dies (``PR_SET_PDEATHSIG``), so a worker
 killed with -9 leaves no writer behind to commit after it.
 
-    python -m worker.writer DB SYNCHRONOUS BUSY_TIMEOUT_MS
+    python -m worker.writer DB SYNCHRONOUS BUSY_TIMEOUT_MS PARENT_PID
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import IO, Any
 
 import anyio
 
-from worker.commit import Prepared, write_prepared
+from worker.commit import Prepared, write_prepared, writer_pragmas
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class WriterProcess:
     """The parent's handle on the write process; one batch in flight at a time."""
 
     def __init__(self, path: Path, synchronous: str, busy_timeout_ms: int) -> None:
-        self._args = [str(path), synchronous, str(int(busy_timeout_ms))]
+        self._args = [str(path), synchronous, str(int(busy_timeout_ms)), str(os.getpid())]
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -154,10 +154,9 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _open(path: str, synchronous: str, busy_timeout_ms: int) -> sqlite3.Connection:
-    con = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    con.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
-    con.execute(f"PRAGMA synchronous = {'FULL' if synchronous == 'FULL' else 'NORMAL'}")
-    con.execute("PRAGMA foreign_keys = ON")
+    con = sqlite3.connect(path, isolation_level=None)
+    for pragma in writer_pragmas(synchronous, busy_timeout_ms):
+        con.execute(pragma)
     return con
 
 
@@ -171,8 +170,8 @@ def _error(exc: BaseException) -> BaseException:
 
 
 def child_main(argv: list[str]) -> int:
-    path, synchronous, busy_timeout_ms = argv[0], argv[1], int(argv[2])
-    _die_with_parent(os.getppid())
+    path, synchronous, busy_timeout_ms, parent = argv[0], argv[1], int(argv[2]), int(argv[3])
+    _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when to stop
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # The protocol owns stdout; anything printed by accident goes to stderr.

@@ -91,7 +91,7 @@ class WorkerChild:
     def peak_rss_mb(self) -> float:
         """The worker's peak resident memory so far (VmHWM), in MB, with its write
         process's (the two peaks added: an upper bound of what they held at once)."""
-        return sum(_peak_rss_mb(pid) for pid in (self.process.pid, *_children(self.process.pid)))
+        return sum(_peak_rss_mb(pid) for pid in (self.process.pid, *child_pids(self.process.pid)))
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -114,7 +114,8 @@ def _peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def _children(pid: int) -> list[int]:
+def child_pids(pid: int) -> list[int]:
+    """The processes ``pid``'s main thread started (Linux ``/proc``)."""
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     except OSError:

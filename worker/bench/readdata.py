@@ -137,10 +137,8 @@ def build(db: Path, trades: int, now: dt.datetime | None = None) -> Built:
         _side_tables(con, now_epoch, min(trades, 200_000))
         for _, sql in indexes:
             con.execute(sql)
-        con.execute("DELETE FROM trade_days")
-        con.execute(aggregates.BACKFILL)  # the worker keeps it; rows put in directly are summed
-        con.execute("DELETE FROM trade_months")
-        con.execute(aggregates.BACKFILL_MONTHS)
+        for sql in aggregates.RESUM:  # the worker keeps them; rows put in directly are summed
+            con.execute(sql)
         con.execute("COMMIT")
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         count = len(trade_indexes(con))

@@ -105,12 +105,10 @@ def prefill(db: Path, total: int) -> int:
             con.executemany(events_sql, _events(start, stop))
             con.executemany(trades_sql, _trades(start, stop))
             con.execute("COMMIT")
-        if added:  # the worker keeps trade_days; rows put in directly are summed here
+        if added:  # the worker keeps the aggregates; rows put in directly are summed here
             con.execute("BEGIN")
-            con.execute("DELETE FROM trade_days")
-            con.execute(aggregates.BACKFILL)
-            con.execute("DELETE FROM trade_months")
-            con.execute(aggregates.BACKFILL_MONTHS)
+            for sql in aggregates.RESUM:
+                con.execute(sql)
             con.execute("COMMIT")
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return added
