@@ -70,6 +70,26 @@ def test_bad_setting_value_prints_one_line_naming_it_and_exits_1() -> None:
     assert "TRADESCRIBE_BATCH_MAX" in lines[0]
 
 
+def test_a_bad_value_names_only_the_ways_that_exist_to_set_it(tmp_path: Path) -> None:
+    """A flag is named where the command has one; a TOML file where the value came from."""
+    toml = tmp_path / "t.toml"
+    toml.write_text("writer_process = 'maybe'\n")
+    for args, env, wanted, unwanted in (
+        (["worker", "--db", str(tmp_path / "x.db")], {"TRADESCRIBE_BATCH_MAX": "x"},
+         "(--batch-max or TRADESCRIBE_BATCH_MAX)", None),
+        (["config"], {"TRADESCRIBE_BATCH_MAX": "x"}, "(TRADESCRIBE_BATCH_MAX)", "--batch-max"),
+        (["config", "--config", str(toml)], {},
+         f"(TRADESCRIBE_WRITER_PROCESS or writer_process in {toml})", "--writer-process"),
+    ):  # fmt: skip
+        run = subprocess.run(
+            [sys.executable, "-m", "worker.cli", *args],
+            env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert run.returncode == 1, run.stderr
+        assert wanted in run.stderr, run.stderr
+        assert unwanted is None or unwanted not in run.stderr, run.stderr
+
+
 def test_json_logs_carry_counters_on_the_start_and_stop_lines(
     settings: Settings, tmp_path: Path
 ) -> None:

@@ -155,12 +155,14 @@ def load_settings(config: Path | None = None, **flags: Any) -> Settings:
     try:
         return Settings(**{k: v for k, v in flags.items() if v is not None})
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, config)) from exc
+        raise ConfigError(_describe(exc, config, set(flags))) from exc
     finally:
         _toml_file.reset(token)
 
 
-def _describe(exc: ValidationError, config: Path | None) -> str:
+def _describe(exc: ValidationError, config: Path | None, flags: set[str]) -> str:
+    """One line per error; a setting's command-line flag is named only where the
+    command has one (``flags``: the settings it offers as flags)."""
     lines = []
     for err in exc.errors(include_url=False):
         name = ".".join(str(p) for p in err["loc"])
@@ -172,10 +174,10 @@ def _describe(exc: ValidationError, config: Path | None) -> str:
             continue
         hint = f" ({field.description})" if field and field.description else ""
         env = f"TRADESCRIBE_{name.upper()}"
+        where = f"--{name.replace('_', '-')} or {env}" if name in flags else env
+        if config is not None:
+            where += f" or {name} in {config}"
         # A mistyped Redis URL may hold a password: never echo it.
         got = "" if name == "redis_url" else f"; got {err.get('input')!r}"
-        lines.append(
-            f"bad value for setting '{name}' (--{name.replace('_', '-')} or {env}): "
-            f"{err['msg']}{got}{hint}"
-        )
+        lines.append(f"bad value for setting '{name}' ({where}): {err['msg']}{got}{hint}")
     return "; ".join(lines)
