@@ -208,11 +208,13 @@ class Publisher:
                 if conn is None:
                     conn = self._conn = self._client.connection_pool.get_connection()
                 try:
-                    conn.send_command("XADD", self._env.stream, "*", WIRE_FIELD, wire)
+                    conn.send_command(  # type: ignore[no-untyped-call]
+                        "XADD", self._env.stream, "*", WIRE_FIELD, wire
+                    )
                     conn.read_response()
                     return
                 except (redis.ConnectionError, redis.TimeoutError):
-                    conn.disconnect()
+                    conn.disconnect()  # type: ignore[no-untyped-call]
                     if attempt == 2:
                         raise
 

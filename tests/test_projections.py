@@ -34,7 +34,8 @@ def fold(events: list[AnyEvent]) -> dict[str, Any]:
     rows: dict[Any, dict[str, Any]] = {}
     for event in events:
         for change in project([event]).changes:
-            row = rows.setdefault(change.key, new_row(TRADES, change.key, change.ts))
+            _, key, _, ts, *_ = change
+            row = rows.setdefault(key, new_row(TRADES, key, ts))
             merge(row, change)
     (row,) = rows.values()
     return row

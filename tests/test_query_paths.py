@@ -24,9 +24,9 @@ from contracts.query_sql import HISTORY_ORDER, TRADE_ROW
 from contracts.query_stats import distinct_trades, raw_where, resolve_symbols, skip_days
 from tests.test_query_sums import summary_from_rows
 from worker import aggregates
-from worker.batchwrite import load_rows
 from worker.bench import readdata
 from worker.bench.ceiling import create_schema
+from worker.plan import load_rows
 from worker.projections import TRADES
 
 NOW = dt.datetime(2026, 11, 18, 12, 0, tzinfo=dt.UTC)

@@ -149,14 +149,14 @@ def test_trade_days_equal_the_trades_after_any_events(tmp_path: Path) -> None:
     batch the per-day sums it keeps equal the sums of the trades themselves."""
     import sqlite3
 
+    from worker.batchwrite import plan_batch
     from worker.bench.ceiling import create_schema
-    from worker.commit import write_prepared
-    from worker.plan import RowCache, prepare_batch, write_batch
+    from worker.plan import DbRows, RowCache, write_planned
 
     db = tmp_path / "days.db"
     con = sqlite3.connect(db, isolation_level=None)
     create_schema(con)
-    cache = RowCache(db, limit=25)  # smaller than the trades: rows come and go
+    cache = RowCache(con, limit=25)  # smaller than the trades: rows come and go
     bucket = "substr(closed_at, 1, 10), source, coalesce(strategy, '')"
     raw_sql = f"""SELECT {bucket}, count(*), sum(coalesce(realized_pnl > 0, 0)),
         round(total(realized_pnl), 6) + 0.0, max(realized_pnl), min(realized_pnl) FROM trades
@@ -179,13 +179,12 @@ def test_trade_days_equal_the_trades_after_any_events(tmp_path: Path) -> None:
         n += len(batch)
         now = "2026-11-22T00:00:00.000000Z"
         if rng.random() < 0.2:
-            cache.clear()  # what the store does before planning in the transaction
-            write_batch(con, batch, [], now)
+            cache.clear()  # what a failed batch does
+            write_planned(con, plan_batch(batch, [], now), DbRows(con))
         else:
-            write_prepared(con, prepare_batch(batch, [], now, cache))
+            write_planned(con, plan_batch(batch, [], now), cache)
         assert con.execute(days_sql).fetchall() == con.execute(raw_sql).fetchall()
         assert con.execute(months_sql).fetchall() == con.execute(raw_months_sql).fetchall()
     closed = con.execute("SELECT count(*) FROM trades WHERE status = 'closed'").fetchone()[0]
     assert closed > 5 and cache.hits > 0 and cache.misses > 0
-    cache.close()
     con.close()

@@ -16,7 +16,7 @@ import redis
 from tests.conftest import WorkerProcess, count, pending, wait_for
 from tests.test_delivery import publish_many
 from worker.bench.drain import child_pids
-from worker.commit import Prepared
+from worker.plan import Planned
 from worker.settings import Settings
 from worker.store import SqliteStore
 from worker.writer import WriterProcess
@@ -97,8 +97,8 @@ def test_writer_killed_mid_stream_is_restarted_and_loses_nothing(
     assert "the write process exited" in proc.output()
 
 
-def _batch(*statements: tuple[str, list[tuple[object, ...]]]) -> Prepared:
-    return Prepared(events=[], statements=list(statements), dead=[], last_stream_id=None)
+def _batch(*statements: tuple[str, list[tuple[object, ...]]]) -> Planned:
+    return Planned(events=[], changes=[], appends=list(statements), dead=[], last_stream_id=None)
 
 
 async def test_writer_errors_keep_their_class_and_roll_back(tmp_path: Path) -> None:

@@ -1,27 +1,22 @@
-"""The rows and statements of a batch's transaction, as plain ``sqlite3`` calls.
+"""What a batch of stream entries becomes before it is written.
 
-What a stream entry becomes (:class:`Decoded` or :class:`DeadLetter`), the
-event log's row, the SQL the store writes with, and the loading of stored
-entity rows; :mod:`worker.plan` builds a batch's transaction from these.
+A stream entry is :class:`Decoded` (valid) or a :class:`DeadLetter`;
+:func:`plan_batch` turns a batch of them into a :class:`~worker.plan.Planned`
+batch (plain tuples: the event log's rows, each event's change to its entity
+row, the append-only rows), which :func:`worker.plan.write_planned` stores.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from contracts.events import AnyEvent
-from worker.commit import insert_sql
-from worker.projections import (
-    Entity,
-    row_from_db,
-    utc_text,
-)
-
-_KEYS_PER_QUERY = 400
+from worker.commit import Statement, insert_sql
+from worker.entities import AUDIT_COLUMNS, JOURNAL_COLUMNS, STATUS_HISTORY_COLUMNS
+from worker.plan import Planned
+from worker.projections import Projected, project, utc_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,15 +56,6 @@ def _subject(event: AnyEvent) -> str | None:
     return None
 
 
-def upsert_sql(entity: Entity) -> str:
-    """Insert a merged row, or update the stored one in place (cheaper than REPLACE,
-    which deletes and re-inserts every index entry)."""
-    values = ", ".join(f"{c} = excluded.{c}" for c in entity.all_columns if c not in entity.key)
-    return f"{insert_sql(entity.table, entity.all_columns, 'INSERT')} " + (
-        f"ON CONFLICT ({', '.join(entity.key)}) DO UPDATE SET {values}"
-    )
-
-
 def stream_order(stream_id: str) -> tuple[int, int]:
     """A Redis stream id as a sortable (milliseconds, sequence) pair."""
     ms, _, seq = stream_id.partition("-")
@@ -93,30 +79,33 @@ def event_row(d: Decoded, now: str, ts: str | None = None) -> tuple[Any, ...]:
     )
 
 
-def load_rows(
-    con: sqlite3.Connection, entity: Entity, keys: Iterable[tuple[Any, ...]]
-) -> dict[tuple[Any, ...], dict[str, Any]]:
-    """The stored rows for these keys (absent keys are simply missing).
+_INSERT_STATUS = insert_sql("trade_status_history", STATUS_HISTORY_COLUMNS)
+_INSERT_JOURNAL = insert_sql("journal_entries", JOURNAL_COLUMNS)
+_INSERT_AUDIT = insert_sql("audit_log", AUDIT_COLUMNS)
 
-    Keys are grouped by all but their last column, which goes into an IN
-    list, so every lookup is a primary-key search (a row-value IN over
-    VALUES would make SQLite scan the whole table).
-    """
-    by_prefix: dict[tuple[Any, ...], list[Any]] = defaultdict(list)
-    for key in keys:
-        by_prefix[key[:-1]].append(key[-1])
-    found: dict[tuple[Any, ...], dict[str, Any]] = {}
-    cols = ", ".join(entity.all_columns)
-    prefix_match = " AND ".join(f"{k} = ?" for k in entity.key[:-1])
-    width = len(entity.key)
-    for prefix, lasts in by_prefix.items():
-        for start in range(0, len(lasts), _KEYS_PER_QUERY):
-            chunk = lasts[start : start + _KEYS_PER_QUERY]
-            marks = ", ".join("?" * len(chunk))
-            sql = (
-                f"SELECT {cols} FROM {entity.table} "
-                f"WHERE {prefix_match} AND {entity.key[-1]} IN ({marks})"
-            )
-            for record in con.execute(sql, (*prefix, *chunk)):
-                found[tuple(record[:width])] = row_from_db(entity, tuple(record))
-    return found
+
+def append_statements(projected: Projected) -> list[Statement]:
+    """The inserts of the append-only rows: status history, journal, audit."""
+    return [
+        (sql, rows)
+        for sql, rows in (
+            (_INSERT_STATUS, projected.status_history),
+            (_INSERT_JOURNAL, projected.journal),
+            (_INSERT_AUDIT, projected.audit),
+        )
+        if rows
+    ]
+
+
+def plan_batch(good: Sequence[Decoded], dead: Sequence[DeadLetter], now: str) -> Planned:
+    """A batch's rows and changes, for :func:`worker.plan.write_planned` (pure: no I/O)."""
+    ids = [x.stream_id for x in good] + [x.stream_id for x in dead]
+    texts = [utc_text(d.event.ts) for d in good]  # once per event, for the log and the rows
+    projected = project((d.event for d in good), texts)
+    return Planned(
+        events=[event_row(d, now, ts) for d, ts in zip(good, texts, strict=True)],
+        changes=projected.changes,
+        appends=append_statements(projected),
+        dead=[(d.stream_id, d.event_id, d.raw, d.reason, d.deliveries, now) for d in dead],
+        last_stream_id=max(ids, key=stream_order) if ids else None,
+    )

@@ -1,15 +1,14 @@
-"""Running a planned batch: one transaction of plain ``sqlite3`` calls.
+"""The SQL every writing connection shares: the event log's and dead letters'
+inserts, the pragmas, running a list of statements.
 
-Only the standard library, so that the write process (``worker.writer``) starts
-in a fraction of a second and holds little memory; :mod:`worker.plan` builds
-the :class:`Prepared` batches this module writes.
+Only the standard library, as :mod:`worker.plan`, so that the write process
+(``worker.writer``) starts in a fraction of a second and holds little memory.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 Statement = tuple[str, list[tuple[Any, ...]]]
@@ -52,41 +51,6 @@ def writer_pragmas(synchronous: str, busy_timeout_ms: int) -> list[str]:
     ]
 
 
-@dataclass(slots=True)
-class Prepared:
-    """One batch, planned: every row of its transaction."""
-
-    events: list[tuple[Any, ...]]
-    statements: list[Statement]
-    dead: list[tuple[Any, ...]]
-    last_stream_id: str | None
-    generation: int = 0
-
-
-def write_prepared(con: sqlite3.Connection, batch: Prepared) -> int:
-    """Store one planned batch in one transaction; returns how many events were new.
-
-    Runs on the connection's thread. On any error the transaction is left open
-    for the caller to roll back (SQLite may already have ended it on its own).
-    """
-    con.execute("BEGIN IMMEDIATE")
-    inserted = write_rows(con, batch)
-    con.execute("COMMIT")
-    return inserted
-
-
 def run_statements(con: sqlite3.Connection, statements: Iterable[Statement]) -> None:
     for sql, params in statements:
         con.executemany(sql, params)
-
-
-def write_rows(con: sqlite3.Connection, batch: Prepared) -> int:
-    before = con.total_changes
-    con.executemany(INSERT_EVENT, batch.events)
-    inserted = con.total_changes - before
-    run_statements(con, batch.statements)
-    if batch.dead:
-        con.executemany(INSERT_DEAD, batch.dead)
-    if batch.last_stream_id is not None:
-        con.execute(SET_LAST, (batch.last_stream_id,))
-    return inserted

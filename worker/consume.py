@@ -28,15 +28,16 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contracts.errors import describe_validation_error
 from contracts.events import WIRE_FIELD, parse_event
-from worker.commit import Prepared
 from worker.errors import RedisSetupError
 from worker.lease import FileLock, RedisLease, worker_identity
+from worker.plan import Planned
 from worker.settings import Settings
 from worker.store import DeadLetter, Decoded, SqliteStore, stream_order
 
 log = logging.getLogger(__name__)
 
 Entry = tuple[str, dict[bytes, bytes]]
+_Read = tuple[list[str], list[Entry], dict[str, int]]  # ids, entries, deliveries
 _WIRE_KEY = WIRE_FIELD.encode()
 _TRANSIENT_REDIS = (RedisConnectionError, RedisTimeoutError, OSError)
 _UNREACHABLE = "redis unreachable"
@@ -47,7 +48,7 @@ class _Batch:
     ids: list[str]  # every stream id read, acknowledged after the commit
     good: list[Decoded]
     dead: list[DeadLetter]
-    prepared: Prepared | None  # its rows, planned while the batch before it commits
+    planned: Planned  # its rows and changes, made while the batch before it commits
 
 
 @dataclass
@@ -206,38 +207,35 @@ class Worker:
     # -- the loop ----------------------------------------------------------------
 
     async def _consume(self) -> None:
-        # The next batch is read, decoded and planned while this one commits (the
-        # SQLite work runs in aiosqlite's thread): a pipeline one batch deep.
-        self.store.cache.clear()  # rows a batch left uncommitted in an earlier run
+        # The next batch is read, decoded and projected while this one commits (in the
+        # write process, or on aiosqlite's thread): a pipeline one batch deep.
         send, receive = anyio.create_memory_object_stream[_Batch](0)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._read_and_decode, send)
             async with receive:
                 async for batch in receive:
-                    if not await self._commit(batch.good, batch.dead, batch.prepared):
-                        self.store.cache.clear()
+                    if not await self._commit(batch.good, batch.dead, batch.planned):
                         tg.cancel_scope.cancel()
                         return  # stopped while the store was failing; nothing was acked
-                    await self._ack(batch.ids)
-                    self._in_flight.difference_update(batch.ids)
+                    # Acknowledged while the next batch commits (XACK's round trip would
+                    # leave the write process idle); the task group waits for it.
+                    tg.start_soon(self._ack, batch.ids)
 
     async def _read_and_decode(self, send: MemoryObjectSendStream[_Batch]) -> None:
+        # One read ahead: Redis answers the next XREADGROUP while this batch decodes.
+        raw_send, raw_receive = anyio.create_memory_object_stream[_Read](0)
+        async with anyio.create_task_group() as tg, send, raw_receive:
+            tg.start_soon(self._fetch, raw_send)
+            async for ids, entries, deliveries in raw_receive:
+                good, dead = self._decode(entries, deliveries)
+                await send.send(_Batch(ids, good, dead, self.store.prepare(good, dead)))
+
+    async def _fetch(self, send: MemoryObjectSendStream[_Read]) -> None:
         async with send:
             async for entries, deliveries in self._read():
                 ids = [i for i, _ in entries]
                 self._in_flight.update(ids)
-                good, dead = self._decode(entries, deliveries)
-                prepared = await self._plan(good, dead)
-                await send.send(_Batch(ids, good, dead, prepared))
-
-    async def _plan(self, good: list[Decoded], dead: list[DeadLetter]) -> Prepared | None:
-        """The batch's rows, or None to plan them at commit time from the file."""
-        try:
-            return await self.store.prepare(good, dead)
-        except (sqlite3.Error, OSError) as exc:
-            log.warning("planning a batch failed (%s); it is planned again at commit", exc)
-            self.store.cache.clear()
-            return None
+                await send.send((ids, entries, deliveries))
 
     async def _read(self) -> AsyncIterator[tuple[list[Entry], dict[str, int]]]:
         """Own pending entries first, then idle ones of dead consumers, then new ones."""
@@ -355,7 +353,7 @@ class Worker:
         self,
         good: Sequence[Decoded],
         dead: Sequence[DeadLetter],
-        prepared: Prepared | None = None,
+        planned: Planned | None = None,
     ) -> bool:
         """Commit, retrying transient failures; False if stopped before it succeeded."""
         if not good and not dead:
@@ -365,8 +363,8 @@ class Worker:
             try:
                 with anyio.CancelScope(shield=True):
                     started = time.perf_counter()
-                    if prepared is not None:
-                        new = await self.store.commit_prepared(prepared, good, dead)
+                    if planned is not None:
+                        new = await self.store.commit_planned(planned)
                     else:
                         new = await self.store.commit(good, dead)
                 self._record(good, dead, new, time.perf_counter() - started)
@@ -384,7 +382,7 @@ class Worker:
                     return await self._commit([], dead)
                 log.exception("event cannot be stored; dead-lettering it")
                 dead = [*dead, *(_unstorable(d, exc) for d in good)]
-                good, prepared = [], None
+                good, planned = [], None
                 continue
             if self.stopping:
                 return False
@@ -420,7 +418,10 @@ class Worker:
             try:
                 with anyio.CancelScope(shield=True):
                     await self.redis.xack(s.stream, s.group, *ids)
-                self.stats.last_stream_id = ids[-1]
+                last = self.stats.last_stream_id  # acks may end out of order
+                if last is None or stream_order(ids[-1]) > stream_order(last):
+                    self.stats.last_stream_id = ids[-1]
+                self._in_flight.difference_update(ids)
                 return
             except _TRANSIENT_REDIS as exc:
                 # Committed but not acknowledged: redelivery is harmless, so just retry.

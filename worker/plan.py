@@ -1,59 +1,53 @@
-"""A batch's writes, planned in Python before the SQLite thread runs them.
+"""A batch's writes, planned and run in the process that holds the write connection.
 
-Planning merges every change into the entity rows it touches and turns the
-result into statements: an INSERT for a row that is new, an UPDATE of only
-the columns that changed for a row that exists (SQLite rewrites an index
-entry only when the UPDATE names one of its columns, so a price tick does
-not touch the status and date indexes), and the ``trade_days`` deltas of the
-trades whose closed P&L changed. Running the statements is then pure SQLite
-(:mod:`worker.commit`), done by the write process (:mod:`worker.writer`) while
-the event loop decodes and plans the next batch.
+The event loop validates a batch and projects it (:mod:`worker.projections`)
+into plain tuples: the event log's rows, each event's :data:`~worker.rows.Change`
+to an entity row, the append-only rows. That is a :class:`Planned` batch, cheap
+to hand to the write process (:mod:`worker.writer`), which runs
+:func:`write_planned`: inside one transaction it merges every change into the
+entity rows it touches and turns the result into statements: an INSERT for a
+row that is new, an UPDATE of only the columns that changed for a row that
+exists (SQLite rewrites an index entry only when the UPDATE names one of its
+columns, so a price tick does not touch the status and date indexes), and the
+``trade_days``/``trade_months`` deltas of the trades whose closed P&L changed.
+
+The two halves run on two cores: the event loop validates and projects the next
+batch while the write process merges and commits this one. Standard library
+only, so that the write process starts fast and small.
 
 Where the current rows come from is a :class:`RowSource`: :class:`DbRows`
-reads them inside the writing transaction (rebuilds, and the fallback after a
-failed commit); :class:`RowCache` keeps the rows of recent batches in memory,
-so the usual batch reads nothing from the database before writing.
+reads them inside the writing transaction (rebuilds); :class:`RowCache` keeps
+the rows of recent batches in memory and reads the others through the same
+connection, so the usual batch reads nothing before writing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections import OrderedDict, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
-from contracts.events import TERMINAL_STATUSES
 from worker.aggregates import AGGREGATES, Aggregate
-from worker.batchwrite import (
-    DeadLetter,
-    Decoded,
-    event_row,
-    load_rows,
-    stream_order,
-    upsert_sql,
-)
-from worker.commit import Prepared, Statement, insert_sql, write_rows
-from worker.projections import (
-    AUDIT_COLUMNS,
-    JOURNAL_COLUMNS,
-    STATUS_HISTORY_COLUMNS,
-    TRADES,
+from worker.commit import INSERT_DEAD, INSERT_EVENT, SET_LAST, Statement, insert_sql, run_statements
+from worker.entities import TRADES, Entity
+from worker.rows import (
+    ENTITY_BY_TABLE,
+    TERMINAL_STATUSES,
     Change,
-    Entity,
-    Projected,
+    Key,
+    Row,
     dumps,
     merge,
     new_row,
     pack_versions,
-    project,
+    row_from_db,
     row_values,
-    utc_text,
 )
 
-Key = tuple[Any, ...]
-Row = dict[str, Any]
+_KEYS_PER_QUERY = 400
 
 
 class RowSource(Protocol):
@@ -63,6 +57,9 @@ class RowSource(Protocol):
 
     def keep(self, entity: Entity, rows: dict[Key, Row]) -> None:
         """The rows as this batch leaves them."""
+
+    def clear(self) -> None:
+        """Forget every row kept: the transaction they were merged for did not commit."""
 
 
 @dataclass(slots=True)
@@ -77,26 +74,25 @@ class DbRows:
     def keep(self, entity: Entity, rows: dict[Key, Row]) -> None:
         pass
 
+    def clear(self) -> None:
+        pass
+
 
 class RowCache:
     """The entity rows of recent batches, in memory, bounded by ``limit`` rows.
 
-    Every row a batch leaves is kept, committed or not yet: the worker commits
-    batches in the order they were planned, so the next batch must merge into
-    them. Rows not kept are read from the file through a read-only connection;
-    that is safe because a row in a batch not yet committed is always kept (the
-    least recently touched rows go first, terminal ones before any other, and
-    the bound is several batches). :meth:`clear` after anything else wrote the
-    rows, such as the fallback commit.
+    Used by the one connection that writes (``con``), batch after batch: the rows
+    it keeps are what the file holds once the batch in hand commits, and a row
+    not kept is read through ``con`` inside the batch's transaction. The least
+    recently touched rows go first, terminal ones before any other. After a
+    batch fails, :meth:`clear` (its merged rows were rolled back).
     """
 
-    def __init__(self, db: Path, limit: int) -> None:
-        self.db = db
+    def __init__(self, con: sqlite3.Connection, limit: int) -> None:
+        self.con = con
         self.limit = limit
-        self.generation = 0
         self._rows: OrderedDict[tuple[str, Key], Row] = OrderedDict()
         self._terminal: OrderedDict[tuple[str, Key], None] = OrderedDict()
-        self._reader: sqlite3.Connection | None = None
         self.hits = self.misses = 0
 
     def __len__(self) -> int:
@@ -105,12 +101,6 @@ class RowCache:
     def clear(self) -> None:
         self._rows.clear()
         self._terminal.clear()
-        self.generation += 1
-
-    def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
 
     def rows(self, entity: Entity, keys: set[Key]) -> dict[Key, Row]:
         found: dict[Key, Row] = {}
@@ -125,7 +115,7 @@ class RowCache:
         self.hits += len(found)
         self.misses += len(missing)
         if missing:
-            found.update(load_rows(self._read(), entity, missing))
+            found.update(load_rows(self.con, entity, missing))
         return found
 
     def keep(self, entity: Entity, rows: dict[Key, Row]) -> None:
@@ -151,13 +141,6 @@ class RowCache:
         while len(rows) > self.limit:
             slot, _ = rows.popitem(last=False)
             terminal.pop(slot, None)
-
-    def _read(self) -> sqlite3.Connection:
-        if self._reader is None:
-            self._reader = sqlite3.connect(
-                f"file:{self.db}?mode=ro", uri=True, isolation_level=None
-            )
-        return self._reader
 
 
 # -- trade_days and trade_months deltas -----------------------------------------------
@@ -253,25 +236,26 @@ def _changed(entity: Entity, before: Row, after: Row) -> tuple[tuple[str, ...], 
 
 
 def plan_projections(
-    projected: Projected, source: RowSource, aggregates: bool = True
+    changes: Iterable[Change], source: RowSource, aggregates: bool = True
 ) -> list[Statement]:
     """Merge a batch's changes into the current rows; the statements that store them
     (without the aggregates' deltas when the caller sums those afresh afterwards)."""
-    by_entity: dict[Entity, list[Change]] = defaultdict(list)
-    for change in projected.changes:
-        by_entity[change.entity].append(change)
+    by_table: dict[str, list[Change]] = defaultdict(list)
+    for change in changes:
+        by_table[change[0]].append(change)
     statements: list[Statement] = []
     days = TradeDays()
-    for entity, changes in by_entity.items():
-        rows = source.rows(entity, {c.key for c in changes})
+    for table, entity_changes in by_table.items():
+        entity = ENTITY_BY_TABLE[table]
+        rows = source.rows(entity, {c[1] for c in entity_changes})
         before: dict[Key, Row | None] = {}
-        for change in changes:
-            key = change.key
+        for change in entity_changes:
+            key = change[1]
             row = rows.get(key)
             if key not in before:
                 before[key] = None if row is None else _snapshot(row)
             if row is None:
-                row = rows[key] = new_row(entity, key, change.ts)
+                row = rows[key] = new_row(entity, key, change[3])
             merge(row, change)
         source.keep(entity, rows)
         inserts: list[tuple[Any, ...]] = []
@@ -291,13 +275,6 @@ def plan_projections(
             statements.append((upsert_sql(entity), inserts))
         statements.extend((_update_sql(entity, n), v) for n, v in updates.items())
     statements.extend(days.statements())
-    for table, columns, rows_ in (
-        ("trade_status_history", STATUS_HISTORY_COLUMNS, projected.status_history),
-        ("journal_entries", JOURNAL_COLUMNS, projected.journal),
-        ("audit_log", AUDIT_COLUMNS, projected.audit),
-    ):
-        if rows_:
-            statements.append((insert_sql(table, columns), rows_))
     return statements
 
 
@@ -305,24 +282,78 @@ def plan_rows(statements: Sequence[Statement]) -> int:
     return sum(len(p) for _, p in statements)
 
 
-def prepare_batch(
-    good: Sequence[Decoded], dead: Sequence[DeadLetter], now: str, source: RowSource
-) -> Prepared:
-    ids = [x.stream_id for x in good] + [x.stream_id for x in dead]
-    texts = [utc_text(d.event.ts) for d in good]  # once per event, for the log and the rows
-    return Prepared(
-        events=[event_row(d, now, ts) for d, ts in zip(good, texts, strict=True)],
-        statements=plan_projections(project((d.event for d in good), texts), source),
-        dead=[(d.stream_id, d.event_id, d.raw, d.reason, d.deliveries, now) for d in dead],
-        last_stream_id=max(ids, key=stream_order) if ids else None,
+@dataclass(slots=True)
+class Planned:
+    """One batch as the event loop hands it to the writing connection: plain tuples."""
+
+    events: list[tuple[Any, ...]]  # the event log's rows
+    changes: list[Change]  # merged into the entity rows at write time
+    appends: list[Statement]  # status history, journal, audit: inserted as they are
+    dead: list[tuple[Any, ...]]
+    last_stream_id: str | None
+
+
+def write_planned(con: sqlite3.Connection, batch: Planned, source: RowSource) -> int:
+    """Store one batch in one transaction; returns how many events were new.
+
+    On any error the transaction is rolled back (if SQLite has not ended it
+    already) and ``source`` forgets its rows, then the error is raised.
+    """
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        before = con.total_changes
+        con.executemany(INSERT_EVENT, batch.events)
+        inserted = con.total_changes - before
+        run_statements(con, plan_projections(batch.changes, source))
+        run_statements(con, batch.appends)
+        if batch.dead:
+            con.executemany(INSERT_DEAD, batch.dead)
+        if batch.last_stream_id is not None:
+            con.execute(SET_LAST, (batch.last_stream_id,))
+        con.execute("COMMIT")
+    except BaseException:
+        source.clear()
+        if con.in_transaction:  # SQLite ends some on its own (SQLITE_FULL)
+            with contextlib.suppress(sqlite3.Error):  # report the error that got us here
+                con.execute("ROLLBACK")
+        raise
+    return inserted
+
+
+# -- reading stored rows --------------------------------------------------------------
+
+
+def upsert_sql(entity: Entity) -> str:
+    """Insert a merged row, or update the stored one in place (cheaper than REPLACE,
+    which deletes and re-inserts every index entry)."""
+    values = ", ".join(f"{c} = excluded.{c}" for c in entity.all_columns if c not in entity.key)
+    return f"{insert_sql(entity.table, entity.all_columns, 'INSERT')} " + (
+        f"ON CONFLICT ({', '.join(entity.key)}) DO UPDATE SET {values}"
     )
 
 
-def write_batch(
-    con: sqlite3.Connection, good: Sequence[Decoded], dead: Sequence[DeadLetter], now: str
-) -> int:
-    """Like :func:`write_prepared`, planning with the rows read inside the transaction."""
-    con.execute("BEGIN IMMEDIATE")
-    inserted = write_rows(con, prepare_batch(good, dead, now, DbRows(con)))
-    con.execute("COMMIT")
-    return inserted
+def load_rows(con: sqlite3.Connection, entity: Entity, keys: Iterable[Key]) -> dict[Key, Row]:
+    """The stored rows for these keys (absent keys are simply missing).
+
+    Keys are grouped by all but their last column, which goes into an IN
+    list, so every lookup is a primary-key search (a row-value IN over
+    VALUES would make SQLite scan the whole table).
+    """
+    by_prefix: dict[Key, list[Any]] = defaultdict(list)
+    for key in keys:
+        by_prefix[key[:-1]].append(key[-1])
+    found: dict[Key, Row] = {}
+    cols = ", ".join(entity.all_columns)
+    prefix_match = " AND ".join(f"{k} = ?" for k in entity.key[:-1])
+    width = len(entity.key)
+    for prefix, lasts in by_prefix.items():
+        for start in range(0, len(lasts), _KEYS_PER_QUERY):
+            chunk = lasts[start : start + _KEYS_PER_QUERY]
+            marks = ", ".join("?" * len(chunk))
+            sql = (
+                f"SELECT {cols} FROM {entity.table} "
+                f"WHERE {prefix_match} AND {entity.key[-1]} IN ({marks})"
+            )
+            for record in con.execute(sql, (*prefix, *chunk)):
+                found[tuple(record[:width])] = row_from_db(entity, tuple(record))
+    return found

@@ -17,14 +17,12 @@ Everything here is pure: no I/O, easy to test and to rebuild from the log.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from contracts.events import (
-    TERMINAL_STATUSES,
     AnyEvent,
     AuditEventEvent,
     DailyStatsUpdatedEvent,
@@ -47,6 +45,18 @@ from worker.entities import (
     TENANCY,
     TRADES,
     Entity,
+)
+from worker.rows import (
+    TERMINAL_STATUSES,
+    Change,
+    dumps,
+    json_value,
+    merge,
+    new_row,
+    pack_versions,
+    row_from_db,
+    row_values,
+    unpack_versions,
 )
 
 # Re-exported: the store, the bench and the tests import the entities from here.
@@ -104,40 +114,6 @@ def column_value(value: Any) -> Any:
     if isinstance(value, bool):
         return int(value)
     return value
-
-
-def json_value(value: Any) -> Any:
-    """A Python value as it is kept inside a JSON column (decimals stay exact)."""
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return value
-
-
-# Built once: json.dumps with options builds a new encoder on every call.
-_ENCODE = json.JSONEncoder(
-    separators=(",", ":"), default=json_value, ensure_ascii=False, sort_keys=True
-).encode
-
-
-def dumps(value: Any) -> str:
-    return _ENCODE(value)
-
-
-@dataclass(slots=True)
-class Change:
-    """One event's effect on one entity row."""
-
-    entity: Entity
-    key: tuple[Any, ...]
-    version: str
-    ts: str
-    fields: dict[str, Any]
-    attributes: dict[str, Any]
-    defaults: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -209,11 +185,11 @@ def project(events: Iterable[AnyEvent], ts_texts: Iterable[str] | None = None) -
             if "is_active" not in columns:
                 columns["is_active"] = int(pos.quantity != 0)
             pos_key = (event.account, event.source, event.mode, pos.position_id or pos.symbol)
-            out.changes.append(Change(POSITIONS, pos_key, version, ts, columns, attributes))
+            out.changes.append((POSITIONS.table, pos_key, version, ts, columns, attributes, {}))
         elif isinstance(event, DailyStatsUpdatedEvent):
             columns, attributes = _split(event.data, DAILY_STATS, _DATE_SKIP)
             key = (event.account, event.source, event.plugin_id, event.mode, str(event.data.date))
-            out.changes.append(Change(DAILY_STATS, key, version, ts, columns, attributes))
+            out.changes.append((DAILY_STATS.table, key, version, ts, columns, attributes, {}))
         elif isinstance(event, JournalEntryEvent):
             entry = event.data
             _, attributes = _split(entry, TRADES, ("text", "title", "trade_id", "signal_id"))
@@ -274,7 +250,7 @@ def _trade_change(event: AnyEvent, version: str, ts: str, out: Projected) -> Non
     columns.update(explicit)
     trade_id = data.trade_id  # type: ignore[union-attr]
     key = (event.source, trade_id)
-    out.changes.append(Change(TRADES, key, version, ts, columns, attributes, implicit))
+    out.changes.append((TRADES.table, key, version, ts, columns, attributes, implicit))
     if "status" in columns:
         out.status_history.append(
             (event.id, event.source, trade_id, columns["status"], ts, event.type)
@@ -294,94 +270,4 @@ def _signal_change(event: AnyEvent, version: str, ts: str, out: Projected) -> No
     explicit, implicit = _tenancy(event)
     columns.update(explicit)
     key = (event.source, data.signal_id)  # type: ignore[union-attr]
-    out.changes.append(Change(SIGNALS, key, version, ts, columns, attributes, implicit))
-
-
-def new_row(entity: Entity, key: tuple[Any, ...], ts: str) -> dict[str, Any]:
-    row: dict[str, Any] = dict.fromkeys(entity.columns)
-    row.update(zip(entity.key, key, strict=True))
-    row.update(created_at=ts, updated_at=ts, attributes={}, versions={})
-    return row
-
-
-def merge(row: dict[str, Any], change: Change) -> None:
-    """Apply one change to a row in place; commutative and idempotent."""
-    versions: dict[str, str] = row["versions"]
-    get = versions.get
-    for name, value in change.fields.items():
-        if name == "status":  # a terminal status outranks any other
-            version = ("1" if value in TERMINAL_STATUSES else "0") + change.version
-        else:
-            version = change.version
-        if version > get(name, ""):
-            row[name] = value
-            versions[name] = version
-    attributes: dict[str, Any] = row["attributes"]
-    for name, value in change.attributes.items():
-        slot = "attributes." + name
-        if change.version > versions.get(slot, ""):
-            attributes[name] = value
-            versions[slot] = change.version
-    for name, value in change.defaults.items():
-        if name not in versions:
-            row[name] = value
-    row["created_at"] = min(row["created_at"], change.ts)
-    row["updated_at"] = max(row["updated_at"], change.ts)
-    if change.entity is TRADES:
-        _derive_trade(row)
-
-
-def _derive_trade(row: dict[str, Any]) -> None:
-    """Fill realized P&L from prices when the bot did not send it."""
-    if "realized_pnl" in row["versions"]:
-        return
-    entry, exit_, qty = row["entry_price"], row["exit_price"], row["quantity"]
-    if row["status"] != "closed" or None in (entry, exit_, qty, row["side"]):
-        row["realized_pnl"] = None
-        return
-    direction = 1 if row["side"] == "buy" else -1
-    row["realized_pnl"] = (exit_ - entry) * qty * direction - (row["fees"] or 0.0)
-
-
-def row_values(entity: Entity, row: dict[str, Any]) -> tuple[Any, ...]:
-    """A merged row as the tuple an INSERT takes, JSON columns serialised."""
-    values = [row[c] for c in entity.all_columns[:-2]]
-    values.append(dumps(row["attributes"]))
-    values.append(dumps(pack_versions(row["versions"])))
-    return tuple(values)
-
-
-def row_from_db(entity: Entity, values: tuple[Any, ...]) -> dict[str, Any]:
-    row = dict(zip(entity.all_columns, values, strict=True))
-    row["attributes"] = json.loads(row["attributes"])
-    row["versions"] = unpack_versions(json.loads(row["versions"]))
-    return row
-
-
-def pack_versions(versions: dict[str, str]) -> dict[str, list[str]]:
-    """``{field: version}`` stored as ``{version: [fields]}``.
-
-    One event sets many fields of a row at one version, so a trade row holds a
-    handful of distinct versions for twenty-odd fields: about a third of the
-    text to write, parse and keep.
-    """
-    packed: dict[str, list[str]] = {}
-    for name in sorted(versions):
-        version = versions[name]
-        names = packed.get(version)
-        if names is None:
-            packed[version] = [name]
-        else:
-            names.append(name)
-    return packed
-
-
-def unpack_versions(stored: dict[str, Any]) -> dict[str, str]:
-    """The inverse of :func:`pack_versions`; also reads the older ``{field: version}``."""
-    unpacked: dict[str, str] = {}
-    for key, value in stored.items():
-        if isinstance(value, list):
-            unpacked.update(dict.fromkeys(value, key))
-        else:
-            unpacked[key] = value
-    return unpacked
+    out.changes.append((SIGNALS.table, key, version, ts, columns, attributes, implicit))

@@ -19,11 +19,11 @@ import anyio
 
 from contracts.events import parse_event
 from worker import aggregates
-from worker.batchwrite import DeadLetter, Decoded, stream_order
-from worker.commit import Prepared, run_statements, write_prepared, writer_pragmas
+from worker.batchwrite import DeadLetter, Decoded, append_statements, plan_batch, stream_order
+from worker.commit import run_statements, writer_pragmas
 from worker.errors import DatabaseNewerError
-from worker.plan import DbRows, RowCache, plan_projections, prepare_batch, write_batch
-from worker.projections import ENTITIES, project, utc_text
+from worker.plan import DbRows, Planned, RowCache, plan_projections, write_planned
+from worker.projections import ENTITIES, Projected, project, utc_text
 from worker.schema import MIGRATIONS, SCHEMA_VERSION
 from worker.writer import WriterProcess
 
@@ -59,14 +59,11 @@ class SqliteStore:
     ) -> None:
         self._db = db
         self.path = path
-        # Planned batches are committed by this child process when there is one,
-        # else on aiosqlite's thread (see worker/writer.py for why).
+        # Batches are merged and committed by this child process when there is one,
+        # else on aiosqlite's thread, with these rows (see worker/writer.py for why).
         self.writer = writer
         self.migration_backup: str | None = None
-        self.cache = RowCache(path, cache_rows)
-        # Held by the fallback commit, so that no batch is planned from a file it is
-        # about to change.
-        self._planning = anyio.Lock()
+        self.cache = RowCache(db._conn, cache_rows)
 
     @classmethod
     async def open(
@@ -87,7 +84,11 @@ class SqliteStore:
         except BaseException:
             await db.close()
             raise
-        writer = WriterProcess(path, synchronous, busy_timeout_ms) if writer_process else None
+        writer = (
+            WriterProcess(path, synchronous, busy_timeout_ms, cache_rows)
+            if writer_process
+            else None
+        )
         return cls(db, path, cache_rows, writer)
 
     def start_writer(self) -> None:
@@ -103,7 +104,6 @@ class SqliteStore:
     async def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-        self.cache.close()
         await self._db.close()
 
     async def schema_version(self) -> int:
@@ -145,48 +145,22 @@ class SqliteStore:
             log.info("migrated %s to schema version %d", self.path, version)
         return before, SCHEMA_VERSION
 
-    async def prepare(self, good: Sequence[Decoded], dead: Sequence[DeadLetter]) -> Prepared:
-        """Plan a batch against the cached rows (in the event loop's thread, while the
-        write thread commits the batch before), for :meth:`commit_prepared`. Batches
-        must be committed in the order they were prepared."""
-        async with self._planning:
-            now = utc_text(dt.datetime.now(dt.UTC))
-            batch = prepare_batch(good, dead, now, self.cache)
-            batch.generation = self.cache.generation
-            return batch
+    def prepare(self, good: Sequence[Decoded], dead: Sequence[DeadLetter]) -> Planned:
+        """A batch's rows and changes (pure, in the event loop's thread, while the batch
+        before it commits), for :meth:`commit_planned`. Batches must be committed in
+        the order they were prepared: each merges into the rows the one before left."""
+        return plan_batch(good, dead, utc_text(dt.datetime.now(dt.UTC)))
 
-    async def commit_prepared(
-        self, batch: Prepared, good: Sequence[Decoded], dead: Sequence[DeadLetter]
-    ) -> int:
-        """Store a prepared batch in one transaction; returns how many events were new.
-
-        A batch prepared before the cache was last cleared is planned again (from
-        ``good`` and ``dead``) with the rows read inside its transaction.
-        """
-        if batch.generation != self.cache.generation:
-            return await self.commit(good, dead)
+    async def commit_planned(self, batch: Planned) -> int:
+        """Merge and store a batch in one transaction; returns how many events were new.
+        On an error nothing of it is stored (and the error is raised)."""
         if self.writer is not None:
-            return await self.writer.write(batch)  # it rolls back itself on errors
-        try:
-            return int(await self._on_thread(write_prepared, batch))
-        except BaseException:
-            await _rollback(self._db)  # never hide the real error (disk full, locked) behind it
-            raise
+            return await self.writer.write(batch)
+        return int(await self._on_thread(write_planned, batch, self.cache))
 
     async def commit(self, good: Sequence[Decoded], dead: Sequence[DeadLetter]) -> int:
-        """Plan and store one batch with the rows read inside its transaction.
-
-        The cache no longer knows what the file holds afterwards, so it is cleared:
-        batches prepared before are planned again when committed.
-        """
-        async with self._planning:
-            self.cache.clear()
-            now = utc_text(dt.datetime.now(dt.UTC))
-            try:
-                return int(await self._on_thread(write_batch, good, dead, now))
-            except BaseException:
-                await _rollback(self._db)
-                raise
+        """:meth:`prepare` and :meth:`commit_planned` in one."""
+        return await self.commit_planned(self.prepare(good, dead))
 
     async def _on_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(connection, *args)`` on the connection's own thread, in one hop.
@@ -235,14 +209,6 @@ class SqliteStore:
         return row[0] if row else None
 
 
-def _replay(con: sqlite3.Connection, projected: Any) -> None:
-    run_statements(con, plan_projections(projected, DbRows(con), aggregates=False))
-
-
-async def _rollback(db: aiosqlite.Connection) -> None:
-    """Roll back if a transaction is still open; SQLite ends some on its own (SQLITE_FULL)."""
-    if db.in_transaction:
-        try:
-            await db.execute("ROLLBACK")
-        except sqlite3.Error as exc:
-            log.warning("rollback failed: %s", exc)
+def _replay(con: sqlite3.Connection, projected: Projected) -> None:
+    run_statements(con, plan_projections(projected.changes, DbRows(con), aggregates=False))
+    run_statements(con, append_statements(projected))

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from contracts.events import TERMINAL_STATUSES, parse_event
-from worker.batchwrite import Decoded
+from worker.batchwrite import Decoded, plan_batch
 from worker.commit import INSERT_EVENT, SET_LAST
-from worker.plan import Key, Row, prepare_batch
+from worker.plan import plan_projections
 from worker.projections import Entity, utc_text
+from worker.rows import Key, Row
 from worker.schema import MIGRATIONS
 
 
@@ -63,6 +64,9 @@ class _Rows:
             else:
                 self.state[(entity.table, key)] = row
 
+    def clear(self) -> None:
+        self.state.clear()
+
 
 def build_batches(bodies: Sequence[str], stream_ids: Sequence[str], batch_max: int) -> list[Batch]:
     """The statements of every batch, planned exactly as the worker plans them."""
@@ -72,10 +76,11 @@ def build_batches(bodies: Sequence[str], stream_ids: Sequence[str], batch_max: i
         chunk = range(start, min(start + batch_max, len(bodies)))
         good = [Decoded(stream_ids[i], bodies[i], parse_event(bodies[i])) for i in chunk]
         now = utc_text(dt.datetime.now(dt.UTC))
-        prepared = prepare_batch(good, [], now, source)
+        planned = plan_batch(good, [], now)
         batch = Batch(last_stream_id=stream_ids[chunk[-1]])
-        batch.statements.append((INSERT_EVENT, prepared.events))
-        batch.statements.extend(prepared.statements)
+        batch.statements.append((INSERT_EVENT, planned.events))
+        batch.statements.extend(plan_projections(planned.changes, source))
+        batch.statements.extend(planned.appends)
         batches.append(batch)
     return batches
 
