@@ -133,3 +133,18 @@ async def test_close_without_tenancy_keeps_the_plugin_of_the_open(settings: Sett
         await wait_for(lambda: count(settings.db, "events") == 2)
     rows = query(settings.db, "SELECT plugin_id, mode, account, status FROM trades")
     assert rows == [("v3-logic-01-5min", "paper", "default", "closed")]
+
+
+def test_the_write_process_knows_the_terminal_statuses_without_importing_pydantic() -> None:
+    import subprocess
+    import sys
+
+    from contracts.events import TERMINAL_STATUSES
+    from worker import rows
+
+    assert rows.TERMINAL_STATUSES == TERMINAL_STATUSES
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, worker.writer; print(sorted(sys.modules))"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "'pydantic'" not in loaded and "'contracts.events'" not in loaded
