@@ -76,6 +76,8 @@ def test_documented_example_validates_against_the_models() -> None:
         ({"id": "not-an-id"}, "should match pattern"),
         ({"data": {"quantity": "NaN"}}, "finite number"),
         ({"data": {"quantity": "-1"}}, "greater than 0"),
+        ({"data": {"entry_price": "1e30"}}, "less than 1E"),
+        ({"data": {"fees": "-1000000000000000000000000000000"}}, "greater than -1E"),
         ({"data": {"side": "up"}}, "'buy' or 'sell'"),
         ({"data": {"symbol": "S" * 201}}, "at most 200 characters"),
     ],
@@ -92,6 +94,16 @@ def test_bad_fields_are_refused_with_a_readable_reason(change: dict, message: st
     event["data"].update(data)  # type: ignore[attr-defined]
     with pytest.raises(ValidationError, match=message):
         parse_event(json.dumps(event))
+
+
+def test_a_long_decimal_below_the_bound_is_kept_exactly() -> None:
+    digits = "0." + "1234567890" * 5  # 50 digits: refused while digits were bounded
+    event = parse_event(json.dumps({
+        "id": "0193a3c1-6f5e-7b21-9d4c-2b1e5f0a7c11", "type": "trade.updated", "source": "b",
+        "ts": "2026-11-22T10:00:00Z",
+        "data": {"trade_id": "T", "current_price": digits, "fees": "9" * 30},
+    }))  # fmt: skip
+    assert str(event.data.current_price) == digits  # type: ignore[union-attr]
 
 
 def test_publisher_refuses_a_bad_event_before_sending_it(settings: Settings) -> None:

@@ -222,20 +222,12 @@ class Worker:
                     tg.start_soon(self._ack, batch.ids)
 
     async def _read_and_decode(self, send: MemoryObjectSendStream[_Batch]) -> None:
-        # One read ahead: Redis answers the next XREADGROUP while this batch decodes.
-        raw_send, raw_receive = anyio.create_memory_object_stream[_Read](0)
-        async with anyio.create_task_group() as tg, send, raw_receive:
-            tg.start_soon(self._fetch, raw_send)
-            async for ids, entries, deliveries in raw_receive:
-                good, dead = self._decode(entries, deliveries)
-                await send.send(_Batch(ids, good, dead, self.store.prepare(good, dead)))
-
-    async def _fetch(self, send: MemoryObjectSendStream[_Read]) -> None:
         async with send:
             async for entries, deliveries in self._read():
                 ids = [i for i, _ in entries]
                 self._in_flight.update(ids)
-                await send.send((ids, entries, deliveries))
+                good, dead = self._decode(entries, deliveries)
+                await send.send(_Batch(ids, good, dead, self.store.prepare(good, dead)))
 
     async def _read(self) -> AsyncIterator[tuple[list[Entry], dict[str, int]]]:
         """Own pending entries first, then idle ones of dead consumers, then new ones."""
