@@ -253,6 +253,8 @@ async def test_stream_is_trimmed_only_below_what_was_committed(
     publish_many(sync_redis, s.stream, 300)
     async with running_worker(s) as worker:
         await wait_for(lambda: count(s.db, "events") == 300)
+        # acknowledged after the commit (beside the next one): only then trimmable
+        await wait_for(lambda: pending(sync_redis, names) == 0)
         publish_many(sync_redis, s.stream, 5, source="late")  # may still be unread
         trimmed = await worker.trim()
     assert trimmed >= 299

@@ -42,6 +42,7 @@ from worker.plan import Planned, RowCache, write_planned
 log = logging.getLogger(__name__)
 
 _HEADER = 8
+_PIPE_EMPTY_FITS = 65536  # Linux's pipe capacity: a write this size never blocks when empty
 _PR_SET_PDEATHSIG = 1
 
 
@@ -171,8 +172,15 @@ class WriterProcess:
             self.start()
         proc = self._proc
         assert proc is not None and proc.stdin is not None and proc.stdout is not None
-        self._outbox.put(_frame(batch))
+        frame = _frame(batch)
         try:
+            if len(frame) <= _PIPE_EMPTY_FITS:
+                # The child read the last batch before it replied, so the pipe is empty
+                # and a small batch goes in at once, without waking the sender thread
+                # (at 10,000 events/s that wake-up was half the p99 commit latency).
+                os.write(proc.stdin.fileno(), frame)
+            else:
+                self._outbox.put(frame)
             reply = await _read_message(proc.stdout.fileno())
         except (BrokenPipeError, ValueError) as exc:
             raise WriterGone(f"the write process is gone: {exc}") from None
