@@ -30,9 +30,8 @@ from contracts.errors import describe_validation_error
 from contracts.events import WIRE_FIELD, parse_event
 from worker.errors import RedisSetupError
 from worker.lease import FileLock, RedisLease, worker_identity
-from worker.plan import Planned
 from worker.settings import Settings
-from worker.store import DeadLetter, Decoded, SqliteStore, stream_order
+from worker.store import DeadLetter, Decoded, Prepared, SqliteStore, stream_order
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ class _Batch:
     ids: list[str]  # every stream id read, acknowledged after the commit
     good: list[Decoded]
     dead: list[DeadLetter]
-    planned: Planned  # its rows and changes, made while the batch before it commits
+    prepared: Prepared  # its rows and changes, made while the batch before it commits
 
 
 @dataclass
@@ -111,6 +110,7 @@ class Worker:
         # commit stalled longer than claim_idle_ms (lock, full disk) they would be
         # processed twice, and a dead letter stored twice.
         self._in_flight: set[str] = set()
+        self._spent: list[_Batch] = []
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -214,12 +214,15 @@ class Worker:
             tg.start_soon(self._read_and_decode, send)
             async with receive:
                 async for batch in receive:
-                    if not await self._commit(batch.good, batch.dead, batch.planned):
+                    if not await self._commit(batch.good, batch.dead, batch.prepared):
                         tg.cancel_scope.cancel()
                         return  # stopped while the store was failing; nothing was acked
                     # Acknowledged while the next batch commits (XACK's round trip would
                     # leave the write process idle); the task group waits for it.
                     tg.start_soon(self._ack, batch.ids)
+                    # Freed by the reader while the next batch commits, not here between
+                    # two commits (a batch of models takes milliseconds to free).
+                    self._spent.append(batch)
 
     async def _read_and_decode(self, send: MemoryObjectSendStream[_Batch]) -> None:
         async with send:
@@ -228,6 +231,8 @@ class Worker:
                 self._in_flight.update(ids)
                 good, dead = self._decode(entries, deliveries)
                 await send.send(_Batch(ids, good, dead, self.store.prepare(good, dead)))
+                del good, dead
+                self._spent.clear()
 
     async def _read(self) -> AsyncIterator[tuple[list[Entry], dict[str, int]]]:
         """Own pending entries first, then idle ones of dead consumers, then new ones."""
@@ -345,7 +350,7 @@ class Worker:
         self,
         good: Sequence[Decoded],
         dead: Sequence[DeadLetter],
-        planned: Planned | None = None,
+        prepared: Prepared | None = None,
     ) -> bool:
         """Commit, retrying transient failures; False if stopped before it succeeded."""
         if not good and not dead:
@@ -355,8 +360,8 @@ class Worker:
             try:
                 with anyio.CancelScope(shield=True):
                     started = time.perf_counter()
-                    if planned is not None:
-                        new = await self.store.commit_planned(planned)
+                    if prepared is not None:
+                        new = await self.store.commit_planned(prepared)
                     else:
                         new = await self.store.commit(good, dead)
                 self._record(good, dead, new, time.perf_counter() - started)
@@ -374,7 +379,7 @@ class Worker:
                     return await self._commit([], dead)
                 log.exception("event cannot be stored; dead-lettering it")
                 dead = [*dead, *(_unstorable(d, exc) for d in good)]
-                good, planned = [], None
+                good, prepared = [], None
                 continue
             if self.stopping:
                 return False

@@ -25,7 +25,10 @@ from worker.errors import DatabaseNewerError
 from worker.plan import DbRows, Planned, RowCache, plan_projections, write_planned
 from worker.projections import ENTITIES, Projected, project, utc_text
 from worker.schema import MIGRATIONS, SCHEMA_VERSION
-from worker.writer import WriterProcess
+from worker.writer import WriterProcess, encode
+
+# A batch ready to commit: planned, and pickled already when a write process takes it.
+Prepared = Planned | bytes
 
 __all__ = ["PROJECTION_TABLES", "DeadLetter", "Decoded", "SqliteStore", "stream_order"]
 
@@ -145,17 +148,19 @@ class SqliteStore:
             log.info("migrated %s to schema version %d", self.path, version)
         return before, SCHEMA_VERSION
 
-    def prepare(self, good: Sequence[Decoded], dead: Sequence[DeadLetter]) -> Planned:
+    def prepare(self, good: Sequence[Decoded], dead: Sequence[DeadLetter]) -> Prepared:
         """A batch's rows and changes (pure, in the event loop's thread, while the batch
         before it commits), for :meth:`commit_planned`. Batches must be committed in
         the order they were prepared: each merges into the rows the one before left."""
-        return plan_batch(good, dead, utc_text(dt.datetime.now(dt.UTC)))
+        planned = plan_batch(good, dead, utc_text(dt.datetime.now(dt.UTC)))
+        return encode(planned) if self.writer is not None else planned
 
-    async def commit_planned(self, batch: Planned) -> int:
+    async def commit_planned(self, batch: Prepared) -> int:
         """Merge and store a batch in one transaction; returns how many events were new.
         On an error nothing of it is stored (and the error is raised)."""
         if self.writer is not None:
             return await self.writer.write(batch)
+        assert isinstance(batch, Planned), "pickled for a write process this store lacks"
         return int(await self._on_thread(write_planned, batch, self.cache))
 
     async def commit(self, good: Sequence[Decoded], dead: Sequence[DeadLetter]) -> int:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import pickle
@@ -53,6 +54,12 @@ class WriterGone(OSError):
 def _frame(message: Any) -> bytes:
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     return len(data).to_bytes(_HEADER, "little") + data
+
+
+def encode(batch: Planned) -> bytes:
+    """A batch as :meth:`WriterProcess.write` sends it; pickled ahead of time, the
+    write process need not wait for the pickling."""
+    return _frame(batch)
 
 
 def _send(out: IO[bytes], message: Any) -> None:
@@ -162,8 +169,9 @@ class WriterProcess:
         )
         self._sender.start()
 
-    async def write(self, batch: Planned) -> int:
-        """Commit one batch in the child; its exception is raised here."""
+    async def write(self, batch: Planned | bytes) -> int:
+        """Commit one batch (or its :func:`encode`) in the child; its exception is
+        raised here."""
         if self._proc is None or self._proc.poll() is not None:
             if self._proc is not None:
                 log.warning("the write process exited (code %s); starting it again",
@@ -172,7 +180,7 @@ class WriterProcess:
             self.start()
         proc = self._proc
         assert proc is not None and proc.stdin is not None and proc.stdout is not None
-        frame = _frame(batch)
+        frame = batch if isinstance(batch, bytes) else _frame(batch)
         try:
             if len(frame) <= _PIPE_EMPTY_FITS:
                 # The child read the last batch before it replied, so the pipe is empty
@@ -259,6 +267,11 @@ def child_main(argv: list[str]) -> int:
     os.dup2(2, 1)
     con = _open(path, synchronous, busy_timeout_ms)
     cache = RowCache(con, cache_rows)
+    # Each batch unpickles and merges a few hundred thousand objects that reference
+    # counting frees; collecting cycles every 700 allocations would walk the whole
+    # row cache again and again.
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
     _send(out, ("ready", os.getpid()))
     while (batch := _receive(inp)) is not None:
         try:
