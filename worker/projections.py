@@ -103,8 +103,7 @@ def utc_text(moment: dt.datetime) -> str:
     return moment.isoformat(timespec="microseconds")[:26] + "Z"
 
 
-def column_value(value: Any) -> Any:
-    """A Python value as SQLite should hold it in a projection column."""
+def _column_value(value: Any) -> Any:
     if isinstance(value, Decimal):
         return float(value)
     if isinstance(value, dt.datetime):
@@ -114,6 +113,28 @@ def column_value(value: Any) -> Any:
     if isinstance(value, bool):
         return int(value)
     return value
+
+
+_TO_COLUMN: dict[type, Any] = {
+    Decimal: float,
+    dt.datetime: utc_text,
+    dt.date: dt.date.isoformat,
+    bool: int,
+    str: None,
+    int: None,
+    float: None,
+    type(None): None,
+}
+
+
+def column_value(value: Any) -> Any:
+    """A Python value as SQLite should hold it in a projection column (the common
+    types by one dict lookup instead of four isinstance checks)."""
+    kind = type(value)
+    if kind in _TO_COLUMN:
+        convert = _TO_COLUMN[kind]
+        return value if convert is None else convert(value)
+    return _column_value(value)
 
 
 @dataclass(slots=True)
