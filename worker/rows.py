@@ -52,7 +52,7 @@ _ENCODE = json.JSONEncoder(
 
 
 def dumps(value: Any) -> str:
-    return _ENCODE(value)
+    return _ENCODE(value) if value else ("{}" if isinstance(value, dict) else _ENCODE(value))
 
 
 def new_row(entity: Entity, key: Key, ts: str) -> Row:
