@@ -36,7 +36,6 @@ from worker.store import DeadLetter, Decoded, Prepared, SqliteStore, stream_orde
 log = logging.getLogger(__name__)
 
 Entry = tuple[str, dict[bytes, bytes]]
-_Read = tuple[list[str], list[Entry], dict[str, int]]  # ids, entries, deliveries
 _WIRE_KEY = WIRE_FIELD.encode()
 _TRANSIENT_REDIS = (RedisConnectionError, RedisTimeoutError, OSError)
 _UNREACHABLE = "redis unreachable"
