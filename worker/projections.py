@@ -161,7 +161,7 @@ def _split(
     # Straight from pydantic's stores: getattr() would go through __getattr__ for extras.
     values = payload.__dict__
     extra = payload.__pydantic_extra__ or {}
-    for name in payload.model_fields_set:
+    for name in payload.__pydantic_fields_set__:
         if name in skip or name == "attributes":
             continue
         value = values[name] if name in values else extra[name]
@@ -176,7 +176,7 @@ def _split(
 
 def _tenancy(event: AnyEvent) -> tuple[dict[str, Any], dict[str, Any]]:
     """Tenancy the sender named explicitly, and the defaults it left implicit."""
-    given = event.model_fields_set
+    given = event.__pydantic_fields_set__
     values = event.__dict__
     explicit: dict[str, Any] = {}
     implicit: dict[str, Any] = {}
