@@ -94,7 +94,8 @@ def worker(
     transaction, acknowledges after the commit. SIGTERM or Ctrl-C: the batch in
     hand is committed, then it exits 0.
     """
-    from worker.service import run_worker, tune_gc
+    from worker.service import run_worker
+    from worker.writer import tune_gc
 
     settings = load_settings(
         config,

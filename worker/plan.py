@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -276,10 +276,6 @@ def plan_projections(
         statements.extend((_update_sql(entity, n), v) for n, v in updates.items())
     statements.extend(days.statements())
     return statements
-
-
-def plan_rows(statements: Sequence[Statement]) -> int:
-    return sum(len(p) for _, p in statements)
 
 
 @dataclass(slots=True)

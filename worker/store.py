@@ -1,7 +1,8 @@
 """The SQLite store: one transaction per batch, holding log, projections and dead letters.
 
-The worker talks to the store only through :meth:`SqliteStore.commit`, so that a
-PostgreSQL store can later stand beside this one without touching the loop.
+The worker talks to the store only through :meth:`SqliteStore.prepare` and
+:meth:`SqliteStore.commit_planned` (or :meth:`SqliteStore.commit`, both in one), so
+that a PostgreSQL store can later stand beside this one without touching the loop.
 """
 
 from __future__ import annotations

@@ -229,6 +229,20 @@ class WriterProcess:
 # -- the child ----------------------------------------------------------------------
 
 
+def tune_gc() -> None:
+    """Collect cycles far less often than Python's default (every 700 allocations).
+    Both the worker and its write process call it.
+
+    Each batch allocates a few hundred thousand objects (models, rows, tuples) that
+    reference counting frees; the default thresholds ran a collection every few
+    events and cost a third of validation time (17.7 against 11.9 us per event).
+    What the process holds from its start (modules, the settings) is frozen out of
+    collections altogether.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+
+
 def _die_with_parent(parent: int) -> None:
     """SIGKILL when the parent dies (Linux); its open transaction is then rolled back."""
     if sys.platform.startswith("linux"):
@@ -267,11 +281,7 @@ def child_main(argv: list[str]) -> int:
     os.dup2(2, 1)
     con = _open(path, synchronous, busy_timeout_ms)
     cache = RowCache(con, cache_rows)
-    # Each batch unpickles and merges a few hundred thousand objects that reference
-    # counting frees; collecting cycles every 700 allocations would walk the whole
-    # row cache again and again.
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
+    tune_gc()  # a collection every 700 allocations would walk the row cache again and again
     _send(out, ("ready", os.getpid()))
     while (batch := _receive(inp)) is not None:
         try:
