@@ -260,6 +260,10 @@ class Worker:
         s = self.settings
         cursor = "0-0"
         while not self.stopping:
+            # Taken before the claim is sent: an acknowledgement that ends while the
+            # claim is on its way clears the entry from _in_flight, but Redis may have
+            # claimed it (still pending) before that XACK, and it must not come back.
+            held = set(self._in_flight)
             try:
                 reply = await self.redis.xautoclaim(
                     s.stream, s.group, s.consumer, s.claim_idle_ms, cursor, count=s.batch_max
@@ -271,7 +275,7 @@ class Worker:
             entries = [(_text(i), f or {}) for i, f in reply[1]]
             # Our own batch in hand is idle only because its commit is slow; it is
             # acknowledged when that commit ends. Claim only what nobody is holding.
-            entries = [e for e in entries if e[0] not in self._in_flight]
+            entries = [e for e in entries if e[0] not in held]
             if entries:
                 log.info("claimed %d idle entries from other consumers", len(entries))
                 yield entries, await self._deliveries(entries)
