@@ -98,8 +98,12 @@ def append_statements(projected: Projected) -> list[Statement]:
 
 
 def plan_batch(good: Sequence[Decoded], dead: Sequence[DeadLetter], now: str) -> Planned:
-    """A batch's rows and changes, for :func:`worker.plan.write_planned` (pure: no I/O)."""
-    ids = [x.stream_id for x in good] + [x.stream_id for x in dead]
+    """A batch's rows and changes, for :func:`worker.plan.write_planned` (pure: no I/O).
+
+    ``good`` and ``dead`` are each in stream order, as they were read, so the batch's
+    last stream id is the later of their last ones.
+    """
+    lasts = [x[-1].stream_id for x in (good, dead) if x]
     texts = [utc_text(d.event.ts) for d in good]  # once per event, for the log and the rows
     projected = project((d.event for d in good), texts)
     return Planned(
@@ -107,5 +111,5 @@ def plan_batch(good: Sequence[Decoded], dead: Sequence[DeadLetter], now: str) ->
         changes=projected.changes,
         appends=append_statements(projected),
         dead=[(d.stream_id, d.event_id, d.raw, d.reason, d.deliveries, now) for d in dead],
-        last_stream_id=max(ids, key=stream_order) if ids else None,
+        last_stream_id=max(lasts, key=stream_order) if lasts else None,
     )
