@@ -60,6 +60,15 @@ def test_quick_bench_writes_every_figure_and_prints_the_targets(tmp_path: Path) 
     assert figures["drain_lost_events"] == 0
     assert figures["drain_dead_letters"] == 0
     assert figures["commit_events"] == figures["publish_events"]
+    # where the CPU went (Linux /proc): the worker's two processes and the bots used some
+    parts = {"worker", "write_process", "redis"}
+    assert set(figures["drain_cpu_us_per_event"]) == parts
+    assert set(figures["publish_cores"]) == parts | {"publishers"}
+    if sys.platform.startswith("linux"):
+        assert figures["drain_cpu_us_per_event"]["worker"] > 0
+        assert figures["publish_cores"]["publishers"] > 0 and figures["publish_cores"]["worker"] > 0
+        assert figures["publish_cpu_us_per_call"] > 0
+        assert "cores busy" in out.stdout
     assert len(figures["scale"]) == 3 and all(v > 0 for v in figures["scale"].values())
     machine = figures["machine"]
     assert machine["cpu_count"] > 0 and machine["sqlite"] and machine["redis"] != "?"

@@ -55,6 +55,7 @@ def bench(
         if own:
             shutil.rmtree(where, ignore_errors=True)
     rows = [(label, figures.get(key)) for label, key in _ROWS]
+    rows += _cpu_rows(figures)
     rows += [(f"drain with {int(k):,} stored, events/s", v) for k, v in figures["scale"].items()]
     rows += _read_rows(figures.get("reads"))
     render(figures, rows, Console())
@@ -79,6 +80,21 @@ _ROWS = [
     ("worker peak RSS, drain phase (MB)", "drain_worker_rss_mb"),
     ("backlog drained for peak RSS", "backlog_events"),
 ]
+
+
+def _cpu_rows(figures: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Where the CPU went: per drained event, and the cores busy while publishing."""
+    per_event = figures.get("drain_cpu_us_per_event") or {}
+    cores = figures.get("publish_cores") or {}
+    if not any(per_event.values()):
+        return []  # no /proc: nothing was measured
+    split = " / ".join(f"{per_event[k]:.1f}" for k in ("worker", "write_process", "redis"))
+    busy = " / ".join(f"{cores[k]:.2f}" for k in ("publishers", "worker", "write_process", "redis"))
+    return [
+        ("drain: CPU us/event, event loop / write process / redis", split),
+        ("publish: cores busy, bots / event loop / write process / redis", busy),
+        ("publish: bot CPU us per publish() call", figures.get("publish_cpu_us_per_call")),
+    ]
 
 
 def _read_rows(reads: dict[str, Any] | None) -> list[tuple[str, Any]]:

@@ -15,7 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,31 @@ def child_pids(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds a process has used so far (Linux ``/proc``; 0 elsewhere)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def cpu_split(child: WorkerChild, redis_pid: int | None) -> dict[str, float]:
+    """CPU seconds so far of the worker's event loop, its write process and redis-server."""
+    pid = child.process.pid
+    return {
+        "worker": cpu_seconds(pid),
+        "write_process": sum(cpu_seconds(c) for c in child_pids(pid)),
+        "redis": cpu_seconds(redis_pid),
+    }
+
+
+def cpu_used(start: dict[str, float], end: dict[str, float]) -> dict[str, float]:
+    return {k: max(end[k] - start.get(k, 0.0), 0.0) for k in end}
+
+
 def _group(client: redis.Redis, stream: str, group: str) -> dict[str, Any] | None:
     for info in client.xinfo_groups(stream):
         if _text(info["name"]) == group:
@@ -147,9 +172,14 @@ def wait_reading(client: redis.Redis, child: WorkerChild, timeout_s: float = 30.
 
 
 def wait_drained(
-    client: redis.Redis, child: WorkerChild, last_id: str, timeout_s: float
+    client: redis.Redis,
+    child: WorkerChild,
+    last_id: str,
+    timeout_s: float,
+    on_first: Callable[[], object] | None = None,
 ) -> tuple[float, float]:
-    """(first read, last ack) as monotonic times, polling the group every 10 ms."""
+    """(first read, last ack) as monotonic times, polling the group every 10 ms;
+    ``on_first`` is called when the first read is seen."""
     s = child.settings
     first: float | None = None
     deadline = time.monotonic() + timeout_s
@@ -161,6 +191,8 @@ def wait_drained(
             delivered = _text(info["last-delivered-id"])
             if first is None and delivered != "0-0":
                 first = now
+                if on_first is not None:
+                    on_first()
             if delivered == last_id and int(info["pending"]) == 0:
                 return first if first is not None else now, now
         polls += 1
@@ -179,10 +211,18 @@ class DrainResult:
     dead_letters: int
     peak_rss_mb: float
     stream_ids: list[str]
+    # CPU microseconds per event from the first read to the last ack: the worker's
+    # event loop, its write process, redis-server (0 where /proc is missing)
+    cpu_us_per_event: dict[str, float]
 
 
 def run_drain(
-    client: redis.Redis, settings: Settings, bodies: Iterable[str], log: Path, stored_before: int
+    client: redis.Redis,
+    settings: Settings,
+    bodies: Iterable[str],
+    log: Path,
+    stored_before: int,
+    redis_pid: int | None = None,
 ) -> DrainResult:
     """Put ``bodies`` on the stream, then let a fresh worker drain them; timed."""
     s = settings
@@ -190,8 +230,16 @@ def run_drain(
     ids = load_stream(client, s.stream, bodies)
     client.xgroup_create(s.stream, s.group, id="0")
     child = WorkerChild(s, log)
+    marks: dict[str, dict[str, float]] = {}
     try:
-        first, last = wait_drained(client, child, ids[-1], timeout_s=60 + len(ids) / 2000)
+        first, last = wait_drained(
+            client,
+            child,
+            ids[-1],
+            timeout_s=60 + len(ids) / 2000,
+            on_first=lambda: marks.setdefault("start", cpu_split(child, redis_pid)),
+        )
+        used = cpu_used(marks.get("start", {}), cpu_split(child, redis_pid))
         rss = child.peak_rss_mb()
     finally:
         child.stop()
@@ -199,7 +247,8 @@ def run_drain(
     stored, dead = _count_rows(s.db)
     seconds = max(last - first, 1e-9)
     stored -= stored_before
-    return DrainResult(len(ids), seconds, len(ids) / seconds, stored, dead, rss, ids)
+    per_event = {k: v * 1e6 / len(ids) for k, v in used.items()}
+    return DrainResult(len(ids), seconds, len(ids) / seconds, stored, dead, rss, ids, per_event)
 
 
 def _count_rows(db: Path) -> tuple[int, int]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import sqlite3
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ class Bench:
     console: Console
     client: redis.Redis
     url: str
+    redis_pid: int | None = None  # for its CPU time
 
     def settings(self, name: str) -> Settings:
         """The worker's settings for one phase (TRADESCRIBE_BATCH_MAX etc. still apply)."""
@@ -102,7 +104,8 @@ def run_bench(workdir: Path, sizes: Sizes, console: Console, quick: bool) -> dic
     server.start()
     client = redis.Redis.from_url(server.url, decode_responses=True)
     try:
-        bench = Bench(workdir, sizes, console, client, server.url)
+        pid = server.process.pid if server.process is not None else None
+        bench = Bench(workdir, sizes, console, client, server.url, pid)
         figures: dict[str, Any] = {
             "quick": quick,
             "date": report.today(),
@@ -132,7 +135,9 @@ def phase_drain(bench: Bench, figures: dict[str, Any]) -> tuple[list[str], list[
     bench.log(f"built {n:,} events; {checked:,} of them validated with parse_event")
     s = bench.settings("drain")
     with bench.console.status(f"drain: {n:,} events on the stream, one worker"):
-        result = drain.run_drain(bench.client, s, bodies, bench.workdir / "drain.log", 0)
+        result = drain.run_drain(
+            bench.client, s, bodies, bench.workdir / "drain.log", 0, bench.redis_pid
+        )
     figures.update(
         drain_events=result.events,
         drain_seconds=result.seconds,
@@ -140,6 +145,7 @@ def phase_drain(bench: Bench, figures: dict[str, Any]) -> tuple[list[str], list[
         drain_lost_events=result.events - result.stored - result.dead_letters,
         drain_dead_letters=result.dead_letters,
         drain_worker_rss_mb=result.peak_rss_mb,
+        drain_cpu_us_per_event=result.cpu_us_per_event,
         batch_max=s.batch_max,
     )
     figures["scale"] = {"0": result.events_per_s}
@@ -196,10 +202,13 @@ def phase_publish(bench: Bench, figures: dict[str, Any]) -> None:
     try:
         drain.wait_reading(bench.client, child)
         rate = sz.publish_rate / SOURCES
+        cpu_before, started = drain.cpu_split(child, bench.redis_pid), time.monotonic()
         with bench.console.status(f"publishers: {SOURCES} x {rate:,.0f} events/s, {sz.publish_s}s"):
             results = oldway.run_publishers(bench.url, s.stream, rate, sz.publish_s)
         last = str(bench.client.xinfo_stream(s.stream)["last-generated-id"])
         drain.wait_drained(bench.client, child, last, timeout_s=120)
+        used = drain.cpu_used(cpu_before, drain.cpu_split(child, bench.redis_pid))
+        window = time.monotonic() - started
     finally:
         child.stop()
     lat = oldway.latency_summary(results)
@@ -217,6 +226,11 @@ def phase_publish(bench: Bench, figures: dict[str, Any]) -> None:
         commit_p99_ms=oldway.percentile(commit, 99),
         commit_max_ms=commit[-1] if commit else 0.0,
         commit_events=len(commit),
+        # what kept the cores busy: CPU seconds over the phase's wall time (the bots'
+        # counted over their timed loops only); and the bots' CPU per publish() call
+        publish_cores={"publishers": sum(r.cpu_s for r in results) / window}
+        | {k: v / window for k, v in used.items()},
+        publish_cpu_us_per_call=sum(r.cpu_s for r in results) * 1e6 / max(sent, 1),
     )
     bench.log(
         f"publish: p99 {lat['p99_ms']:.3f} ms; publish-to-commit p99 "
