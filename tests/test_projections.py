@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from contracts import AsyncPublisher, build_event
 from contracts.events import AnyEvent
 from tests.conftest import count, make_settings, query, running_worker, wait_for
-from worker.projections import TRADES, merge, new_row, project, row_from_db, row_values
+from worker.projections import TRADES, project
+from worker.rows import merge, new_row, row_from_db, row_values
 from worker.settings import Settings
 
 T0 = dt.datetime(2026, 11, 20, 9, 30, tzinfo=dt.UTC)

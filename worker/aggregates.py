@@ -3,7 +3,7 @@ and per UTC month, tenant, symbol and side. :class:`Aggregate` describes each (i
 delta upsert, best/worst recompute and backfill); the rest of this docstring is
 schema 3's design of ``trade_days``.
 
-Since schema 4 the worker keeps this table itself (``worker.plan.TradeDays``:
+Since schema 4 the worker keeps this table itself (``worker.plan.AggregateDeltas``:
 one upsert per day and tenant per batch, computed from the trade rows it
 merges) and the triggers below are dropped; schema 3 still creates them, as it
 did, so that every database walks the same steps. What follows is schema 3's
@@ -168,7 +168,7 @@ CREATE_MONTHS = """CREATE TABLE trade_months (
 @dataclass(frozen=True, eq=False)  # two of them, compared and hashed by identity
 class Aggregate:
     """A table of closed trades summed per UTC period and bucket, which the worker keeps
-    with deltas (``worker.plan.TradeDays``) and a rebuild sums afresh.
+    with deltas (``worker.plan.AggregateDeltas``) and a rebuild sums afresh.
 
     ``width`` characters of ``closed_at`` name the period; ``start`` and ``end`` are the
     SQL of a row's first instant and the next period's, from its ``period`` column.

@@ -147,7 +147,7 @@ class RowCache:
 
 
 @dataclass(slots=True)
-class TradeDays:
+class AggregateDeltas:
     """One batch's changes to each aggregate (``trade_days``, ``trade_months``): deltas
     summed per bucket, and the buckets whose best or worst may have left."""
 
@@ -244,7 +244,7 @@ def plan_projections(
     for change in changes:
         by_table[change[0]].append(change)
     statements: list[Statement] = []
-    days = TradeDays()
+    deltas = AggregateDeltas()
     for table, entity_changes in by_table.items():
         entity = ENTITY_BY_TABLE[table]
         rows = source.rows(entity, {c[1] for c in entity_changes})
@@ -270,11 +270,11 @@ def plan_projections(
                     continue  # a redelivered event: nothing to write
                 updates[names].append((*values, *key))
             if entity is TRADES and aggregates:
-                days.change(old, row)
+                deltas.change(old, row)
         if inserts:
             statements.append((upsert_sql(entity), inserts))
         statements.extend((_update_sql(entity, n), v) for n, v in updates.items())
-    statements.extend(days.statements())
+    statements.extend(deltas.statements())
     return statements
 
 

@@ -46,18 +46,7 @@ from worker.entities import (
     TRADES,
     Entity,
 )
-from worker.rows import (
-    TERMINAL_STATUSES,
-    Change,
-    dumps,
-    json_value,
-    merge,
-    new_row,
-    pack_versions,
-    row_from_db,
-    row_values,
-    unpack_versions,
-)
+from worker.rows import TERMINAL_STATUSES, Change, dumps, json_value
 
 # Re-exported: the store, the bench and the tests import the entities from here.
 __all__ = [
@@ -77,13 +66,7 @@ __all__ = [
     "dumps",
     "event_version",
     "json_value",
-    "merge",
-    "new_row",
-    "pack_versions",
     "project",
-    "row_from_db",
-    "row_values",
-    "unpack_versions",
     "utc_text",
 ]
 

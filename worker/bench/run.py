@@ -212,6 +212,7 @@ def phase_publish(bench: Bench, figures: dict[str, Any]) -> None:
     finally:
         child.stop()
     lat = oldway.latency_summary(results)
+    bots_cpu = sum(r.cpu_s for r in results)
     commit = commit_latencies(s.db)
     sent = sum(r.done for r in results)
     figures.update(
@@ -228,9 +229,8 @@ def phase_publish(bench: Bench, figures: dict[str, Any]) -> None:
         commit_events=len(commit),
         # what kept the cores busy: CPU seconds over the phase's wall time (the bots'
         # counted over their timed loops only); and the bots' CPU per publish() call
-        publish_cores={"publishers": sum(r.cpu_s for r in results) / window}
-        | {k: v / window for k, v in used.items()},
-        publish_cpu_us_per_call=sum(r.cpu_s for r in results) * 1e6 / max(sent, 1),
+        publish_cores={"publishers": bots_cpu / window} | {k: v / window for k, v in used.items()},
+        publish_cpu_us_per_call=bots_cpu * 1e6 / max(sent, 1),
     )
     bench.log(
         f"publish: p99 {lat['p99_ms']:.3f} ms; publish-to-commit p99 "
