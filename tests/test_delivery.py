@@ -23,6 +23,7 @@ from tests.conftest import (
     wait_for,
 )
 from tests.fault_helpers import foreign_write_lock
+from worker.consume import attempts_key
 from worker.settings import Settings
 
 pytestmark = pytest.mark.delivery
@@ -263,22 +264,45 @@ async def test_stream_is_trimmed_only_below_what_was_committed(
     assert len(late) == 5 or count(s.db, "events", "source = 'late'") == 5
 
 
-async def test_entry_delivered_too_often_without_commit_is_dead_lettered(
+async def test_an_entry_redelivered_by_restarts_alone_is_stored_not_dead_lettered(
     settings: Settings, sync_redis: redis.Redis, names: dict[str, str]
 ) -> None:
+    """Restarts redeliver; that proves nothing against the entry (issue 14)."""
     s = settings.model_copy(update={"max_deliveries": 3})
     sync_redis.xgroup_create(s.stream, s.group, id="0", mkstream=True)
-    poison = sync_redis.xadd(s.stream, {"event": wire("journal.entry", text="poison")}).decode()
-    # Three earlier workers read it as this consumer and died before committing it.
-    for start in (">", "0", "0"):
+    sync_redis.xadd(s.stream, {"event": wire("journal.entry", text="redelivered")})
+    # Five earlier workers read it as this consumer and were stopped before committing it.
+    for start in (">", "0", "0", "0", "0"):
         sync_redis.xreadgroup(s.group, s.consumer, {s.stream: start}, count=10)
+    sync_redis.xadd(s.stream, {"event": wire("journal.entry", text="fine")})
+    async with running_worker(s):
+        await wait_for(lambda: count(s.db, "journal_entries") == 2)
+        await wait_for(lambda: pending(sync_redis, names) == 0)
+    assert count(s.db, "dead_letters") == 0
+    assert sync_redis.hlen(attempts_key(s.stream, s.group)) == 0
+
+
+async def test_an_entry_that_stopped_the_worker_max_deliveries_times_is_dead_lettered(
+    settings: Settings, sync_redis: redis.Redis, names: dict[str, str]
+) -> None:
+    """An attempt at a redelivered entry is counted in Redis around its decoding; a worker
+    killed there leaves the count behind. Three such counts (as three dead workers leave
+    them) make the fourth attempt a dead letter; the entry's neighbour is stored."""
+    s = settings.model_copy(update={"max_deliveries": 3})
+    sync_redis.xgroup_create(s.stream, s.group, id="0", mkstream=True)
+    killer = sync_redis.xadd(s.stream, {"event": wire("journal.entry", text="x")}).decode()
+    for start in (">", "0", "0", "0"):
+        sync_redis.xreadgroup(s.group, s.consumer, {s.stream: start}, count=10)
+    sync_redis.hset(attempts_key(s.stream, s.group), killer, 3)
     sync_redis.xadd(s.stream, {"event": wire("journal.entry", text="fine")})
     async with running_worker(s):
         await wait_for(lambda: count(s.db, "journal_entries") == 1)
         await wait_for(lambda: count(s.db, "dead_letters") == 1)
+        await wait_for(lambda: pending(sync_redis, names) == 0)
     (row,) = query(s.db, "SELECT stream_id, reason, deliveries FROM dead_letters")
-    assert row[0] == poison and row[1].startswith("delivered ") and row[2] > 3
-    assert pending(sync_redis, names) == 0
+    assert row[0] == killer and row[1] == "stopped the worker 3 times while being decoded"
+    assert row[2] > 3
+    assert sync_redis.hlen(attempts_key(s.stream, s.group)) == 0
 
 
 async def test_a_commit_stalled_past_claim_idle_does_not_claim_and_store_its_own_batch_again(

@@ -117,7 +117,7 @@ async def test_writer_errors_keep_their_class_and_roll_back(tmp_path: Path) -> N
         with pytest.raises(sqlite3.IntegrityError, match="NOT NULL"):
             await writer.write(broken)
         assert count(db, "journal_entries") == 0  # the half before the error rolled back
-        assert await writer.write(_batch((journal, [("J2",)]))) == 0  # no events: 0 new
+        assert await writer.write(_batch((journal, [("J2",)]))) == (0, 0)  # no events: 0 new
         assert count(db, "journal_entries") == 1
     finally:
         writer.close()

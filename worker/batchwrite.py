@@ -37,6 +37,8 @@ class DeadLetter:
     reason: str
     event_id: str | None = None
     deliveries: int = 1
+    raw_size: int | None = None  # when ``raw`` is only the first bytes of the entry:
+    raw_sha256: str | None = None  # its whole size and hash
 
 
 _SUBJECT_FIELDS = ("trade_id", "signal_id", "position_id", "symbol", "date")
@@ -110,6 +112,9 @@ def plan_batch(good: Sequence[Decoded], dead: Sequence[DeadLetter], now: str) ->
         events=[event_row(d, now, ts) for d, ts in zip(good, texts, strict=True)],
         changes=projected.changes,
         appends=append_statements(projected),
-        dead=[(d.stream_id, d.event_id, d.raw, d.reason, d.deliveries, now) for d in dead],
+        dead=[
+            (d.stream_id, d.event_id, d.raw, d.reason, d.deliveries, now, d.raw_size, d.raw_sha256)
+            for d in dead
+        ],
         last_stream_id=max(lasts, key=stream_order) if lasts else None,
     )

@@ -33,10 +33,19 @@ EVENT_COLUMNS = (
     "body",
 )
 INSERT_EVENT = insert_sql("events", EVENT_COLUMNS)
+# A stream entry is dead-lettered once, however often it is delivered.
 INSERT_DEAD = insert_sql(
     "dead_letters",
-    ("stream_id", "event_id", "raw", "reason", "deliveries", "received_at"),
-    "INSERT",
+    (
+        "stream_id",
+        "event_id",
+        "raw",
+        "reason",
+        "deliveries",
+        "received_at",
+        "raw_size",
+        "raw_sha256",
+    ),
 )
 SET_LAST = "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_stream_id', ?)"
 

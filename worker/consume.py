@@ -7,13 +7,15 @@ refuses a second copy of an id, so a redelivered entry changes nothing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import sqlite3
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -30,6 +32,7 @@ from contracts.errors import describe_validation_error
 from contracts.events import WIRE_FIELD, parse_event
 from worker.errors import RedisSetupError
 from worker.lease import FileLock, RedisLease, worker_identity
+from worker.plan import same_event
 from worker.settings import Settings
 from worker.store import DeadLetter, Decoded, Prepared, SqliteStore, stream_order
 
@@ -228,10 +231,55 @@ class Worker:
             async for entries, deliveries in self._read():
                 ids = [i for i, _ in entries]
                 self._in_flight.update(ids)
-                good, dead = self._decode(entries, deliveries)
-                await send.send(_Batch(ids, good, dead, self.store.prepare(good, dead)))
-                del good, dead  # so that the batch below is freed here, in one go
+                suspects = _suspects(entries, deliveries, self.settings.max_deliveries)
+                if suspects:
+                    entries = [e for e in entries if e[0] not in suspects]
+                    async for batch in self._isolate(suspects, deliveries):
+                        await send.send(batch)
+                batch = self._prepare(*self._decode(entries, deliveries))
+                batch.ids = [i for i, _ in entries]
+                await send.send(batch)
+                del batch  # so that the batch below is freed here, in one go
                 self._spent.clear()
+
+    async def _isolate(
+        self, suspects: dict[str, Entry], deliveries: dict[str, int]
+    ) -> AsyncIterator[_Batch]:
+        """Entries delivered more than ``max_deliveries`` times, each decoded on its own.
+
+        Redelivery alone proves nothing (restarts, a locked database, a full disk all
+        redeliver), so such an entry is simply processed again, alone, with an attempt
+        counted in Redis around the part that could kill the process (decoding and
+        planning, with no await between). Only an entry whose attempts did not end,
+        ``max_deliveries`` times, is dead-lettered for it.
+        """
+        s = self.settings
+        for stream_id, entry in suspects.items():
+            attempts = await self._attempt(stream_id, 1)
+            if attempts > s.max_deliveries:
+                raw = entry[1].get(_WIRE_KEY) or b""
+                reason = f"stopped the worker {attempts - 1} times while being decoded"
+                times = deliveries.get(stream_id, 1)
+                dead = oversized(stream_id, raw, s.max_message_bytes, reason, times)
+                batch = self._prepare([], [dead])
+            else:
+                batch = self._prepare(*self._decode([entry], deliveries))
+            await self._attempt(stream_id, 0)
+            batch.ids = [stream_id]
+            yield batch
+
+    async def _attempt(self, stream_id: str, add: int) -> int:
+        """Count an attempt at a suspect entry (``add`` 1), or forget its count (0)."""
+        key = attempts_key(self.settings.stream, self.settings.group)
+        while True:
+            try:
+                if add:
+                    return int(await self.redis.hincrby(key, stream_id, add))
+                await self.redis.hdel(key, stream_id)
+                return 0
+            except _TRANSIENT_REDIS as exc:
+                self.stats.note_error(_UNREACHABLE, exc)
+                await anyio.sleep(self.settings.retry_max_s)
 
     async def _read(self) -> AsyncIterator[tuple[list[Entry], dict[str, int]]]:
         """Own pending entries first, then idle ones of dead consumers, then new ones."""
@@ -320,34 +368,61 @@ class Worker:
     def _decode(
         self, entries: list[Entry], deliveries: dict[str, int]
     ) -> tuple[list[Decoded], list[DeadLetter]]:
+        """Each entry validated on its own: whatever one raises makes it a dead letter
+        with the reason, never the batch's failure. A second copy of an id in the batch
+        is dropped when its body is the same, and is an id conflict when it is not."""
         good: list[Decoded] = []
         dead: list[DeadLetter] = []
+        seen: dict[str, Decoded] = {}
         limit = self.settings.max_message_bytes
         for stream_id, fields in entries:
             if not fields:
                 continue  # deleted from the stream before we read it; nothing to store
             raw = fields.get(_WIRE_KEY)
             times = deliveries.get(stream_id, 1)
-            reason = None
-            if raw is None:
-                names = ", ".join(sorted(_printable(k) for k in fields))[:200]
-                reason = f"entry has no '{WIRE_FIELD}' field (it has: {names})"
-                raw = json.dumps({_printable(k): _printable(v) for k, v in fields.items()}).encode()
-            elif len(raw) > limit:
-                reason = f"entry is {len(raw)} bytes, more than max_message_bytes={limit}"
-            elif times > self.settings.max_deliveries:
-                reason = f"delivered {times} times without being stored"
-            else:
-                try:
-                    good.append(Decoded(stream_id, raw.decode(), parse_event(raw)))
+            try:
+                if raw is None:
+                    dead.append(_no_wire_field(stream_id, fields, times))
+                elif len(raw) > limit:
+                    reason = f"entry is {len(raw)} bytes, more than max_message_bytes={limit}"
+                    dead.append(oversized(stream_id, raw, limit, reason, times))
+                else:
+                    d = Decoded(stream_id, raw.decode(), parse_event(raw))
+                    first = seen.setdefault(d.event.id, d)
+                    if first is d:
+                        good.append(d)
+                    elif not same_event(first.body, d.body):
+                        dead.append(id_conflict(d, first.stream_id, times))
+                    else:
+                        self.stats.duplicates += 1
                     continue
-                except ValidationError as exc:
-                    reason = "invalid event: " + describe_validation_error(exc)
-                except UnicodeDecodeError as exc:
-                    reason = f"not UTF-8: {exc}"
-            dead.append(DeadLetter(stream_id, raw, reason, _guess_id(raw), times))
-            log.warning("dead-lettering stream entry %s: %s", stream_id, reason[:300])
+            except ValidationError as exc:
+                reason = "invalid event: " + describe_validation_error(exc)
+                dead.append(_dead(stream_id, raw or b"", reason, times))
+            except UnicodeDecodeError as exc:
+                dead.append(_dead(stream_id, raw or b"", f"not UTF-8: {exc}", times))
+            except Exception as exc:  # no entry may stop the worker
+                log.exception("decoding stream entry %s failed", stream_id)
+                reason = f"cannot be decoded: {_describe(exc)}"
+                dead.append(_dead(stream_id, raw or b"", reason, times))
+            log.warning("dead-lettering stream entry %s: %s", stream_id, dead[-1].reason[:300])
         return good, dead
+
+    def _prepare(self, good: list[Decoded], dead: list[DeadLetter]) -> _Batch:
+        """The batch planned for the store. An event whose projection raises is found by
+        planning the events one by one and becomes a dead letter; the rest are kept."""
+        try:
+            return _Batch([], good, dead, self.store.prepare(good, dead))
+        except Exception:  # found below, event by event
+            log.exception("planning a batch failed; planning its events one by one")
+        kept: list[Decoded] = []
+        for d in good:
+            try:
+                self.store.prepare([d], [])
+                kept.append(d)
+            except Exception as exc:  # this event is the dead letter
+                dead = [*dead, _unstorable(d, exc)]
+        return _Batch([], kept, dead, self.store.prepare(kept, dead))
 
     async def _commit(
         self,
@@ -355,7 +430,13 @@ class Worker:
         dead: Sequence[DeadLetter],
         prepared: Prepared | None = None,
     ) -> bool:
-        """Commit, retrying transient failures; False if stopped before it succeeded."""
+        """Commit; False if stopped before it succeeded.
+
+        A failure of the store itself (disk, lock, I/O) holds the batch back and is
+        retried until it passes; it counts against no entry. Any other error is an
+        entry's: the events are committed one by one, and one that still fails is
+        dead-lettered with the error, so its neighbours are stored.
+        """
         if not good and not dead:
             return True
         delay = 0.05
@@ -363,39 +444,48 @@ class Worker:
             try:
                 with anyio.CancelScope(shield=True):
                     started = time.perf_counter()
-                    if prepared is not None:
-                        new = await self.store.commit_planned(prepared)
-                    else:
-                        new = await self.store.commit(good, dead)
-                self._record(good, dead, new, time.perf_counter() - started)
+                    if prepared is None:
+                        prepared = self.store.prepare(good, dead)
+                    new, conflicts = await self.store.commit_planned(prepared)
+                self._record(good, dead, new, conflicts, time.perf_counter() - started)
                 return True
-            except (sqlite3.OperationalError, OSError) as exc:
+            except Exception as exc:
+                prepared = None
+                if not store_error(exc):
+                    if len(good) > 1:
+                        log.exception("commit failed; committing the batch event by event")
+                        for one in good:
+                            if not await self._commit([one], []):
+                                return False
+                        return await self._commit([], dead)
+                    if good:
+                        log.exception("event %s cannot be stored; dead-lettering it",
+                                      good[0].event.id)  # fmt: skip
+                        dead, good = [*dead, *(_unstorable(d, exc) for d in good)], []
+                        continue
+                    if any(d.raw for d in dead):  # the dead letters' bytes: keep their reasons
+                        log.exception("dead letters cannot be stored; keeping them without bytes")
+                        dead = [_without_bytes(d, exc) for d in dead]
+                        continue
                 self.stats.note_error("database", exc)
                 log.warning("commit failed (%s); nothing acknowledged, retry in %.2fs", exc, delay)
-            except sqlite3.Error as exc:
-                if len(good) > 1:
-                    # One event breaks the batch: find it by committing them one by one.
-                    log.exception("commit failed; retrying the batch event by event")
-                    for one in good:
-                        if not await self._commit([one], []):
-                            return False
-                    return await self._commit([], dead)
-                log.exception("event cannot be stored; dead-lettering it")
-                dead = [*dead, *(_unstorable(d, exc) for d in good)]
-                good, prepared = [], None
-                continue
             if self.stopping:
                 return False
             await anyio.sleep(delay)
             delay = min(delay * 2, self.settings.retry_max_s)
 
     def _record(
-        self, good: Sequence[Decoded], dead: Sequence[DeadLetter], new: int, seconds: float
+        self,
+        good: Sequence[Decoded],
+        dead: Sequence[DeadLetter],
+        new: int,
+        conflicts: int,
+        seconds: float,
     ) -> None:
         st = self.stats
         st.committed += new
-        st.duplicates += len(good) - new
-        st.dead_letters += len(dead)
+        st.duplicates += len(good) - new - conflicts
+        st.dead_letters += len(dead) + conflicts
         st.batches += 1
         st.by_type.update(d.event.type for d in good)
         st.last_commit_at = time.time()
@@ -483,7 +573,27 @@ def _printable(value: bytes) -> str:
     return value.decode(errors="backslashreplace")
 
 
+def attempts_key(stream: str, group: str) -> str:
+    """The hash of attempts at suspect entries (see ``Worker._isolate``)."""
+    return f"tradescribe:attempts:{stream}:{group}"
+
+
+def _suspects(entries: list[Entry], deliveries: dict[str, int], limit: int) -> dict[str, Entry]:
+    """Re-read entries delivered more than ``limit`` times."""
+    if not deliveries:
+        return {}
+    return {e[0]: e for e in entries if e[1] and deliveries.get(e[0], 1) > limit}
+
+
+_KEEP_BYTES = 4096  # of an oversized entry: enough for a person to see what it was
+_ID_IN_JSON = re.compile(rb'"id"\s*:\s*"([^"\\]{1,100})"')
+
+
 def _guess_id(raw: bytes) -> str | None:
+    """The event id an undecodable entry seems to carry (for the dead letter's row)."""
+    if len(raw) > _KEEP_BYTES:
+        found = _ID_IN_JSON.search(raw, 0, _KEEP_BYTES)
+        return found.group(1).decode(errors="replace") if found else None
     try:
         value = json.loads(raw)
         event_id = value.get("id") if isinstance(value, dict) else None
@@ -492,5 +602,63 @@ def _guess_id(raw: bytes) -> str | None:
         return None
 
 
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:1000]
+
+
+def _dead(stream_id: str, raw: bytes, reason: str, deliveries: int = 1) -> DeadLetter:
+    return DeadLetter(stream_id, raw, reason, _guess_id(raw), deliveries)
+
+
+def oversized(
+    stream_id: str, raw: bytes, limit: int, reason: str, deliveries: int = 1
+) -> DeadLetter:
+    """A dead letter holding at most ``_KEEP_BYTES`` of ``raw``, with its size and
+    SHA-256, so that a flood of huge entries costs the database little."""
+    if len(raw) <= min(limit, _KEEP_BYTES):
+        return _dead(stream_id, raw, reason, deliveries)
+    digest = hashlib.sha256(raw).hexdigest()
+    kept = raw[:_KEEP_BYTES]
+    return DeadLetter(stream_id, kept, reason, _guess_id(raw), deliveries, len(raw), digest)
+
+
+def _no_wire_field(stream_id: str, fields: dict[bytes, bytes], deliveries: int) -> DeadLetter:
+    names = ", ".join(sorted(_printable(k) for k in fields))[:200]
+    reason = f"entry has no '{WIRE_FIELD}' field (it has: {names})"
+    raw = json.dumps({_printable(k): _printable(v) for k, v in fields.items()}).encode()
+    return oversized(stream_id, raw, 0, reason, deliveries)
+
+
+def id_conflict(d: Decoded, first_stream_id: str, deliveries: int = 1) -> DeadLetter:
+    reason = (
+        f"id conflict: event {d.event.id} was stored from stream entry {first_stream_id} "
+        "with another body (that one is in the event log, this one is kept here)"
+    )
+    return DeadLetter(d.stream_id, d.body.encode(), reason, d.event.id, deliveries)
+
+
+def store_error(exc: BaseException) -> bool:
+    """Whether a commit failed because of the store itself (disk, lock, I/O, a write
+    process gone), not because of what it was given: then it is retried, and never
+    counts against an entry."""
+    if isinstance(exc, OSError):
+        return True
+    return isinstance(exc, sqlite3.Error) and not isinstance(exc, _DATA_ERRORS)
+
+
+_DATA_ERRORS = (
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+)
+
+
+def _without_bytes(d: DeadLetter, exc: BaseException) -> DeadLetter:
+    reason = f"{d.reason} (its bytes could not be stored: {_describe(exc)})"
+    return replace(d, raw=b"", reason=reason[:2000], raw_size=d.raw_size or len(d.raw))
+
+
 def _unstorable(d: Decoded, exc: BaseException) -> DeadLetter:
-    return DeadLetter(d.stream_id, d.body.encode(), f"cannot be stored: {exc}", d.event.id)
+    reason = f"cannot be stored: {_describe(exc)}"
+    return DeadLetter(d.stream_id, d.body.encode(), reason, d.event.id)

@@ -24,6 +24,7 @@ connection, so the usual batch reads nothing before writing.
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
@@ -289,21 +290,34 @@ class Planned:
     last_stream_id: str | None
 
 
-def write_planned(con: sqlite3.Connection, batch: Planned, source: RowSource) -> int:
-    """Store one batch in one transaction; returns how many events were new.
+def write_planned(con: sqlite3.Connection, batch: Planned, source: RowSource) -> tuple[int, int]:
+    """Store one batch in one transaction; returns (events new to the log, id conflicts).
 
-    On any error the transaction is rolled back (if SQLite has not ended it
+    A change is applied only for an event the log accepted in this transaction: an
+    event whose id the log holds already is a duplicate (same body: nothing to do) or
+    an id conflict (another body: a dead letter, its changes dropped), so the tables
+    stay a function of the log. The batch holds each id once (the event loop sees to
+    it). On any error the transaction is rolled back (if SQLite has not ended it
     already) and ``source`` forgets its rows, then the error is raised.
     """
     con.execute("BEGIN IMMEDIATE")
     try:
         before = con.total_changes
+        top = con.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
         con.executemany(INSERT_EVENT, batch.events)
         inserted = con.total_changes - before
-        run_statements(con, plan_projections(batch.changes, source))
-        run_statements(con, batch.appends)
-        if batch.dead:
-            con.executemany(INSERT_DEAD, batch.dead)
+        changes, appends, dead = batch.changes, batch.appends, batch.dead
+        conflicts = 0
+        if inserted != len(batch.events):  # some ids were in the log already
+            refused, conflicted = _not_new(con, batch.events, top)
+            changes = [c for c in changes if c[2].rpartition("|")[2] not in refused]
+            appends = [(sql, [r for r in rows if r[0] not in refused]) for sql, rows in appends]
+            dead = [*dead, *conflicted]
+            conflicts = len(conflicted)
+        run_statements(con, plan_projections(changes, source))
+        run_statements(con, appends)
+        if dead:
+            con.executemany(INSERT_DEAD, dead)
         if batch.last_stream_id is not None:
             con.execute(SET_LAST, (batch.last_stream_id,))
         con.execute("COMMIT")
@@ -313,7 +327,50 @@ def write_planned(con: sqlite3.Connection, batch: Planned, source: RowSource) ->
             with contextlib.suppress(sqlite3.Error):  # report the error that got us here
                 con.execute("ROLLBACK")
         raise
-    return inserted
+    return inserted, conflicts
+
+
+def _not_new(
+    con: sqlite3.Connection, events: list[tuple[Any, ...]], top: int
+) -> tuple[set[str], list[tuple[Any, ...]]]:
+    """Of a batch's event rows, the ids the log did not take from this batch (it held
+    them already), and the dead letters of those whose stored body differs."""
+    new = {r[0] for r in con.execute("SELECT event_id FROM events WHERE seq > ?", (top,))}
+    refused: set[str] = set()
+    dead: list[tuple[Any, ...]] = []
+    for row in events:
+        event_id = row[0]
+        if event_id in new:
+            continue
+        refused.add(event_id)
+        stored = con.execute(
+            "SELECT stream_id, body FROM events WHERE event_id = ?", (event_id,)
+        ).fetchone()
+        stream_id, body, now = row[8], row[10], row[9]
+        if stored is None or same_event(stored[1], body):
+            continue  # a redelivery, a replay or a re-import: already in the log
+        reason = (
+            f"id conflict: event {event_id} is in the event log from stream entry "
+            f"{stored[0]} with another body (that one is kept in the log, this one here)"
+        )
+        dead.append((stream_id, event_id, body.encode(), reason, 1, now, None, None))
+    return refused, dead
+
+
+def same_event(a: str, b: str) -> bool:
+    """Two bodies of one event id say the same (byte for byte, or as JSON with the
+    id's spelling aside: a UUID's case is not part of it)."""
+    if a == b:
+        return True
+    try:
+        x, y = json.loads(a), json.loads(b)
+    except ValueError:
+        return False
+    if isinstance(x, dict) and isinstance(y, dict):
+        for value in (x, y):
+            if isinstance(value.get("id"), str):
+                value["id"] = value["id"].lower()
+    return bool(x == y)
 
 
 # -- reading stored rows --------------------------------------------------------------

@@ -201,6 +201,24 @@ _V5_READS = [
     aggregates.BACKFILL_MONTHS,
 ]
 
+# Version 6 (issue 14, trust): a stream entry is dead-lettered once however often it is
+# delivered (copies a redelivery left behind are dropped, the first kept), and an
+# oversized entry keeps only its first bytes, with its whole size and SHA-256.
+_V6_DEAD_ONCE = [
+    """DELETE FROM dead_letters WHERE id NOT IN
+    (SELECT min(id) FROM dead_letters GROUP BY stream_id)""",
+    "CREATE UNIQUE INDEX dead_letters_stream ON dead_letters(stream_id)",
+    "ALTER TABLE dead_letters ADD COLUMN raw_size INTEGER",
+    "ALTER TABLE dead_letters ADD COLUMN raw_sha256 TEXT",
+]
+
 # MIGRATIONS[n - 1] brings a database from version n - 1 to version n.
-MIGRATIONS: list[list[str]] = [_V1, _V2_QUERY_INDEXES, _V3_TRADE_DAYS, _V4_WRITE, _V5_READS]
+MIGRATIONS: list[list[str]] = [
+    _V1,
+    _V2_QUERY_INDEXES,
+    _V3_TRADE_DAYS,
+    _V4_WRITE,
+    _V5_READS,
+    _V6_DEAD_ONCE,
+]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -156,15 +156,18 @@ class SqliteStore:
         planned = plan_batch(good, dead, utc_text(dt.datetime.now(dt.UTC)))
         return encode(planned) if self.writer is not None else planned
 
-    async def commit_planned(self, batch: Prepared) -> int:
-        """Merge and store a batch in one transaction; returns how many events were new.
-        On an error nothing of it is stored (and the error is raised)."""
+    async def commit_planned(self, batch: Prepared) -> tuple[int, int]:
+        """Merge and store a batch in one transaction; returns how many events were new
+        and how many were id conflicts (dead-lettered). On an error nothing of it is
+        stored (and the error is raised)."""
         if self.writer is not None:
-            return await self.writer.write(batch)
+            new, conflicts = await self.writer.write(batch)
+            return new, conflicts
         assert isinstance(batch, Planned), "pickled for a write process this store lacks"
-        return int(await self._on_thread(write_planned, batch, self.cache))
+        new, conflicts = await self._on_thread(write_planned, batch, self.cache)
+        return new, conflicts
 
-    async def commit(self, good: Sequence[Decoded], dead: Sequence[DeadLetter]) -> int:
+    async def commit(self, good: Sequence[Decoded], dead: Sequence[DeadLetter]) -> tuple[int, int]:
         """:meth:`prepare` and :meth:`commit_planned` in one."""
         return await self.commit_planned(self.prepare(good, dead))
 

@@ -169,9 +169,9 @@ class WriterProcess:
         )
         self._sender.start()
 
-    async def write(self, batch: Planned | bytes) -> int:
-        """Commit one batch (or its :func:`encode`) in the child; its exception is
-        raised here."""
+    async def write(self, batch: Planned | bytes) -> tuple[int, int]:
+        """Commit one batch (or its :func:`encode`) in the child: (new events, id
+        conflicts), as :func:`~worker.plan.write_planned`; its exception is raised here."""
         if self._proc is None or self._proc.poll() is not None:
             if self._proc is not None:
                 log.warning("the write process exited (code %s); starting it again",
@@ -200,7 +200,8 @@ class WriterProcess:
         kind, value = reply
         if kind == "error":
             raise value
-        return int(value)
+        new, conflicts = value
+        return int(new), int(conflicts)
 
     def _reap(self) -> None:
         proc, self._proc = self._proc, None
