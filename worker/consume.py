@@ -368,45 +368,7 @@ class Worker:
     def _decode(
         self, entries: list[Entry], deliveries: dict[str, int]
     ) -> tuple[list[Decoded], list[DeadLetter]]:
-        """Each entry validated on its own: whatever one raises makes it a dead letter
-        with the reason, never the batch's failure. A second copy of an id in the batch
-        is dropped when its body is the same, and is an id conflict when it is not."""
-        good: list[Decoded] = []
-        dead: list[DeadLetter] = []
-        seen: dict[str, Decoded] = {}
-        limit = self.settings.max_message_bytes
-        for stream_id, fields in entries:
-            if not fields:
-                continue  # deleted from the stream before we read it; nothing to store
-            raw = fields.get(_WIRE_KEY)
-            times = deliveries.get(stream_id, 1)
-            try:
-                if raw is None:
-                    dead.append(_no_wire_field(stream_id, fields, times))
-                elif len(raw) > limit:
-                    reason = f"entry is {len(raw)} bytes, more than max_message_bytes={limit}"
-                    dead.append(oversized(stream_id, raw, limit, reason, times))
-                else:
-                    d = Decoded(stream_id, raw.decode(), parse_event(raw))
-                    first = seen.setdefault(d.event.id, d)
-                    if first is d:
-                        good.append(d)
-                    elif not same_event(first.body, d.body):
-                        dead.append(id_conflict(d, first.stream_id, times))
-                    else:
-                        self.stats.duplicates += 1
-                    continue
-            except ValidationError as exc:
-                reason = "invalid event: " + describe_validation_error(exc)
-                dead.append(_dead(stream_id, raw or b"", reason, times))
-            except UnicodeDecodeError as exc:
-                dead.append(_dead(stream_id, raw or b"", f"not UTF-8: {exc}", times))
-            except Exception as exc:  # no entry may stop the worker
-                log.exception("decoding stream entry %s failed", stream_id)
-                reason = f"cannot be decoded: {_describe(exc)}"
-                dead.append(_dead(stream_id, raw or b"", reason, times))
-            log.warning("dead-lettering stream entry %s: %s", stream_id, dead[-1].reason[:300])
-        return good, dead
+        return decode(entries, deliveries, self.settings.max_message_bytes)
 
     def _prepare(self, good: list[Decoded], dead: list[DeadLetter]) -> _Batch:
         """The batch planned for the store. An event whose projection raises is found by
@@ -557,6 +519,47 @@ class Worker:
         keep_from = f"{int((time.time() - s.trim_keep_s) * 1000)}-0"
         min_id = min(bound, keep_from, key=stream_order)
         return int(await self.redis.xtrim(s.stream, minid=min_id, approximate=False))
+
+
+def decode(
+    entries: list[Entry], deliveries: dict[str, int], limit: int
+) -> tuple[list[Decoded], list[DeadLetter]]:
+    """Each entry validated on its own: whatever one raises makes it a dead letter
+    with the reason, never the batch's failure. A second copy of an id in the batch
+    with another body is an id conflict (the same body is a duplicate, which the
+    store recognises as it recognises one already in the log)."""
+    good: list[Decoded] = []
+    dead: list[DeadLetter] = []
+    seen: dict[str, Decoded] = {}
+    for stream_id, fields in entries:
+        if not fields:
+            continue  # deleted from the stream before we read it; nothing to store
+        raw = fields.get(_WIRE_KEY)
+        times = deliveries.get(stream_id, 1)
+        try:
+            if raw is None:
+                dead.append(_no_wire_field(stream_id, fields, times))
+            elif len(raw) > limit:
+                reason = f"entry is {len(raw)} bytes, more than max_message_bytes={limit}"
+                dead.append(oversized(stream_id, raw, limit, reason, times))
+            else:
+                d = Decoded(stream_id, raw.decode(), parse_event(raw))
+                first = seen.setdefault(d.event.id, d)
+                if first is d or same_event(first.body, d.body):
+                    good.append(d)
+                    continue
+                dead.append(id_conflict(d, first.stream_id, times))
+        except ValidationError as exc:
+            reason = "invalid event: " + describe_validation_error(exc)
+            dead.append(_dead(stream_id, raw or b"", reason, times))
+        except UnicodeDecodeError as exc:
+            dead.append(_dead(stream_id, raw or b"", f"not UTF-8: {exc}", times))
+        except Exception as exc:  # no entry may stop the worker
+            log.exception("decoding stream entry %s failed", stream_id)
+            reason = f"cannot be decoded: {_describe(exc)}"
+            dead.append(_dead(stream_id, raw or b"", reason, times))
+        log.warning("dead-lettering stream entry %s: %s", stream_id, dead[-1].reason[:300])
+    return good, dead
 
 
 def _text(value: Any) -> str:
