@@ -30,6 +30,8 @@ WIRE_FIELD = "event"
 DEFAULT_STREAM = "tradescribe:events"
 MAX_SHORT = 200
 MAX_TEXT = 10_000
+# The largest wire JSON a publisher sends (the worker's max_message_bytes default).
+MAX_EVENT_BYTES = 65_536
 
 EVENT_TYPES = (
     "trade.opened",

@@ -16,7 +16,10 @@ from typing import Any
 import pytest
 import redis
 
+from contracts import Publisher
+from contracts.errors import PublishError
 from contracts.events import WIRE_FIELD, build_event, parse_event, to_wire
+from tests.clirun import run_cli
 from tests.conftest import count, pending, query, running_worker, wait_for
 from tests.fault_helpers import foreign_write_lock, wire_events
 from worker.batchwrite import Decoded
@@ -217,3 +220,26 @@ async def test_a_locked_database_and_restarts_never_dead_letter_a_valid_event(
         await wait_for(lambda: pending(sync_redis, names) == 0)
     assert count(s.db, "dead_letters") == 0
     await assert_log_equals_tables(s.db)
+
+
+def test_an_import_whose_local_time_has_no_utc_equivalent_names_the_record(
+    tmp_path: Path,
+) -> None:
+    header = ("trade_id,symbol,entry_date,entry_price,trade_type,status,exit_date,exit_price,"
+              "realized_pnl")  # fmt: skip
+    rows = ["T1,MSFT,0001-01-01,330.31,LONG,CLOSED,0001-01-01,343.94,13.63",
+            "T2,MSFT,2024-03-01,330.31,LONG,CLOSED,2024-04-01,343.94,13.63"]  # fmt: skip
+    csv_file = tmp_path / "trades.csv"
+    csv_file.write_text("\n".join([header, *rows]) + "\n")
+    result = run_cli("import", "csv-trades", str(csv_file), "--timezone", "Asia/Tokyo",
+                     "--dry-run")  # fmt: skip
+    assert result.code == 1
+    assert f"{csv_file}:2: invalid: ts: Value error, is out of range" in result.err + result.out
+    assert "1 record(s) skipped" in result.err + result.out
+
+
+def test_a_publisher_refuses_an_event_larger_than_an_entry_may_be(redis_url: str) -> None:
+    with Publisher(redis_url, source="bot-big", spool=False) as pub:
+        with pytest.raises(PublishError, match="more than the 65536 a stream entry may hold"):
+            pub.publish("journal.entry", text="x", attributes={"blob": "y" * 70_000})
+        assert pub.publish("journal.entry", text="x", attributes={"blob": "y" * 60_000})

@@ -32,7 +32,6 @@ from contracts.errors import describe_validation_error
 from contracts.events import WIRE_FIELD, parse_event
 from worker.errors import RedisSetupError
 from worker.lease import FileLock, RedisLease, worker_identity
-from worker.plan import same_event
 from worker.settings import Settings
 from worker.store import DeadLetter, Decoded, Prepared, SqliteStore, stream_order
 
@@ -228,19 +227,31 @@ class Worker:
 
     async def _read_and_decode(self, send: MemoryObjectSendStream[_Batch]) -> None:
         async with send:
+            s = self.settings
             async for entries, deliveries in self._read():
-                ids = [i for i, _ in entries]
-                self._in_flight.update(ids)
-                suspects = _suspects(entries, deliveries, self.settings.max_deliveries)
+                self._in_flight.update(i for i, _ in entries)
+                suspects = _suspects(entries, deliveries, s.max_deliveries)
                 if suspects:
                     entries = [e for e in entries if e[0] not in suspects]
-                    async for batch in self._isolate(suspects, deliveries):
-                        await send.send(batch)
-                batch = self._prepare(*self._decode(entries, deliveries))
-                batch.ids = [i for i, _ in entries]
-                await send.send(batch)
-                del batch  # so that the batch below is freed here, in one go
+                    async for alone in self._isolate(suspects, deliveries):
+                        await send.send(alone)
+                batch: _Batch | None = None
+                while entries:
+                    batch, entries = self._batch(entries, deliveries)
+                    await send.send(batch)
+                batch = None  # so that it is freed with the spent batches, in one go
                 self._spent.clear()
+
+    def _batch(
+        self, entries: list[Entry], deliveries: dict[str, int]
+    ) -> tuple[_Batch, list[Entry]]:
+        """The batch of these entries, and those that go in the next one: a batch holds
+        an event id once (see :func:`decode`)."""
+        good, dead, repeats = decode(entries, deliveries, self.settings.max_message_bytes)
+        batch = self._prepare(good, dead)
+        later = {i for i, _ in repeats}
+        batch.ids = [i for i, _ in entries if i not in later]
+        return batch, repeats
 
     async def _isolate(
         self, suspects: dict[str, Entry], deliveries: dict[str, int]
@@ -263,7 +274,7 @@ class Worker:
                 dead = oversized(stream_id, raw, s.max_message_bytes, reason, times)
                 batch = self._prepare([], [dead])
             else:
-                batch = self._prepare(*self._decode([entry], deliveries))
+                batch = self._batch([entry], deliveries)[0]
             await self._attempt(stream_id, 0)
             batch.ids = [stream_id]
             yield batch
@@ -364,11 +375,6 @@ class Worker:
         except _TRANSIENT_REDIS:
             return {}
         return {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
-
-    def _decode(
-        self, entries: list[Entry], deliveries: dict[str, int]
-    ) -> tuple[list[Decoded], list[DeadLetter]]:
-        return decode(entries, deliveries, self.settings.max_message_bytes)
 
     def _prepare(self, good: list[Decoded], dead: list[DeadLetter]) -> _Batch:
         """The batch planned for the store. An event whose projection raises is found by
@@ -523,14 +529,19 @@ class Worker:
 
 def decode(
     entries: list[Entry], deliveries: dict[str, int], limit: int
-) -> tuple[list[Decoded], list[DeadLetter]]:
+) -> tuple[list[Decoded], list[DeadLetter], list[Entry]]:
     """Each entry validated on its own: whatever one raises makes it a dead letter
-    with the reason, never the batch's failure. A second copy of an id in the batch
-    with another body is an id conflict (the same body is a duplicate, which the
-    store recognises as it recognises one already in the log)."""
+    with the reason, never the batch's failure.
+
+    A batch holds each event id once, so that the store can tell an event it takes
+    from a copy it refuses by the id alone: a second entry with an id seen before in
+    ``entries`` is returned apart (third value), to go into the next batch, where
+    the store finds it a duplicate or an id conflict as for any id in the log.
+    """
     good: list[Decoded] = []
     dead: list[DeadLetter] = []
-    seen: dict[str, Decoded] = {}
+    repeats: list[Entry] = []
+    seen: set[str] = set()
     for stream_id, fields in entries:
         if not fields:
             continue  # deleted from the stream before we read it; nothing to store
@@ -544,11 +555,12 @@ def decode(
                 dead.append(oversized(stream_id, raw, limit, reason, times))
             else:
                 d = Decoded(stream_id, raw.decode(), parse_event(raw))
-                first = seen.setdefault(d.event.id, d)
-                if first is d or same_event(first.body, d.body):
+                if d.event.id in seen:
+                    repeats.append((stream_id, fields))
+                else:
+                    seen.add(d.event.id)
                     good.append(d)
-                    continue
-                dead.append(id_conflict(d, first.stream_id, times))
+                continue
         except ValidationError as exc:
             reason = "invalid event: " + describe_validation_error(exc)
             dead.append(_dead(stream_id, raw or b"", reason, times))
@@ -559,7 +571,7 @@ def decode(
             reason = f"cannot be decoded: {_describe(exc)}"
             dead.append(_dead(stream_id, raw or b"", reason, times))
         log.warning("dead-lettering stream entry %s: %s", stream_id, dead[-1].reason[:300])
-    return good, dead
+    return good, dead, repeats
 
 
 def _text(value: Any) -> str:
@@ -630,14 +642,6 @@ def _no_wire_field(stream_id: str, fields: dict[bytes, bytes], deliveries: int) 
     reason = f"entry has no '{WIRE_FIELD}' field (it has: {names})"
     raw = json.dumps({_printable(k): _printable(v) for k, v in fields.items()}).encode()
     return oversized(stream_id, raw, 0, reason, deliveries)
-
-
-def id_conflict(d: Decoded, first_stream_id: str, deliveries: int = 1) -> DeadLetter:
-    reason = (
-        f"id conflict: event {d.event.id} was stored from stream entry {first_stream_id} "
-        "with another body (that one is in the event log, this one is kept here)"
-    )
-    return DeadLetter(d.stream_id, d.body.encode(), reason, d.event.id, deliveries)
 
 
 def store_error(exc: BaseException) -> bool:

@@ -296,8 +296,8 @@ def write_planned(con: sqlite3.Connection, batch: Planned, source: RowSource) ->
     A change is applied only for an event the log accepted in this transaction: an
     event whose id the log holds already is a duplicate (same body: nothing to do) or
     an id conflict (another body: a dead letter, its changes dropped), so the tables
-    stay a function of the log. Two copies of an id in one batch have one body (the
-    event loop sees to it). On any error the transaction is rolled back (if SQLite has not ended it
+    stay a function of the log. A batch holds an id once (the event loop sees to it).
+    On any error the transaction is rolled back (if SQLite has not ended it
     already) and ``source`` forgets its rows, then the error is raised.
     """
     con.execute("BEGIN IMMEDIATE")
