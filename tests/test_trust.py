@@ -198,6 +198,12 @@ async def test_oversized_entries_keep_a_prefix_and_a_hash_not_their_bytes(
     assert {r[1:] for r in rows} == {(4096, len(big), digest, json.loads(big)["id"])}
     # 20 MiB sent; the database holds the prefixes (40 KiB), not the bodies.
     assert s.db.stat().st_size + Path(f"{s.db}-wal").stat().st_size < 2 << 20
+    # A prefix is not the event: replaying it is refused, and --all passes it over.
+    first = query(s.db, "SELECT min(id) FROM dead_letters")[0][0]
+    where = ("--db", str(s.db), "--redis-url", s.redis_url, "--stream", s.stream)
+    refused = run_cli("dlq", "replay", str(first), *where)
+    assert refused.code == 1 and "cannot be replayed" in refused.err, refused
+    assert run_cli("dlq", "replay", "--all", "--json", *where).json() == {"replayed": []}
 
 
 async def test_a_locked_database_and_restarts_never_dead_letter_a_valid_event(

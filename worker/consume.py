@@ -271,7 +271,7 @@ class Worker:
                 raw = entry[1].get(_WIRE_KEY) or b""
                 reason = f"stopped the worker {attempts - 1} times while being decoded"
                 times = deliveries.get(stream_id, 1)
-                dead = oversized(stream_id, raw, s.max_message_bytes, reason, times)
+                dead = bounded(stream_id, raw, reason, times)
                 batch = self._prepare([], [dead])
             else:
                 batch = self._batch([entry], deliveries)[0]
@@ -552,7 +552,7 @@ def decode(
                 dead.append(_no_wire_field(stream_id, fields, times))
             elif len(raw) > limit:
                 reason = f"entry is {len(raw)} bytes, more than max_message_bytes={limit}"
-                dead.append(oversized(stream_id, raw, limit, reason, times))
+                dead.append(bounded(stream_id, raw, reason, times))
             else:
                 d = Decoded(stream_id, raw.decode(), parse_event(raw))
                 if d.event.id in seen:
@@ -625,12 +625,11 @@ def _dead(stream_id: str, raw: bytes, reason: str, deliveries: int = 1) -> DeadL
     return DeadLetter(stream_id, raw, reason, _guess_id(raw), deliveries)
 
 
-def oversized(
-    stream_id: str, raw: bytes, limit: int, reason: str, deliveries: int = 1
-) -> DeadLetter:
-    """A dead letter holding at most ``_KEEP_BYTES`` of ``raw``, with its size and
-    SHA-256, so that a flood of huge entries costs the database little."""
-    if len(raw) <= min(limit, _KEEP_BYTES):
+def bounded(stream_id: str, raw: bytes, reason: str, deliveries: int = 1) -> DeadLetter:
+    """A dead letter holding at most ``_KEEP_BYTES`` of ``raw`` (with its size and
+    SHA-256 when that is not all of it), so that a flood of huge entries costs the
+    database little."""
+    if len(raw) <= _KEEP_BYTES:
         return _dead(stream_id, raw, reason, deliveries)
     digest = hashlib.sha256(raw).hexdigest()
     kept = raw[:_KEEP_BYTES]
@@ -641,7 +640,7 @@ def _no_wire_field(stream_id: str, fields: dict[bytes, bytes], deliveries: int) 
     names = ", ".join(sorted(_printable(k) for k in fields))[:200]
     reason = f"entry has no '{WIRE_FIELD}' field (it has: {names})"
     raw = json.dumps({_printable(k): _printable(v) for k, v in fields.items()}).encode()
-    return oversized(stream_id, raw, 0, reason, deliveries)
+    return bounded(stream_id, raw, reason, deliveries)
 
 
 def store_error(exc: BaseException) -> bool:

@@ -110,8 +110,8 @@ def show(
     """Show one dead letter in full: reason and raw body."""
     settings = load_settings(config, db=db)
     with _connect(settings) as con:
-        rows = _rows(con, f"SELECT {_COLUMNS}, raw FROM dead_letters WHERE id = ?",
-                     (dead_letter_id,))  # fmt: skip
+        sql = f"SELECT {_COLUMNS}, raw_size, raw_sha256, raw FROM dead_letters WHERE id = ?"
+        rows = _rows(con, sql, (dead_letter_id,))
     if not rows:
         raise DeadLetterError(
             f"no dead letter with id {dead_letter_id} (see: tradescribe dlq list)"
@@ -145,16 +145,25 @@ def replay(
         raise DeadLetterError("name the dead letters to replay (IDs), or pass --all")
     settings = load_settings(config, db=db, redis_url=redis_url, stream=stream)
     with _connect(settings) as con:
+        # An oversized entry kept only its first bytes (raw_sha256 says so): never replayed.
         if all_:
-            rows = _rows(con, "SELECT id, raw FROM dead_letters WHERE replayed_at IS NULL")
+            rows = _rows(con, "SELECT id, raw FROM dead_letters WHERE replayed_at IS NULL "
+                              "AND raw_sha256 IS NULL")  # fmt: skip
         else:
             marks = ", ".join("?" * len(ids or []))
-            rows = _rows(con, f"SELECT id, raw FROM dead_letters WHERE id IN ({marks})",
-                         tuple(ids or []))  # fmt: skip
+            rows = _rows(con, f"SELECT id, raw, raw_sha256 FROM dead_letters "
+                              f"WHERE id IN ({marks})", tuple(ids or []))  # fmt: skip
             missing = sorted(set(ids or []) - {r["id"] for r in rows})
             if missing:
                 raise DeadLetterError(
                     f"no dead letter with id {missing} (see: tradescribe dlq list)"
+                )
+            partial = sorted(r["id"] for r in rows if r["raw_sha256"])
+            if partial:
+                raise DeadLetterError(
+                    f"dead letter {partial} kept only the first bytes of an oversized entry "
+                    "(see raw_size and raw_sha256 in `tradescribe dlq show`); it cannot be "
+                    "replayed: publish the event again from its source"
                 )
     replayed = _publish(settings, rows)
     with _connect(settings, write=True) as con:

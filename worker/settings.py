@@ -61,7 +61,10 @@ class Settings(BaseSettings):
     )
     claim_interval_s: float = Field(30.0, gt=0, description="How often to look for such entries.")
     max_deliveries: int = Field(
-        5, ge=1, description="Dead-letter an entry delivered this many times without commit."
+        5,
+        ge=1,
+        description="Dead-letter an entry that stopped the worker this many times while "
+        "being decoded (redeliveries after restarts, locks or a full disk never count).",
     )
     max_message_bytes: int = Field(
         65_536, ge=256, description="Larger stream entries are dead-lettered unread."
