@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from contracts.events import EVENT_TYPES, NO_NUL
+from contracts.events import NO_NUL
+from contracts.vocabulary import EVENT_TYPES
 
 
 class TradescribeError(Exception):

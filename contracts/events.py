@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from contracts.ids import new_event_id
+from contracts.vocabulary import EVENT_TYPES, TENANCY
 
 WIRE_FIELD = "event"
 DEFAULT_STREAM = "tradescribe:events"
@@ -33,18 +34,6 @@ MAX_TEXT = 10_000
 # The largest wire JSON a publisher sends (the worker's max_message_bytes default).
 MAX_EVENT_BYTES = 65_536
 
-EVENT_TYPES = (
-    "trade.opened",
-    "trade.updated",
-    "trade.closed",
-    "signal.emitted",
-    "signal.updated",
-    "signal.closed",
-    "position.updated",
-    "daily_stats.updated",
-    "journal.entry",
-    "audit.event",
-)
 
 _ID_PATTERN = (
     r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -143,7 +132,6 @@ Side = Annotated[Literal["buy", "sell"], BeforeValidator(_normalise_side)]
 Mode = Literal["live", "paper", "backtest"]
 TradeStatus = Literal["pending", "open", "partial", "closed", "cancelled", "expired"]
 SignalStatus = Literal["active", "triggered", "closed", "expired", "cancelled"]
-TERMINAL_STATUSES = frozenset({"closed", "cancelled", "expired"})
 
 
 class Payload(BaseModel):
@@ -422,6 +410,10 @@ EVENT_CLASSES: dict[str, type[Envelope]] = {
 }
 
 
+if tuple(EVENT_CLASSES) != EVENT_TYPES:  # one list of types: contracts.vocabulary
+    raise AssertionError(f"event classes {tuple(EVENT_CLASSES)} != EVENT_TYPES {EVENT_TYPES}")
+
+
 def parse_event(raw: bytes | str) -> AnyEvent:
     """Decode and validate one wire value; raises ``pydantic.ValidationError``."""
     return EVENT_ADAPTER.validate_json(raw)
@@ -441,8 +433,5 @@ def to_wire(event: AnyEvent) -> str:
     Tenancy the sender did not set is left out, so that the receiver knows it was
     not said (a ``trade.closed`` must not reset the plugin of its ``trade.opened``).
     """
-    unset = {k for k in _TENANCY if k not in event.model_fields_set}
+    unset = {k for k in TENANCY if k not in event.model_fields_set}
     return event.model_dump_json(exclude_none=True, exclude=unset)
-
-
-_TENANCY = ("account", "plugin_id", "mode")

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts.query_model import Filters
+from contracts.vocabulary import ROW_TENANCY
 
-TENANCY = ("account", "source", "plugin_id", "mode")
 RAW_SUMMARY = """count(*), sum(realized_pnl > 0), sum(realized_pnl < 0),
     total(CASE WHEN realized_pnl > 0 THEN realized_pnl END),
     total(CASE WHEN realized_pnl < 0 THEN realized_pnl END), max(realized_pnl), min(realized_pnl)"""
@@ -112,7 +112,7 @@ def split_months(lo: str | None, hi: str | None) -> Periods:
 def _filters(f: Filters, prefix: str = "") -> tuple[list[str], list[Any]]:
     parts: list[str] = []
     params: list[Any] = []
-    for column in TENANCY:
+    for column in ROW_TENANCY:
         value = getattr(f, column)
         if value is not None:
             parts.append(f"{prefix}{column} = ?")

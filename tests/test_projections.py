@@ -136,14 +136,10 @@ async def test_close_without_tenancy_keeps_the_plugin_of_the_open(settings: Sett
     assert rows == [("v3-logic-01-5min", "paper", "default", "closed")]
 
 
-def test_the_write_process_knows_the_terminal_statuses_without_importing_pydantic() -> None:
+def test_the_write_process_starts_without_importing_pydantic() -> None:
     import subprocess
     import sys
 
-    from contracts.events import TERMINAL_STATUSES
-    from worker import rows
-
-    assert rows.TERMINAL_STATUSES == TERMINAL_STATUSES
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys, worker.writer; print(sorted(sys.modules))"],
         capture_output=True, text=True, check=True,

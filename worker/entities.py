@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-TENANCY = ("account", "plugin_id", "mode")
+from contracts.vocabulary import TENANCY
 
 
 @dataclass(frozen=True)

@@ -148,11 +148,28 @@ class RowCache:
 
 
 @dataclass(slots=True)
+class Sums:
+    """One bucket's deltas, in the order of :data:`worker.aggregates.SUMS`."""
+
+    trades: int = 0
+    wins: int = 0
+    losses: int = 0
+    gross_profit: float = 0.0
+    gross_loss: float = 0.0
+    best: float | None = None  # of the trades added (a removed one is recomputed)
+    worst: float | None = None
+
+    def values(self) -> tuple[Any, ...]:
+        return (self.trades, self.wins, self.losses, self.gross_profit, self.gross_loss,
+                self.best, self.worst)  # fmt: skip
+
+
+@dataclass(slots=True)
 class AggregateDeltas:
     """One batch's changes to each aggregate (``trade_days``, ``trade_months``): deltas
     summed per bucket, and the buckets whose best or worst may have left."""
 
-    sums: dict[Aggregate, dict[Key, list[Any]]] = field(
+    sums: dict[Aggregate, dict[Key, Sums]] = field(
         default_factory=lambda: {a: {} for a in AGGREGATES}
     )
     recompute: dict[Aggregate, set[Key]] = field(
@@ -173,25 +190,25 @@ class AggregateDeltas:
                 self._add(sums, new[0], new[1], 1)
 
     @staticmethod
-    def _add(sums: dict[Key, list[Any]], bucket: Key, pnl: float | None, sign: int) -> None:
+    def _add(sums: dict[Key, Sums], bucket: Key, pnl: float | None, sign: int) -> None:
         s = sums.get(bucket)
         if s is None:
-            s = sums[bucket] = [0, 0, 0, 0.0, 0.0, None, None]
-        s[0] += sign
+            s = sums[bucket] = Sums()
+        s.trades += sign
         if pnl is not None:
-            s[1] += sign * (pnl > 0)
-            s[2] += sign * (pnl < 0)
-            s[3] += sign * max(pnl, 0.0)
-            s[4] += sign * min(pnl, 0.0)
+            s.wins += sign * (pnl > 0)
+            s.losses += sign * (pnl < 0)
+            s.gross_profit += sign * max(pnl, 0.0)
+            s.gross_loss += sign * min(pnl, 0.0)
             if sign > 0:
-                s[5] = pnl if s[5] is None else max(s[5], pnl)
-                s[6] = pnl if s[6] is None else min(s[6], pnl)
+                s.best = pnl if s.best is None else max(s.best, pnl)
+                s.worst = pnl if s.worst is None else min(s.worst, pnl)
 
     def statements(self) -> list[Statement]:
         out: list[Statement] = []
         for aggregate in AGGREGATES:
             if sums := self.sums[aggregate]:
-                out.append((aggregate.add_sql, [(*b, *s) for b, s in sums.items()]))
+                out.append((aggregate.add_sql, [(*b, *s.values()) for b, s in sums.items()]))
             if recompute := self.recompute[aggregate]:
                 out.append((aggregate.recompute_sql, sorted(recompute)))
         return out
@@ -243,20 +260,20 @@ def plan_projections(
     (without the aggregates' deltas when the caller sums those afresh afterwards)."""
     by_table: dict[str, list[Change]] = defaultdict(list)
     for change in changes:
-        by_table[change[0]].append(change)
+        by_table[change.table].append(change)
     statements: list[Statement] = []
     deltas = AggregateDeltas()
     for table, entity_changes in by_table.items():
         entity = ENTITY_BY_TABLE[table]
-        rows = source.rows(entity, {c[1] for c in entity_changes})
+        rows = source.rows(entity, {c.key for c in entity_changes})
         before: dict[Key, Row | None] = {}
         for change in entity_changes:
-            key = change[1]
+            key = change.key
             row = rows.get(key)
             if key not in before:
                 before[key] = None if row is None else _snapshot(row)
             if row is None:
-                row = rows[key] = new_row(entity, key, change[3])
+                row = rows[key] = new_row(entity, key, change.ts)
             merge(row, change)
         source.keep(entity, rows)
         inserts: list[tuple[Any, ...]] = []
@@ -310,7 +327,7 @@ def write_planned(con: sqlite3.Connection, batch: Planned, source: RowSource) ->
         conflicts = 0
         if inserted != len(batch.events):  # some ids were in the log already
             refused, conflicted = _not_new(con, batch.events, top)
-            changes = [c for c in changes if c[2].rpartition("|")[2] not in refused]
+            changes = [c for c in changes if c.event_id not in refused]
             appends = [(sql, [r for r in rows if r[0] not in refused]) for sql, rows in appends]
             dead = [*dead, *conflicted]
             conflicts = len(conflicted)

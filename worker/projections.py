@@ -26,6 +26,7 @@ from contracts.events import (
     AnyEvent,
     AuditEventEvent,
     DailyStatsUpdatedEvent,
+    Envelope,
     JournalEntryEvent,
     Payload,
     PositionUpdatedEvent,
@@ -34,6 +35,7 @@ from contracts.events import (
     TradeClosedEvent,
     TradeOpenedEvent,
 )
+from contracts.vocabulary import TENANCY, TERMINAL_STATUSES
 from worker.entities import (
     AUDIT_COLUMNS,
     DAILY_STATS,
@@ -42,11 +44,10 @@ from worker.entities import (
     POSITIONS,
     SIGNALS,
     STATUS_HISTORY_COLUMNS,
-    TENANCY,
     TRADES,
     Entity,
 )
-from worker.rows import TERMINAL_STATUSES, Change, dumps, json_value
+from worker.rows import Change, dumps, json_value
 
 # Re-exported: the store, the bench and the tests import the entities from here.
 __all__ = [
@@ -72,8 +73,6 @@ __all__ = [
 
 _POSITION_SKIP = frozenset({"position_id"})
 _DATE_SKIP = frozenset({"date"})
-_TRADE_SKIP = frozenset({"trade_id"})
-_SIGNAL_SKIP = frozenset({"signal_id"})
 
 
 _ZERO = dt.timedelta(0)
@@ -177,11 +176,9 @@ def project(events: Iterable[AnyEvent], ts_texts: Iterable[str] | None = None) -
         ts = next(texts) if texts is not None else utc_text(event.ts)
         version = event_version(event, ts)
         data = event.data
-        kind = event.type.split(".", 1)[0]
-        if kind == "trade":
-            _trade_change(event, version, ts, out)
-        elif kind == "signal":
-            _signal_change(event, version, ts, out)
+        lifecycle = _LIFECYCLES.get(event.type.split(".", 1)[0])
+        if lifecycle is not None:
+            _lifecycle_change(event, version, ts, out, lifecycle)
         elif isinstance(event, PositionUpdatedEvent):
             pos = event.data
             columns, attributes = _split(pos, POSITIONS, _POSITION_SKIP)
@@ -189,11 +186,13 @@ def project(events: Iterable[AnyEvent], ts_texts: Iterable[str] | None = None) -
             if "is_active" not in columns:
                 columns["is_active"] = int(pos.quantity != 0)
             pos_key = (event.account, event.source, event.mode, pos.position_id or pos.symbol)
-            out.changes.append((POSITIONS.table, pos_key, version, ts, columns, attributes, {}))
+            out.changes.append(
+                Change(POSITIONS.table, pos_key, version, ts, columns, attributes, {})
+            )
         elif isinstance(event, DailyStatsUpdatedEvent):
             columns, attributes = _split(event.data, DAILY_STATS, _DATE_SKIP)
             key = (event.account, event.source, event.plugin_id, event.mode, str(event.data.date))
-            out.changes.append((DAILY_STATS.table, key, version, ts, columns, attributes, {}))
+            out.changes.append(Change(DAILY_STATS.table, key, version, ts, columns, attributes, {}))
         elif isinstance(event, JournalEntryEvent):
             entry = event.data
             _, attributes = _split(entry, TRADES, ("text", "title", "trade_id", "signal_id"))
@@ -240,38 +239,45 @@ def project(events: Iterable[AnyEvent], ts_texts: Iterable[str] | None = None) -
     return out
 
 
-def _trade_change(event: AnyEvent, version: str, ts: str, out: Projected) -> None:
+@dataclass(frozen=True, slots=True)
+class _Lifecycle:
+    """An entity that opens, changes and closes: trades and signals."""
+
+    entity: Entity
+    id_field: str
+    opened: type[Envelope]
+    closed: type[Envelope]
+    open_status: str
+    opened_at: str
+    keeps_history: bool  # its status changes go to trade_status_history
+    skip: frozenset[str]  # the id: part of the key, not a column to set
+
+
+_TRADE = _Lifecycle(TRADES, "trade_id", TradeOpenedEvent, TradeClosedEvent, "open",
+                    "opened_at", keeps_history=True, skip=frozenset({"trade_id"}))  # fmt: skip
+_SIGNAL = _Lifecycle(SIGNALS, "signal_id", SignalEmittedEvent, SignalClosedEvent, "active",
+                     "emitted_at", keeps_history=False, skip=frozenset({"signal_id"}))  # fmt: skip
+_LIFECYCLES = {"trade": _TRADE, "signal": _SIGNAL}
+
+
+def _lifecycle_change(
+    event: AnyEvent, version: str, ts: str, out: Projected, kind: _Lifecycle
+) -> None:
     data = event.data
-    columns, attributes = _split(data, TRADES, _TRADE_SKIP)
-    if isinstance(event, TradeOpenedEvent):
-        columns.setdefault("status", "open")
-        columns.setdefault("opened_at", ts)
-    elif isinstance(event, TradeClosedEvent):
+    columns, attributes = _split(data, kind.entity, kind.skip)
+    if isinstance(event, kind.opened):
+        columns.setdefault("status", kind.open_status)
+        columns.setdefault(kind.opened_at, ts)
+    elif isinstance(event, kind.closed):
         if columns.get("status") not in TERMINAL_STATUSES:
             columns["status"] = "closed"
         columns.setdefault("closed_at", ts)
     explicit, implicit = _tenancy(event)
     columns.update(explicit)
-    trade_id = data.trade_id  # type: ignore[union-attr]
-    key = (event.source, trade_id)
-    out.changes.append((TRADES.table, key, version, ts, columns, attributes, implicit))
-    if "status" in columns:
+    item_id = getattr(data, kind.id_field)
+    key = (event.source, item_id)
+    out.changes.append(Change(kind.entity.table, key, version, ts, columns, attributes, implicit))
+    if kind.keeps_history and "status" in columns:
         out.status_history.append(
-            (event.id, event.source, trade_id, columns["status"], ts, event.type)
+            (event.id, event.source, item_id, columns["status"], ts, event.type)
         )
-
-
-def _signal_change(event: AnyEvent, version: str, ts: str, out: Projected) -> None:
-    data = event.data
-    columns, attributes = _split(data, SIGNALS, _SIGNAL_SKIP)
-    if isinstance(event, SignalEmittedEvent):
-        columns.setdefault("status", "active")
-        columns.setdefault("emitted_at", ts)
-    elif isinstance(event, SignalClosedEvent):
-        if columns.get("status") not in TERMINAL_STATUSES:
-            columns["status"] = "closed"
-        columns.setdefault("closed_at", ts)
-    explicit, implicit = _tenancy(event)
-    columns.update(explicit)
-    key = (event.source, data.signal_id)  # type: ignore[union-attr]
-    out.changes.append((SIGNALS.table, key, version, ts, columns, attributes, implicit))

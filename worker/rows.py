@@ -1,8 +1,7 @@
 """Entity rows and how one change merges into them. Standard library only.
 
-A :data:`Change` is one event's effect on one entity row, as a plain tuple, so
-that the event loop can hand a batch of them to the write process cheaply (a
-tuple pickles in half the time of a named tuple, a dataclass much slower); the
+A :class:`Change` is one event's effect on one entity row, a named tuple, so
+that the event loop can hand a batch of them to the write process cheaply; the
 write process merges them into the rows it keeps (:mod:`worker.plan`) without
 importing pydantic or the event models.
 
@@ -16,22 +15,32 @@ from __future__ import annotations
 import datetime as dt
 import json
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
+from contracts.vocabulary import TERMINAL_STATUSES
 from worker.entities import ENTITIES, TRADES, Entity
-
-# As contracts.events.TERMINAL_STATUSES (a test keeps them equal): imported from there,
-# the write process would load pydantic and every event model for three words.
-TERMINAL_STATUSES = frozenset({"closed", "cancelled", "expired"})
 
 ENTITY_BY_TABLE: dict[str, Entity] = {e.table: e for e in ENTITIES}
 _TRADES = TRADES.table
 
 Key = tuple[Any, ...]
 Row = dict[str, Any]
-# (table, key, version, ts, fields, attributes, defaults): ``fields`` are projection
-# columns the event set, ``attributes`` the rest, ``defaults`` tenancy it left implicit.
-Change = tuple[str, Key, str, str, dict[str, Any], dict[str, Any], dict[str, Any]]
+
+
+class Change(NamedTuple):
+    """One event's effect on one entity row."""
+
+    table: str
+    key: Key
+    version: str  # "<utc ts>|<event id>": newer versions win, field by field
+    ts: str  # the event's time, as utc_text
+    fields: dict[str, Any]  # projection columns the event set
+    attributes: dict[str, Any]  # everything else it sent
+    defaults: dict[str, Any]  # tenancy it left implicit: set only if never set
+
+    @property
+    def event_id(self) -> str:
+        return self.version.rpartition("|")[2]
 
 
 def json_value(value: Any) -> Any:

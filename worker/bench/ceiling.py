@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from contracts.events import TERMINAL_STATUSES, parse_event
+from contracts.events import parse_event
+from contracts.vocabulary import TERMINAL_STATUSES
 from worker.batchwrite import Decoded, plan_batch
 from worker.commit import INSERT_EVENT, SET_LAST
 from worker.plan import plan_projections

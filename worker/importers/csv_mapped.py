@@ -39,7 +39,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from contracts.events import EVENT_TYPES, AnyEvent
+from contracts.events import AnyEvent
+from contracts.vocabulary import EVENT_TYPES
 from worker.importers.base import (
     EventMaker,
     ImportContext,
