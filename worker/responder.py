@@ -123,17 +123,32 @@ class Lanes:
         default_factory=lambda: anyio.CapacityLimiter(MAX_CONCURRENT)
     )
 
-    def why_busy(self, request: Request) -> str | None:
-        found = COMMANDS.get(request.command)
-        if found is not None and found.quick:
+    def admit(self, request: Request) -> str | None:
+        """Count ``request`` in hand and return None, or say why the worker is busy.
+
+        Counted here, in the reader, not when its task starts: the reader may admit
+        thousands of requests before any task runs."""
+        if _is_quick(request):
             if self.quick >= MAX_QUICK_IN_HAND:
                 return f"{self.quick} quick requests in hand"
+            self.quick += 1
             return None
         if self.slow >= MAX_SLOW_IN_HAND:
             return f"{self.slow} requests in hand (at most {MAX_SLOW_IN_HAND})"
         if self.per_client[request.client] >= MAX_PER_CLIENT:
             return f"this client has {MAX_PER_CLIENT} requests in hand"
+        self.slow += 1
+        self.per_client[request.client] += 1
         return None
+
+    def release(self, request: Request) -> None:
+        if _is_quick(request):
+            self.quick -= 1
+            return
+        self.slow -= 1
+        self.per_client[request.client] -= 1
+        if not self.per_client[request.client]:
+            del self.per_client[request.client]
 
     def as_status(self) -> dict[str, Any]:
         return {"requests_in_hand": self.quick + self.slow, "requests_refused_busy": self.busy}
@@ -184,7 +199,7 @@ async def _read_requests(worker: Worker, key: bytes, pubsub: Any, tg: TaskGroup)
         parsed = await parse(worker, key, message["data"])
         if parsed is None:
             continue
-        why = state.why_busy(parsed)
+        why = state.admit(parsed)
         if why is None:
             tg.start_soon(_answer_in_lane, worker, key, parsed, state)
             continue
@@ -197,24 +212,19 @@ async def _read_requests(worker: Worker, key: bytes, pubsub: Any, tg: TaskGroup)
 
 
 async def _answer_in_lane(worker: Worker, key: bytes, request: Request, state: Lanes) -> None:
-    found = COMMANDS.get(request.command)
-    if found is not None and found.quick:
-        state.quick += 1
-        try:
-            await _answer(worker, key, request)
-        finally:
-            state.quick -= 1
-        return
-    state.slow += 1
-    state.per_client[request.client] += 1
     try:
-        async with state.limiter:
+        if _is_quick(request):
             await _answer(worker, key, request)
+        else:
+            async with state.limiter:
+                await _answer(worker, key, request)
     finally:
-        state.slow -= 1
-        state.per_client[request.client] -= 1
-        if not state.per_client[request.client]:
-            del state.per_client[request.client]
+        state.release(request)
+
+
+def _is_quick(request: Request) -> bool:
+    found = COMMANDS.get(request.command)
+    return found is not None and found.quick
 
 
 async def _answer(worker: Worker, key: bytes, request: Request) -> None:
