@@ -26,6 +26,7 @@ from pydantic_settings import (
 from contracts.events import DEFAULT_STREAM
 from contracts.redisurl import mask_url, with_password
 from worker.errors import ConfigError
+from worker.trust import key_source
 
 DEFAULT_CONFIG = Path("/etc/tradescribe/tradescribe.toml")
 _toml_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml", default=None)
@@ -189,8 +190,6 @@ class Settings(BaseSettings):
         values = self.model_dump(mode="json")
         values["redis_url"] = mask_url(self.redis_url)
         values["redis_password_source"] = self.redis_password_source()
-        from worker.trust import key_source
-
         values["channel_key_source"] = key_source(self)
         return values
 
