@@ -20,6 +20,10 @@ class NoWorkerError(TradescribeError):
     """No worker answered on the request channel in time."""
 
 
+class ForgedReplyError(NoWorkerError):
+    """No genuine reply in time, and replies not signed by the worker were refused."""
+
+
 def describe_validation_error(exc: ValidationError, limit: int = 5) -> str:
     """One line per problem, ``field.path: message``, without pydantic's URLs."""
     parts = []

@@ -30,6 +30,7 @@ async def db(settings: Settings) -> Path:
 
 def tradescribe(*args: str | Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRADESCRIBE_")}
+    env["TRADESCRIBE_CHANNEL_KEY"] = os.environ["TRADESCRIBE_CHANNEL_KEY"]  # the suite's key
     env["COLUMNS"] = "200"
     return subprocess.run(
         [sys.executable, "-m", "worker.cli", *map(str, args)],

@@ -2,8 +2,10 @@
 
 The worker writes ``tradescribe:heartbeat:<stream>:<group>`` every
 ``heartbeat_interval_s`` with a TTL of ``heartbeat_ttl_s``; the value is the
-JSON of its identity and counters. ``tradescribe check`` reads it, and the
-stream's pending entries, and says whether all is well.
+JSON of its identity and counters, signed with the channel key and bound to the
+key's name and the beat's time (``contracts.channelauth``). ``tradescribe
+check`` believes only a beat that verifies and is recent, then reads the
+stream's pending entries and says whether all is well.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import anyio
 import redis
 from redis.exceptions import RedisError
 
+from contracts.channelauth import heartbeat_header, sign, verify
 from worker.consume import Worker
 from worker.status import counters, database_status, identity, redis_backlog, stream_id_age
 
@@ -33,22 +36,24 @@ def heartbeat_value(worker: Worker) -> dict[str, Any]:
     return {**identity(worker), **counters(worker.stats)}
 
 
-async def beat(worker: Worker) -> None:
+MAX_CLOCK_AHEAD_S = 5.0  # a beat from further in the future is not believed
+
+
+async def beat(worker: Worker, key: bytes) -> None:
     s = worker.settings
-    value = json.dumps(heartbeat_value(worker), default=str)
-    await worker.redis.set(
-        heartbeat_key(s.stream, s.group), value, px=int(s.heartbeat_ttl_s * 1000)
-    )
+    name = heartbeat_key(s.stream, s.group)
+    value = sign(key, heartbeat_header(name), json.dumps(heartbeat_value(worker), default=str))
+    await worker.redis.set(name, value, px=int(s.heartbeat_ttl_s * 1000))
 
 
-async def keep_heartbeat(worker: Worker) -> None:
+async def keep_heartbeat(worker: Worker, key: bytes) -> None:
     """Beat until cancelled; on a clean stop, remove the key so checks fail at once."""
     s = worker.settings
     await worker.ready.wait()
     try:
         while True:
             try:
-                await beat(worker)
+                await beat(worker, key)
             except (RedisError, OSError) as exc:
                 worker.stats.note_error("redis unreachable", exc)
                 log.warning("could not write the heartbeat: %s", exc)
@@ -95,29 +100,29 @@ def check_health(
     stream: str,
     group: str,
     *,
+    key: bytes,
     max_beat_age_s: float,
     max_pending_age_s: float,
     error_window_s: float,
 ) -> Health:
-    """Judge the worker from its heartbeat and the group's pending entries.
+    """Judge the worker from its heartbeat (signed with ``key``) and the pending entries.
 
     Raises ``redis.RedisError`` / ``OSError`` when Redis cannot be asked.
     """
     now = time.time()
     health = Health(ok=True)
-    raw = client.get(heartbeat_key(stream, group))
-    if raw is None:
-        health.reasons.append(
-            f"no heartbeat at {heartbeat_key(stream, group)}: no worker consumes group "
-            f"'{group}' of '{stream}' (or it stopped beating over a TTL ago)"
-        )
-    else:
-        hb = json.loads(raw)
+    hb = _read_beat(client, stream, group, key, health)
+    if hb is not None:
         hb["beat_age_s"] = round(max(0.0, now - float(hb.get("at", 0))), 3)
         health.heartbeat = hb
         if hb["beat_age_s"] > max_beat_age_s:
             health.reasons.append(
                 f"last heartbeat {hb['beat_age_s']:.1f} s ago (bound {max_beat_age_s:g} s)"
+            )
+        elif float(hb.get("at", 0)) > now + MAX_CLOCK_AHEAD_S:
+            health.reasons.append(
+                f"the heartbeat is dated {float(hb['at']) - now:.0f} s in the future: "
+                "this host's clock or the worker's is wrong"
             )
         error_age = hb.get("last_error_age_s")
         if hb.get("last_error") and error_age is not None:
@@ -129,6 +134,32 @@ def check_health(
     _check_pending(client, stream, group, max_pending_age_s, health, now)
     health.ok = not health.reasons
     return health
+
+
+def _read_beat(
+    client: redis.Redis, stream: str, group: str, key: bytes, health: Health
+) -> dict[str, Any] | None:
+    """The heartbeat's counters if the worker signed them; else a reason in ``health``."""
+    name = heartbeat_key(stream, group)
+    raw: Any = client.get(name)
+    if raw is None:
+        health.reasons.append(
+            f"no heartbeat at {name}: no worker consumes group '{group}' of '{stream}' "
+            "(or it stopped beating over a TTL ago)"
+        )
+        return None
+    text = verify(key, heartbeat_header(name), raw.decode(errors="replace"))
+    try:
+        hb = json.loads(text) if text is not None else None
+    except ValueError:
+        hb = None
+    if not isinstance(hb, dict) or not isinstance(hb.get("at"), int | float):
+        health.reasons.append(
+            f"the heartbeat at {name} is not signed with the channel key: written by "
+            "someone else (forged) or by a worker with another key; not believed"
+        )
+        return None
+    return hb
 
 
 def _check_pending(

@@ -22,6 +22,7 @@ from contracts.redisurl import mask_url
 from worker.db_cli import DbOpt
 from worker.health import check_health
 from worker.settings import Settings, load_settings
+from worker.trust import client_key
 
 EXIT_NO_WORKER = 2
 EXIT_NO_REDIS = 3
@@ -53,7 +54,12 @@ def _settings(config: Path | None, **flags: Any) -> Settings:
 
 def _client(s: Settings, timeout: float) -> Client:
     return Client(
-        s.redis_url, stream=s.stream, group=s.group, timeout_s=timeout, connect_timeout_s=timeout
+        s.redis_url,
+        stream=s.stream,
+        group=s.group,
+        timeout_s=timeout,
+        connect_timeout_s=timeout,
+        channel_key=client_key(s),
     )
 
 
@@ -125,12 +131,14 @@ def check(
 ) -> None:
     """Exit 0 if a worker beat recently and nothing is stuck, else 1 with the reasons."""
     s = _settings(config, redis_url=redis_url, stream=stream, group=group)
+    key = client_key(s)
     client = redis.Redis.from_url(s.redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
         health = check_health(
             client,
             s.stream,
             s.group,
+            key=key,
             max_beat_age_s=max_beat_age or s.heartbeat_ttl_s,
             max_pending_age_s=max_pending_age,
             error_window_s=error_window,
@@ -161,8 +169,9 @@ def config(
         return
     table = Table("setting", "value", "meaning", title="tradescribe settings")
     for name, value in values.items():
-        field = Settings.model_fields[name]
-        table.add_row(name, "" if value is None else str(value), field.description or "")
+        field = Settings.model_fields.get(name)
+        meaning = field.description if field is not None else "where the secret comes from"
+        table.add_row(name, "" if value is None else str(value), meaning or "")
     Console().print(table)
 
 

@@ -16,6 +16,7 @@ from contracts.client import Client
 from contracts.errors import NoWorkerError, RedisUnreachableError, RequestFailedError
 from contracts.query import QueryError
 from worker.settings import load_settings
+from worker.trust import client_key
 
 EXIT_NO_WORKER = 2  # the same codes and wording as `tradescribe status`
 EXIT_NO_REDIS = 3
@@ -46,6 +47,7 @@ def fetch_remote(
             group=s.group,
             timeout_s=timeout_s,
             connect_timeout_s=timeout_s,
+            channel_key=client_key(s),
         ) as client:
             return client.query(name, rest, **wait)
     except NoWorkerError as exc:

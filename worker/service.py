@@ -24,6 +24,7 @@ from worker.responder import serve_requests
 from worker.sdnotify import notify_systemd
 from worker.settings import Settings
 from worker.store import SqliteStore
+from worker.trust import worker_key
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +57,15 @@ async def run_worker(
     )
     worker = Worker(settings, client, store)
     try:
+        key = worker_key(settings)  # made beside the database if none is configured
         with serve_metrics(worker) as metrics:
             async with anyio.create_task_group() as tg:
                 if handle_signals:
                     tg.start_soon(
                         _stop_on_signals, worker, tg.cancel_scope, settings.shutdown_grace_s
                     )
-                tg.start_soon(serve_requests, worker)
-                tg.start_soon(keep_heartbeat, worker)
+                tg.start_soon(serve_requests, worker, key)
+                tg.start_soon(keep_heartbeat, worker, key)
                 tg.start_soon(log_ready, worker)
                 tg.start_soon(refresh_backlog, worker, metrics)
                 tg.start_soon(notify_systemd, worker)
