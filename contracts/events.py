@@ -145,9 +145,10 @@ class Payload(BaseModel):
 
     @model_validator(mode="after")
     def _json_is_finite(self) -> Payload:
-        if self.attributes or self.__pydantic_extra__:
+        extra = self.model_extra
+        if self.attributes or extra:
             _finite(self.attributes)
-            _finite(self.__pydantic_extra__)
+            _finite(extra)
         return self
 
     def extras(self) -> dict[str, Any]:

@@ -47,8 +47,8 @@ _SUBJECT_FIELDS = ("trade_id", "signal_id", "position_id", "symbol", "date")
 def _subject(event: AnyEvent) -> str | None:
     """The first of these the payload has (a declared field or an extra one)."""
     data = event.data
-    values = data.__dict__
-    extra = data.__pydantic_extra__ or {}
+    values = vars(data)
+    extra = data.model_extra or {}
     for name in _SUBJECT_FIELDS:
         value = values.get(name)
         if value is None:

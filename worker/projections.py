@@ -140,10 +140,10 @@ def _split(
     columns: dict[str, Any] = {}
     attributes: dict[str, Any] = {}
     in_columns = entity.column_set
-    # Straight from pydantic's stores: getattr() would go through __getattr__ for extras.
-    values = payload.__dict__
-    extra = payload.__pydantic_extra__ or {}
-    for name in payload.__pydantic_fields_set__:
+    # The declared fields' values (getattr() would go through __getattr__ for extras).
+    values = vars(payload)
+    extra = payload.model_extra or {}
+    for name in payload.model_fields_set:
         if name in skip or name == "attributes":
             continue
         value = values[name] if name in values else extra[name]
@@ -158,8 +158,8 @@ def _split(
 
 def _tenancy(event: AnyEvent) -> tuple[dict[str, Any], dict[str, Any]]:
     """Tenancy the sender named explicitly, and the defaults it left implicit."""
-    given = event.__pydantic_fields_set__
-    values = event.__dict__
+    given = event.model_fields_set
+    values = vars(event)
     explicit: dict[str, Any] = {}
     implicit: dict[str, Any] = {}
     for name in TENANCY:
