@@ -18,6 +18,7 @@ from worker.errors import WorkerError
 from worker.importers import FORMATS, ImportContext, csv_mapped, sqlite_legacy
 from worker.importers.base import RecordError, timezone
 from worker.importers.run import Report, collect, progress_bar, publish, stored_ids, verify
+from worker.safe_output import terminal_text
 from worker.settings import load_settings
 
 
@@ -157,12 +158,17 @@ def print_report(report: Report, problems: list[str], console: Console) -> None:
         console.print("dry run: nothing published")
     for skip in report.skipped[:100]:
         console.print(
-            f"skipped {skip.where}: {skip.reason}", markup=False, highlight=False, soft_wrap=True
+            terminal_text(f"skipped {skip.where}: {skip.reason}"),
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
         )
     if len(report.skipped) > 100:
         console.print(f"... and {len(report.skipped) - 100} more (use --json for all)")
     for problem in problems:
-        console.print(f"FAILED: {problem}", markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            terminal_text(f"FAILED: {problem}"), markup=False, highlight=False, soft_wrap=True
+        )
     if not problems:
         done = "would be published" if report.dry_run else "are in the database"
         allowed = f" ({len(report.skipped)} skipped records allowed)" if report.skipped else ""

@@ -21,6 +21,7 @@ from contracts.errors import NoWorkerError, RedisUnreachableError
 from contracts.redisurl import mask_url
 from worker.db_cli import DbOpt
 from worker.health import check_health
+from worker.safe_output import cell
 from worker.settings import Settings, load_settings
 
 EXIT_NO_WORKER = 2
@@ -162,7 +163,7 @@ def config(
     table = Table("setting", "value", "meaning", title="tradescribe settings")
     for name, value in values.items():
         field = Settings.model_fields[name]
-        table.add_row(name, "" if value is None else str(value), field.description or "")
+        table.add_row(name, cell(value), field.description or "")
     Console().print(table)
 
 
@@ -189,7 +190,7 @@ def status_table(r: dict[str, Any]) -> Table:
         ("last error", _last_error(r)),
     ]
     for name, value in rows:
-        table.add_row(name, "-" if value is None else str(value))
+        table.add_row(name, cell("-" if value is None else value))
     return table
 
 
