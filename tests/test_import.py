@@ -228,3 +228,32 @@ def test_a_missing_or_bad_mapping_file_is_one_clear_line(tmp_path: Path) -> None
     wrong = run_cli("import", "csv", csv_file, "--mapping", str(bad), "--dry-run")
     assert wrong.code == 1
     assert f"error: mapping file {bad} needs a [columns] table" in wrong.err
+
+
+def test_a_one_megabyte_csv_field_is_a_skipped_record_with_its_line(tmp_path: Path) -> None:
+    lines = (LEGACY / "trades.csv").read_text().splitlines()
+    huge = lines[2].replace(",time,31,,", ",time,31," + "x" * 1_000_000 + ",")
+    path = tmp_path / "trades.csv"
+    path.write_text("\n".join([lines[0], lines[1], huge, lines[3]]) + "\n")
+    result = run_cli("import", "csv-trades", str(path), "--dry-run", "--json")
+    assert result.code == 1, result.err
+    report = result.json()
+    assert report["skipped"] == [
+        {"where": f"{path}:3", "reason": "unreadable CSV record: field larger than field "
+         "limit (131072)"}
+    ]  # fmt: skip
+    assert report["records_read"] == 3 and report["events"] > 0
+
+
+@pytest.mark.parametrize("fmt", ["pnl-json", "plays"])
+def test_json_nested_100000_deep_is_a_skipped_record_with_its_line(
+    tmp_path: Path, fmt: str
+) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text('{"records":\n\n' + "[" * 100_000 + "]" * 100_000 + "\n}\n")
+    result = run_cli("import", fmt, str(path), "--dry-run", "--json")
+    assert result.code == 1, result.err
+    assert "Traceback" not in result.err
+    assert result.json()["skipped"] == [
+        {"where": f"{path}:3", "reason": "JSON nested too deeply (more than 500 levels here)"}
+    ]

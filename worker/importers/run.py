@@ -7,6 +7,7 @@ of each id.
 
 from __future__ import annotations
 
+import csv
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -97,7 +98,7 @@ def collect(
     for path in paths:
         try:
             items: Iterable[Record | Skip] = list(reader(path, ctx))
-        except (RecordError, OSError, UnicodeDecodeError, sqlite3.DatabaseError) as exc:
+        except (RecordError, OSError, UnicodeDecodeError, sqlite3.DatabaseError, csv.Error) as exc:
             items = [Skip(str(path), f"file cannot be read: {exc}")]
         for item in items:
             report.records_read += 1
