@@ -79,6 +79,18 @@ def test_worker_refuses_a_db_whose_folder_does_not_exist_and_creates_nothing(
     assert not db.parent.exists()
 
 
+def test_worker_leaves_a_file_that_is_not_its_database_untouched(
+    foreign_db: Path, redis_url: str
+) -> None:
+    before = foreign_db.read_bytes()
+    out = tradescribe("worker", "--db", str(foreign_db), "--redis-url", redis_url)
+    assert_one_clear_line(out, 6, f"--db {foreign_db} is not a tradescribe database", "trades")
+    one_line(out)
+    assert foreign_db.read_bytes() == before  # not switched to WAL, no tables added
+    not_sqlite = tradescribe("worker", "--db", str(README), "--redis-url", redis_url)
+    assert_one_clear_line(not_sqlite, 6, f"--db {README} is not an SQLite database")
+
+
 def _as_unprivileged(args: list[str]) -> list[str]:
     """Root writes any file: run root without the capabilities that let it (setpriv)."""
     if os.geteuid() != 0:

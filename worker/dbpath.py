@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sqlite3
 from pathlib import Path
 
 from worker.errors import DatabasePathError, DatabasePermissionError, login_name, running_user
@@ -51,3 +52,30 @@ def check_worker_database(db: Path) -> None:
                 f"chown {login_name()} {path} (and its -wal and -shm), or chmod u+rw {path}"
             ) from None
         os.close(fd)
+    _check_is_ours(db)
+
+
+def _check_is_ours(db: Path) -> None:
+    """An existing file must be a tradescribe database or a new, empty one: the worker
+    would otherwise switch someone else's file to WAL and add its tables beside theirs."""
+    if not db.is_file() or db.stat().st_size == 0:
+        return
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            version = int(con.execute("PRAGMA user_version").fetchone()[0])
+            tables = [r[0] for r in con.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name LIMIT 5"
+            )]  # fmt: skip
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise DatabasePathError(
+            f"--db {db} is not an SQLite database ({exc}); give the worker its own file"
+        ) from None
+    if version == 0 and tables:
+        raise DatabasePathError(
+            f"--db {db} is not a tradescribe database (it holds tables of its own: "
+            f"{', '.join(tables)}); give the worker its own file, and import this one with "
+            "`tradescribe import`"
+        )
