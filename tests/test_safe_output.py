@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
@@ -72,6 +73,13 @@ async def test_tables_show_event_text_without_escape_sequences_or_markup(db: Pat
     assert out.returncode == 0, out.stderr
     assert "\x1b" not in out.stdout and "\x9b" not in out.stdout and "\x07" not in out.stdout
     assert "RED" in out.stdout and "[bold]markup[/bold]" in out.stdout
+
+
+async def test_json_output_escapes_the_control_characters_json_leaves_raw(db: Path) -> None:
+    out = tradescribe("query", "journal", "--db", db, "--json")
+    assert out.returncode == 0, out.stderr
+    assert "\x9b" not in out.stdout and "\x1b" not in out.stdout
+    assert ESCAPES in {row["text"] for row in json.loads(out.stdout)["rows"]}  # same data
 
 
 async def test_dead_letter_list_and_show_strip_escape_sequences(settings: Settings) -> None:

@@ -113,7 +113,7 @@ def query(
     else:
         result = fetch(name, filters, _database(config, db))
     if as_json:
-        print(json.dumps(result, indent=2, ensure_ascii=False))
+        print(safe_output.json_text(result, indent=2))
     elif as_csv:
         write_csv(result, sys.stdout)
     else:

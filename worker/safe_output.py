@@ -50,6 +50,17 @@ def csv_cell(value: Any) -> Any:
     return "'" + value if formula and not _DECIMAL.fullmatch(value) else value
 
 
+_UNESCAPED_BY_JSON = re.compile("[\x7f-\x9f]")
+
+
+def json_text(value: Any, **options: Any) -> str:
+    """JSON for a terminal: non-ASCII text stays readable, but DEL and the C1 controls
+    (which ``json.dumps`` leaves raw; C0 it escapes) are written as ``\\u00XX``, so the
+    document means the same and prints no control sequence."""
+    text = json.dumps(value, ensure_ascii=False, **options)
+    return _UNESCAPED_BY_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def write_csv(out: TextIO, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """A header and rows, every cell through :func:`csv_cell`."""
     writer = csv.writer(out)
