@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import pytest
 import redis
+import redis.asyncio as aredis
 
 from contracts import AsyncPublisher, Publisher, build_event, new_event_id, to_wire
 from tests.conftest import (
@@ -24,6 +28,7 @@ from tests.conftest import (
 )
 from tests.fault_helpers import foreign_write_lock
 from worker.consume import attempts_key
+from worker.lease import RedisLease, worker_identity
 from worker.settings import Settings
 
 pytestmark = pytest.mark.delivery
@@ -245,6 +250,25 @@ async def test_worker_restarts_after_kill_without_waiting_for_its_lease(
     first.kill()
     second = worker_process(s, "second.log")
     await wait_for(lambda: "started" in second.output(), 10)
+
+
+async def test_a_lease_held_by_a_zombie_process_does_not_block_a_restart(
+    settings: Settings,
+) -> None:
+    """A worker that exited but was not yet reaped (state Z) holds nothing any more."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited; left unreaped
+        zombie = {**worker_identity("crashed"), "pid": child.pid}
+        client = aredis.Redis.from_url(settings.redis_url)
+        lease = RedisLease(client, settings.stream, settings.group, worker_identity("new"), 60_000)
+        await client.set(lease.key, json.dumps(zombie), px=60_000)
+        with anyio.fail_after(2):
+            await lease.acquire()
+        assert json.loads(await client.get(lease.key))["consumer"] == "new"
+        await client.aclose()
+    finally:
+        child.wait()
 
 
 async def test_stream_is_trimmed_only_below_what_was_committed(

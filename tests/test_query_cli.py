@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -99,6 +100,24 @@ async def test_report_is_one_offline_file_with_the_four_widgets(db: Path, tmp_pa
     for widget in WIDGETS:
         assert f'id="{widget}"' in page
     assert "<polyline" in page and page.count('class="day"') >= 365
+
+
+async def test_report_is_readable_by_its_owner_only_like_the_database(
+    db: Path, tmp_path: Path
+) -> None:
+    fresh, earlier = tmp_path / "fresh.html", tmp_path / "earlier.html"
+    earlier.write_text("an older report")
+    earlier.chmod(0o644)
+    previous = os.umask(0o022)
+    try:
+        for out in (fresh, earlier):
+            done = tradescribe("report", "--db", db, "--out", out)
+            assert done.returncode == 0, done.stderr
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+    assert stat.S_IMODE(earlier.stat().st_mode) == 0o600
+    assert 'id="widget-pnl"' in earlier.read_text()
 
 
 async def test_report_shows_the_numbers_of_the_queries(db: Path) -> None:

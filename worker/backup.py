@@ -175,6 +175,27 @@ def prune(to_dir: Path, stem: str, keep: int) -> list[Path]:
     return removed
 
 
+def check_schema(file: Path, version: int) -> None:
+    """Refuse a file whose schema is not exactly tradescribe's schema ``version``."""
+    from worker.schema import schema_differences
+
+    if version < 1:
+        raise BackupError(
+            f"{file} is not a tradescribe database (schema version {version}); nothing restored"
+        )
+    con = sqlite3.connect(f"file:{file}?mode=ro", uri=True)
+    try:
+        problems = schema_differences(con, version)
+    finally:
+        con.close()
+    if problems:
+        raise BackupError(
+            f"{file} does not hold tradescribe's schema version {version} "
+            f"({'; '.join(problems)}); nothing restored (give a copy made by "
+            "`tradescribe backup`)"
+        )
+
+
 def restore(file: Path, db: Path, backup_dir: Path) -> dict[str, object]:
     """Replace ``db``'s content with ``file`` (worker stopped, copy checked first)."""
     from worker.schema import SCHEMA_VERSION
@@ -190,6 +211,7 @@ def restore(file: Path, db: Path, backup_dir: Path) -> dict[str, object]:
             f"{file} has schema version {version}, newer than this tradescribe "
             f"({SCHEMA_VERSION}); upgrade tradescribe first"
         )
+    check_schema(file, version)
     with worker_stopped(db, "restoring"):
         safety = None
         if db.is_file() and db.stat().st_size > 0:

@@ -12,10 +12,10 @@ from typing import Annotated, Any
 import anyio
 import typer
 
-from contracts.errors import TradescribeError
 from worker import query_cli
 from worker.bench import bench
 from worker.dlq import dlq_app
+from worker.errors import one_line
 from worker.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -94,6 +94,7 @@ def worker(
     transaction, acknowledges after the commit. SIGTERM or Ctrl-C: the batch in
     hand is committed, then it exits 0.
     """
+    from worker.dbpath import check_worker_database
     from worker.service import run_worker
     from worker.writer import tune_gc
 
@@ -109,6 +110,7 @@ def worker(
         log_format=log_format,
         metrics_port=metrics_port,
     )
+    check_worker_database(settings.db)
     setup_logging(settings)
     tune_gc()
     anyio.run(lambda: run_worker(settings))
@@ -152,29 +154,20 @@ app.add_typer(dlq_app, name="dlq")
 app.command()(bench)
 
 
-def _user_error(exc: BaseException) -> TradescribeError | None:
-    """The error meant for a person, also when a task group wrapped it."""
-    if isinstance(exc, TradescribeError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _user_error(inner)
-            if found is not None:
-                return found
-    return None
-
-
 def main() -> None:
+    """Run the CLI; errors a person can act on end as one line and a documented exit code
+    (``worker.errors.one_line``), anything else as a traceback (a bug)."""
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
     except BaseException as exc:
-        error = _user_error(exc)
-        if error is None:
+        found = one_line(exc)
+        if found is None:
             raise
-        typer.secho(f"error: {error}", fg="red", err=True)
-        sys.exit(1)
+        message, code = found
+        typer.secho(f"error: {message}", fg="red", err=True)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from contracts.events import WIRE_FIELD
 from contracts.redisurl import mask_url
 from worker.errors import WorkerError
 from worker.projections import utc_text
+from worker.safe_output import cell, terminal_text
 from worker.settings import Settings, load_settings
 
 dlq_app = typer.Typer(
@@ -93,8 +94,8 @@ def list_(
         return
     table = Table("id", "received", "stream id", "event id", "reason", "replayed")
     for r in rows:
-        table.add_row(str(r["id"]), r["received_at"], r["stream_id"], r["event_id"] or "",
-                      r["reason"][:100], r["replayed_at"] or "")  # fmt: skip
+        table.add_row(*map(cell, (r["id"], r["received_at"], r["stream_id"], r["event_id"],
+                                  r["reason"][:100], r["replayed_at"])))  # fmt: skip
     Console().print(table)
     if not rows:
         typer.echo("no dead letters")
@@ -123,9 +124,9 @@ def show(
         return
     for key, value in row.items():
         if key != "raw":
-            typer.echo(f"{key}: {value if value is not None else ''}")
+            typer.echo(f"{key}: {terminal_text(value if value is not None else '')}")
     typer.echo("raw:")
-    typer.echo(row["raw"])
+    typer.echo(terminal_text(row["raw"]))
 
 
 @dlq_app.command()

@@ -12,13 +12,24 @@ from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from contracts.client import Client
 from contracts.events import SourceName
 from contracts.redisurl import mask_url
 from worker.errors import WorkerError
 from worker.importers import FORMATS, ImportContext, csv_mapped, sqlite_legacy
 from worker.importers.base import RecordError, timezone
-from worker.importers.run import Report, collect, progress_bar, publish, stored_ids, verify
-from worker.settings import load_settings
+from worker.importers.run import (
+    Report,
+    collect,
+    progress_bar,
+    publish,
+    stored_ids,
+    verify,
+    verify_via_worker,
+)
+from worker.safe_output import terminal_text
+from worker.settings import Settings, load_settings
+from worker.trust import client_key
 
 
 class ImportFailedError(WorkerError):
@@ -79,9 +90,10 @@ def import_command(
         raise ImportFailedError(f"--timezone: {exc}") from None
     settings = load_settings(config, redis_url=redis_url, db=db, stream=stream)
     ctx = ImportContext(fmt, source, account, plugin_id, mode, zone, mapping, file_id)
-    report = run_import(
-        ctx, paths, settings.redis_url, settings.stream, settings.db, dry_run=dry_run, wait_s=wait_s
-    )
+    # Without a database here (no --db, TRADESCRIBE_DB or db = in the TOML file), the
+    # worker itself says what it committed, over the request channel.
+    via_worker = "db" not in settings.model_fields_set
+    report = run_import(ctx, paths, settings, dry_run=dry_run, wait_s=wait_s, via_worker=via_worker)
     problems = report.problems(allow_skips)
     report.ok = not problems
     if as_json:
@@ -106,19 +118,19 @@ def check_mapping(fmt: str, mapping: Path | None) -> None:
 def run_import(
     ctx: ImportContext,
     paths: list[Path],
-    redis_url: str,
-    stream: str,
-    db: Path,
+    settings: Settings,
     *,
     dry_run: bool,
     wait_s: float,
+    via_worker: bool = False,
 ) -> Report:
+    redis_url, stream, db = settings.redis_url, settings.stream, settings.db
     report = Report(ctx.fmt, [str(p) for p in paths], dry_run)
     console = Console(stderr=True)
     with progress_bar(console) as progress:
         events = collect(ctx.fmt, paths, ctx, progress, report)
         ids = [e.id for e in events]
-        already = stored_ids(db, ids)
+        already = set() if via_worker else stored_ids(db, ids)
         report.already_stored = len(already)
         if dry_run:
             return report
@@ -133,7 +145,19 @@ def run_import(
             ) from exc
         finally:
             client.close()
-    verify(db, ids, wait_s, report)
+    if via_worker:
+        key = client_key(settings)
+        clients = [
+            Client(redis_url, stream=stream, group=settings.group, channel_key=key)
+            for _ in range(4)
+        ]
+        try:
+            verify_via_worker(clients, ids, wait_s, report)
+        finally:
+            for c in clients:
+                c.close()
+    else:
+        verify(db, ids, wait_s, report)
     return report
 
 
@@ -157,13 +181,24 @@ def print_report(report: Report, problems: list[str], console: Console) -> None:
         console.print("dry run: nothing published")
     for skip in report.skipped[:100]:
         console.print(
-            f"skipped {skip.where}: {skip.reason}", markup=False, highlight=False, soft_wrap=True
+            terminal_text(f"skipped {skip.where}: {skip.reason}"),
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
         )
     if len(report.skipped) > 100:
         console.print(f"... and {len(report.skipped) - 100} more (use --json for all)")
     for problem in problems:
-        console.print(f"FAILED: {problem}", markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            terminal_text(f"FAILED: {problem}"), markup=False, highlight=False, soft_wrap=True
+        )
     if not problems:
-        done = "would be published" if report.dry_run else "are in the database"
+        done = (
+            "would be published"
+            if report.dry_run
+            else "are in the database"
+            if report.verified_by == "database"
+            else "are in the worker's database (it said so over the request channel)"
+        )
         allowed = f" ({len(report.skipped)} skipped records allowed)" if report.skipped else ""
         console.print(f"OK: all {report.events} valid events {done}{allowed}")

@@ -21,6 +21,7 @@ from contracts.errors import NoWorkerError, RedisUnreachableError
 from contracts.redisurl import mask_url
 from worker.db_cli import DbOpt
 from worker.health import check_health
+from worker.safe_output import cell
 from worker.settings import Settings, load_settings
 from worker.trust import client_key
 
@@ -171,7 +172,7 @@ def config(
     for name, value in values.items():
         field = Settings.model_fields.get(name)
         meaning = field.description if field is not None else "where the secret comes from"
-        table.add_row(name, "" if value is None else str(value), meaning or "")
+        table.add_row(name, cell(value), meaning or "")
     Console().print(table)
 
 
@@ -198,7 +199,7 @@ def status_table(r: dict[str, Any]) -> Table:
         ("last error", _last_error(r)),
     ]
     for name, value in rows:
-        table.add_row(name, "-" if value is None else str(value))
+        table.add_row(name, cell("-" if value is None else value))
     return table
 
 

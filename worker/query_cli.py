@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
@@ -11,8 +10,10 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text as RichText
 
 from contracts.query import QUERIES, QueryError, run_query
+from worker import safe_output
 
 Opt = typer.Option
 TENANCY = ("account", "source", "plugin_id", "mode")
@@ -112,7 +113,7 @@ def query(
     else:
         result = fetch(name, filters, _database(config, db))
     if as_json:
-        print(json.dumps(result, indent=2, ensure_ascii=False))
+        print(safe_output.json_text(result, indent=2))
     elif as_csv:
         write_csv(result, sys.stdout)
     else:
@@ -135,10 +136,7 @@ def _cell(value: Any) -> str:
 
 
 def write_csv(result: dict[str, Any], out: Any) -> None:
-    writer = csv.writer(out)
-    writer.writerow(result["columns"])
-    for row in result["rows"]:
-        writer.writerow([json.dumps(v) if isinstance(v, dict | list) else v for v in row.values()])
+    safe_output.write_csv(out, result["columns"], (row.values() for row in result["rows"]))
 
 
 def _table(title: str, rows: list[dict[str, Any]], columns: list[str] | None = None) -> Table:
@@ -148,12 +146,17 @@ def _table(title: str, rows: list[dict[str, Any]], columns: list[str] | None = N
     same = {c: v for c, v in same.items() if all(r.get(c) == v for r in rows)}
     shown = [c for c in shown if c not in same]
     caption = "  ".join(f"{c}={v}" for c, v in same.items()) or None
-    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
+    table = Table(
+        title=title,
+        title_justify="left",
+        caption=safe_output.cell(caption) if caption else None,
+        caption_justify="left",
+    )
     for c in shown:
         numeric = any(isinstance(r.get(c), int | float) for r in rows)
         table.add_column(c, justify="right" if numeric else "left", overflow="fold")
     for r in rows:
-        table.add_row(*(_cell(r.get(c)) for c in shown))
+        table.add_row(*(safe_output.cell(_cell(r.get(c))) for c in shown))
     return table
 
 
@@ -167,9 +170,11 @@ def print_result(result: dict[str, Any], console: Console) -> None:
         if section_rows:
             console.print(_table(section.replace("_", " "), section_rows))
     if result["summary"]:
-        console.print(
-            "  ".join(f"[bold]{k}[/bold] {_cell(v) or '-'}" for k, v in result["summary"].items())
-        )
+        line = RichText()
+        for k, v in result["summary"].items():
+            line.append(f"{'  ' if line else ''}{k} ", style="bold")
+            line.append(safe_output.terminal_text(_cell(v) or "-"))
+        console.print(line)
 
 
 def report(
