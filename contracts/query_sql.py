@@ -37,7 +37,7 @@ from contracts.query_stats import (
 from contracts.vocabulary import ROW_TENANCY
 
 Now = dt.datetime
-# Written as in worker/schema.py's partial indexes, which only serve the exact text.
+# Written as in worker/store/schema.py's partial indexes, which only serve the exact text.
 ACTIVE_TRADE = "status IN ('pending', 'open', 'partial')"
 ACTIVE_SIGNAL = "status IN ('active', 'triggered')"
 TRADE_ROW = (

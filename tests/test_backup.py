@@ -12,9 +12,9 @@ import anyio
 from contracts import AsyncPublisher
 from tests.clirun import CliResult, run_cli
 from tests.conftest import count, make_settings, query, running_worker, wait_for
-from worker.schema import MIGRATIONS, SCHEMA_VERSION
 from worker.settings import Settings
-from worker.store import SqliteStore
+from worker.store.schema import MIGRATIONS, SCHEMA_VERSION
+from worker.store.sqlite import SqliteStore
 
 
 async def in_thread(*args: str) -> CliResult:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from bench import readdata
+from bench.workload import SourceFlow, check_sample, wire_events
 from contracts.query import QUERIES
 from tests.conftest import query
-from worker.bench import readdata
-from worker.bench.workload import SourceFlow, check_sample, wire_events
 
 REQUIRED = (
     "drain_events_per_s",

@@ -103,7 +103,16 @@ def _as_unprivileged(args: list[str]) -> list[str]:
 
 def _worker(db: Path, redis_url: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TRADESCRIBE_")}
-    argv = [sys.executable, "-m", "worker.cli", "worker", "--db", str(db), "--redis-url", redis_url]
+    argv = [
+        sys.executable,
+        "-m",
+        "worker.cli",
+        "worker",
+        "--db",
+        str(db),
+        "--redis-url",
+        redis_url,
+    ]
     return subprocess.run(
         _as_unprivileged(argv), env=clean, capture_output=True, text=True, timeout=60
     )

@@ -21,7 +21,7 @@ from contracts import AsyncPublisher
 from contracts.channelauth import heartbeat_header, sign
 from tests.conftest import make_settings, running_worker, wait_for
 from tests.test_status import cli
-from worker.health import heartbeat_key
+from worker.ops.health import heartbeat_key
 from worker.settings import Settings
 
 

@@ -3,8 +3,8 @@
 A stateful property test (hypothesis) publishes arbitrary sequences of valid, invalid,
 duplicated, conflicting, reordered and extreme events, and delivers them in arbitrary
 batches, old entries again among new ones, through the worker's own decoding
-(``worker.consume.decode``), planning (``worker.batchwrite.plan_batch``) and writing
-(``worker.plan.write_planned``, what the write process runs) on a real SQLite file.
+(``worker.consume.decode``), planning (``worker.store.batch.plan_batch``) and writing
+(``worker.store.write.write_planned``, what the write process runs) on a real SQLite file.
 After every delivery:
 
 - ``db rebuild --check``'s comparison says EQUAL (replaying the log gives the tables);
@@ -33,11 +33,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from contracts.events import WIRE_FIELD, parse_event
-from worker.batchwrite import plan_batch
 from worker.consume import Entry, decode
-from worker.maintenance import rebuild_check
-from worker.plan import RowCache, same_event, write_planned
-from worker.schema import MIGRATIONS
+from worker.store.batch import plan_batch
+from worker.store.maintenance import rebuild_check
+from worker.store.schema import MIGRATIONS
+from worker.store.write import RowCache, same_event, write_planned
 
 EXAMPLES = int(os.environ.get("TRADESCRIBE_PROPERTY_EXAMPLES", "25"))
 pytestmark = pytest.mark.timeout(max(120, EXAMPLES))  # about 0.3 s an example

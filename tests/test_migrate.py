@@ -14,10 +14,10 @@ import pytest
 from contracts import AsyncPublisher
 from tests.clirun import CliResult, run_cli
 from tests.conftest import WorkerProcess, count, query, running_worker, wait_for
-from worker import maintenance, store
-from worker.schema import SCHEMA_VERSION
 from worker.settings import Settings
-from worker.store import SqliteStore
+from worker.store import maintenance, store
+from worker.store.schema import SCHEMA_VERSION
+from worker.store.sqlite import SqliteStore
 
 
 async def make_db(path: Path) -> None:

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from contracts import AsyncPublisher, build_event
 from contracts.events import AnyEvent
 from tests.conftest import count, make_settings, query, running_worker, wait_for
-from worker.projections import TRADES, project
-from worker.rows import merge, new_row, row_from_db, row_values
 from worker.settings import Settings
+from worker.store.projections import TRADES, project
+from worker.store.rows import merge, new_row, row_from_db, row_values
 
 T0 = dt.datetime(2026, 11, 20, 9, 30, tzinfo=dt.UTC)
 
@@ -141,7 +141,7 @@ def test_the_write_process_starts_without_importing_pydantic() -> None:
     import sys
 
     loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, worker.writer; print(sorted(sys.modules))"],
+        [sys.executable, "-c", "import sys, worker.store.writer; print(sorted(sys.modules))"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     assert "'pydantic'" not in loaded and "'contracts.events'" not in loaded

@@ -26,7 +26,7 @@ from contracts.errors import (
 )
 from tests.conftest import make_settings, running_worker, wait_for, worker_listening
 from worker.embedded import EmbeddedRedis, find_redis_server, free_port
-from worker.responder import MAX_PER_CLIENT, MAX_SLOW_IN_HAND
+from worker.ops.responder import MAX_PER_CLIENT, MAX_SLOW_IN_HAND
 from worker.settings import Settings
 
 
@@ -237,7 +237,7 @@ async def test_one_client_has_at_most_max_per_client_waits_in_hand(
 async def test_reply_to_with_a_trailing_newline_is_never_written(
     settings: Settings, sync_redis: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="worker.responder")
+    caplog.set_level(logging.WARNING, logger="worker.ops.responder")
     channel = request_channel(settings.stream, settings.group)
     key = f"tradescribe:reply:{uuid.uuid4().hex}\n"
     async with running_worker(settings):
@@ -259,7 +259,7 @@ async def test_reply_to_with_a_trailing_newline_is_never_written(
 async def test_a_reply_never_writes_or_expires_a_key_of_another_type(
     settings: Settings, sync_redis: redis.Redis, caplog: pytest.LogCaptureFixture, kind: str
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="worker.responder")
+    caplog.set_level(logging.WARNING, logger="worker.ops.responder")
     channel = request_channel(settings.stream, settings.group)
     key = f"tradescribe:reply:{uuid.uuid4().hex}"
     {"hash": lambda: sync_redis.hset(key, "owner", "someone"),

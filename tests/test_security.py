@@ -28,7 +28,7 @@ from tests.conftest import (
 )
 from tests.test_status import cli
 from worker.embedded import EmbeddedRedis, find_redis_server, free_port
-from worker.health import heartbeat_key
+from worker.ops.health import heartbeat_key
 from worker.settings import Settings
 
 SECRET = "s3cr3t-Pa55word-do-not-log"

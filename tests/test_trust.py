@@ -22,9 +22,9 @@ from contracts.events import WIRE_FIELD, build_event, parse_event, to_wire
 from tests.clirun import run_cli
 from tests.conftest import count, pending, query, running_worker, wait_for
 from tests.fault_helpers import foreign_write_lock, wire_events
-from worker.batchwrite import Decoded
-from worker.maintenance import rebuild_check
 from worker.settings import Settings
+from worker.store.batch import Decoded
+from worker.store.maintenance import rebuild_check
 
 pytestmark = pytest.mark.faults
 

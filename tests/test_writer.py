@@ -13,13 +13,13 @@ import anyio
 import pytest
 import redis
 
+from bench.drain import child_pids
 from tests.conftest import WorkerProcess, count, pending, wait_for
 from tests.test_delivery import publish_many
-from worker.bench.drain import child_pids
-from worker.plan import Planned
 from worker.settings import Settings
-from worker.store import SqliteStore
-from worker.writer import WriterProcess
+from worker.store.sqlite import SqliteStore
+from worker.store.write import Planned
+from worker.store.writer import WriterProcess
 
 pytestmark = pytest.mark.delivery
 

@@ -33,7 +33,7 @@ from contracts.events import WIRE_FIELD, parse_event
 from worker.errors import RedisSetupError
 from worker.lease import FileLock, RedisLease, worker_identity
 from worker.settings import Settings
-from worker.store import DeadLetter, Decoded, Prepared, SqliteStore, stream_order
+from worker.store.sqlite import DeadLetter, Decoded, Prepared, SqliteStore, stream_order
 
 log = logging.getLogger(__name__)
 

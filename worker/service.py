@@ -15,16 +15,16 @@ from anyio.abc import TaskStatus
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from worker import query_commands  # noqa: F401  (registers the query and wait commands)
-from worker.backup import backup_periodically
 from worker.consume import Worker
-from worker.health import keep_heartbeat, log_ready
-from worker.metrics import refresh_backlog, serve_metrics
-from worker.responder import serve_requests
-from worker.sdnotify import notify_systemd
+from worker.ops import queries as query_commands  # noqa: F401  (registers the query and wait commands)
+from worker.ops.health import keep_heartbeat, log_ready
+from worker.ops.metrics import refresh_backlog, serve_metrics
+from worker.ops.responder import serve_requests
+from worker.ops.sdnotify import notify_systemd
+from worker.ops.trust import worker_key
 from worker.settings import Settings
-from worker.store import SqliteStore
-from worker.trust import worker_key
+from worker.store.backup import backup_periodically
+from worker.store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
 

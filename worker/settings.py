@@ -26,7 +26,7 @@ from pydantic_settings import (
 from contracts.events import DEFAULT_STREAM
 from contracts.redisurl import mask_url, with_password
 from worker.errors import ConfigError
-from worker.trust import key_source
+from worker.ops.trust import key_source
 
 DEFAULT_CONFIG = Path("/etc/tradescribe/tradescribe.toml")
 _toml_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml", default=None)
@@ -115,7 +115,7 @@ class Settings(BaseSettings):
         None, ge=1, le=65_535, description="Serve Prometheus metrics on this port (off if unset)."
     )
     metrics_host: str = Field("127.0.0.1", min_length=1, description="Address for metrics.")
-    # scheduled backups (issue 5: worker/backup.py)
+    # scheduled backups (issue 5: worker/store/backup.py)
     backup_interval_s: float = Field(
         0.0, ge=0, description="Take a backup this often while running (0: never)."
     )

@@ -1,0 +1,2 @@
+"""The ``tradescribe`` command: the only place that reads flags, installs signal
+handlers and configures logging. One module per command group."""
