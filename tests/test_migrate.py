@@ -15,8 +15,8 @@ from contracts import AsyncPublisher
 from tests.clirun import CliResult, run_cli
 from tests.conftest import WorkerProcess, count, query, running_worker, wait_for
 from worker.settings import Settings
-from worker.store import maintenance, store
-from worker.store.schema import SCHEMA_VERSION
+from worker.store import maintenance, sqlite
+from worker.store.schema import MIGRATIONS, SCHEMA_VERSION
 from worker.store.sqlite import SqliteStore
 
 
@@ -58,10 +58,10 @@ def test_version_then_migrate_then_up_to_date(tmp_path: Path) -> None:
 @pytest.fixture
 def next_schema(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """Pretend this tradescribe has migrations after version 1 (appended by the test)."""
-    migrations = [*store.MIGRATIONS]
+    migrations = [*MIGRATIONS]
 
     def refresh() -> None:
-        for module in (store, maintenance):
+        for module in (sqlite, maintenance):
             monkeypatch.setattr(module, "MIGRATIONS", migrations)
             monkeypatch.setattr(module, "SCHEMA_VERSION", len(migrations))
 
