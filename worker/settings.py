@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = Field("text", description="json for journald.")
-    # running as a service (issue 3): heartbeat for `tradescribe check`, Prometheus
+    # running as a service: heartbeat for `tradescribe check`, Prometheus
     heartbeat_interval_s: float = Field(
         5.0, gt=0, le=3600, description="How often the worker writes its heartbeat key."
     )
@@ -115,7 +115,7 @@ class Settings(BaseSettings):
         None, ge=1, le=65_535, description="Serve Prometheus metrics on this port (off if unset)."
     )
     metrics_host: str = Field("127.0.0.1", min_length=1, description="Address for metrics.")
-    # scheduled backups (issue 5: worker/store/backup.py)
+    # scheduled backups (worker/store/backup.py)
     backup_interval_s: float = Field(
         0.0, ge=0, description="Take a backup this often while running (0: never)."
     )
@@ -123,7 +123,7 @@ class Settings(BaseSettings):
         None, description="Where backups go (default: a 'backups' folder beside the database)."
     )
     backup_keep: int = Field(7, ge=1, description="How many scheduled backups to keep.")
-    # trust (issue 14): replies and heartbeats are signed with this key (HMAC-SHA256)
+    # trust: replies and heartbeats are signed with this key (HMAC-SHA256)
     channel_key: SecretStr | None = Field(
         None,
         description="Key that signs the worker's replies and heartbeat (at least 16 "

@@ -10,16 +10,16 @@ did, so that every database walks the same steps. What follows is schema 3's
 design.
 
 Dashboards ask for sums over all of history (P&L all time, per plugin, the
-history summary). With a million trades a scan of even a covering index takes
-about 300 ms here; this table has one row per (UTC day, account, source,
+history summary). With a million trades a scan of even a covering index is too
+slow for a dashboard (docs/benchmark.md); this table has one row per (UTC day, account, source,
 plugin, mode, strategy), so the same answers read a few thousand rows.
 
-SQLite triggers keep it exact inside the worker's own transaction, whatever
-writes ``trades``: the store's ``INSERT OR REPLACE`` (a BEFORE INSERT trigger
-takes out the row being replaced, an AFTER INSERT trigger adds the new one;
-this relies on ``recursive_triggers`` being off, SQLite's default, so that the
-replace does not also fire the DELETE trigger), and plain UPDATE or DELETE.
-Best and worst are recomputed for a day when the trade that held them goes.
+The worker keeps it exact inside its own transaction: for every trade row a batch
+changes, :class:`worker.store.write.AggregateDeltas` takes out what the row counted
+before and adds what it counts now, one upsert per bucket per batch (schema
+version 3 did this with triggers; version 4 dropped them, as they cost more per
+trade than the deltas). Best and worst are recomputed for a bucket when the trade
+that held them goes; a rebuild sums every bucket afresh.
 A day whose trades all went keeps a row with ``trades = 0``; readers skip it.
 A trade counts when ``status = 'closed'`` and ``closed_at`` is set.
 """

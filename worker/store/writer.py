@@ -2,7 +2,7 @@
 
 Python's ``sqlite3`` gives up the GIL for every row it steps and takes it back
 to bind the next one, so a write thread beside a busy event loop waits for the
-GIL row by row (a 2,000-event batch took 97 ms of wall time for 39 ms of CPU).
+GIL row by row (a batch's wall time was more than twice its CPU; docs/benchmark.md).
 A child process has a GIL of its own: the event loop reads, validates and
 projects the next batch on one core while this process merges the current one
 into the entity rows it keeps (:class:`~worker.store.write.RowCache`) and commits it
@@ -185,7 +185,7 @@ class WriterProcess:
             if len(frame) <= _PIPE_EMPTY_FITS:
                 # The child read the last batch before it replied, so the pipe is empty
                 # and a small batch goes in at once, without waking the sender thread
-                # (at 10,000 events/s that wake-up was half the p99 commit latency).
+                # (that wake-up was half the p99 commit latency; docs/benchmark.md).
                 os.write(proc.stdin.fileno(), frame)
             else:
                 self._outbox.put(frame)
@@ -236,7 +236,7 @@ def tune_gc() -> None:
 
     Each batch allocates a few hundred thousand objects (models, rows, tuples) that
     reference counting frees; the default thresholds ran a collection every few
-    events and cost a third of validation time (17.7 against 11.9 us per event).
+    events and cost a third of validation time (docs/benchmark.md).
     What the process holds from its start (modules, the settings) is frozen out of
     collections altogether.
     """
