@@ -1,5 +1,5 @@
 """``python -m worker.cli``: the ``tradescribe`` command."""
 
-from worker.cli.app import main
+from worker.cli import main
 
 main()
