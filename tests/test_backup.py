@@ -158,7 +158,8 @@ async def test_worker_takes_scheduled_backups_and_keeps_the_newest(
         await wait_for(lambda: copies() != first and len(copies()) == 2, what="a newer backup")
     for name in copies():
         meta = json.loads((folder / (name + ".json")).read_text())
-        assert meta["integrity"] == "ok" and meta["schema_version"] == SCHEMA_VERSION
+        assert meta["integrity"] == "ok"
+        assert meta["schema_version"] == SCHEMA_VERSION
 
 
 def _live_db_with_events(tmp_path: Path, n: int = 3) -> Path:
@@ -221,7 +222,8 @@ def test_restore_refuses_a_backup_with_a_trigger_or_view_of_its_own(tmp_path: Pa
     con.commit()
     con.close()
     viewed = run_cli("restore", str(copy), "--db", str(db))
-    assert viewed.code == 1 and "view 'trades_shown' is not part of it" in viewed.err
+    assert viewed.code == 1
+    assert "view 'trades_shown' is not part of it" in viewed.err
 
     con = sqlite3.connect(copy)
     con.execute("DROP VIEW trades_shown")
@@ -230,7 +232,8 @@ def test_restore_refuses_a_backup_with_a_trigger_or_view_of_its_own(tmp_path: Pa
     con.commit()
     con.close()
     changed = run_cli("restore", str(copy), "--db", str(db))
-    assert changed.code == 1 and "index 'trades_closed' is defined differently" in changed.err
+    assert changed.code == 1
+    assert "index 'trades_closed' is defined differently" in changed.err
 
 
 def test_restore_accepts_a_backup_of_an_older_schema_version(tmp_path: Path) -> None:

@@ -225,7 +225,8 @@ def test_second_worker_on_the_same_database_refuses_to_start(
     second = worker_process(other_stream, "second.log")
     assert second.wait() == 1
     out = second.output()
-    assert f"pid {first.process.pid}" in out and "is writing to" in out, out  # type: ignore[union-attr]
+    assert f"pid {first.process.pid}" in out, out  # type: ignore[union-attr]
+    assert "is writing to" in out, out  # type: ignore[union-attr]
     assert "Traceback" not in out
 
 
@@ -238,7 +239,8 @@ def test_second_worker_on_the_same_group_refuses_to_start(
     second = worker_process(elsewhere, "second.log")
     assert second.wait() == 1
     out = second.output()
-    assert f"pid {first.process.pid}" in out and "already consumes" in out, out  # type: ignore[union-attr]
+    assert f"pid {first.process.pid}" in out, out  # type: ignore[union-attr]
+    assert "already consumes" in out, out  # type: ignore[union-attr]
 
 
 async def test_worker_restarts_after_kill_without_waiting_for_its_lease(
@@ -324,7 +326,8 @@ async def test_an_entry_that_stopped_the_worker_max_deliveries_times_is_dead_let
         await wait_for(lambda: count(s.db, "dead_letters") == 1)
         await wait_for(lambda: pending(sync_redis, names) == 0)
     (row,) = query(s.db, "SELECT stream_id, reason, deliveries FROM dead_letters")
-    assert row[0] == killer and row[1] == "stopped the worker 3 times while being decoded"
+    assert row[0] == killer
+    assert row[1] == "stopped the worker 3 times while being decoded"
     assert row[2] > 3
     assert sync_redis.hlen(attempts_key(s.stream, s.group)) == 0
 
@@ -351,5 +354,6 @@ async def test_a_commit_stalled_past_claim_idle_does_not_claim_and_store_its_own
         await wait_for(lambda: count(s.db, "dead_letters") >= 1, what="the dead letter")
         await wait_for(lambda: pending(sync_redis, names) == 0, what="nothing pending")
         await anyio.sleep(0.5)  # time for a wrongful claim to be committed
-        assert worker.stats.dead_letters == 1 and worker.stats.duplicates == 0
+        assert worker.stats.dead_letters == 1
+        assert worker.stats.duplicates == 0
     assert query(s.db, "SELECT stream_id FROM dead_letters") == [(bad_id,)]

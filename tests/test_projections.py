@@ -110,7 +110,8 @@ async def test_worker_converges_for_both_arrival_orders(
         rows.append(query(s.db, "SELECT * FROM trades"))
     assert rows[0] == rows[1]
     (trade,) = rows[0]
-    assert "closed" in trade and 20.0 in trade
+    assert "closed" in trade
+    assert 20.0 in trade
 
 
 def test_exact_decimals_survive_into_the_event_body() -> None:
@@ -144,4 +145,5 @@ def test_the_write_process_starts_without_importing_pydantic() -> None:
         [sys.executable, "-c", "import sys, worker.store.writer; print(sorted(sys.modules))"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-    assert "'pydantic'" not in loaded and "'contracts.events'" not in loaded
+    assert "'pydantic'" not in loaded
+    assert "'contracts.events'" not in loaded

@@ -186,5 +186,7 @@ def test_trade_days_equal_the_trades_after_any_events(tmp_path: Path) -> None:
         assert con.execute(days_sql).fetchall() == con.execute(raw_sql).fetchall()
         assert con.execute(months_sql).fetchall() == con.execute(raw_months_sql).fetchall()
     closed = con.execute("SELECT count(*) FROM trades WHERE status = 'closed'").fetchone()[0]
-    assert closed > 5 and cache.hits > 0 and cache.misses > 0
+    assert closed > 5
+    assert cache.hits > 0
+    assert cache.misses > 0
     con.close()

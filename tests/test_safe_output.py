@@ -71,14 +71,18 @@ async def test_csv_keeps_negative_numbers_as_numbers(db: Path) -> None:
 async def test_tables_show_event_text_without_escape_sequences_or_markup(db: Path) -> None:
     out = tradescribe("query", "journal", "--db", db)
     assert out.returncode == 0, out.stderr
-    assert "\x1b" not in out.stdout and "\x9b" not in out.stdout and "\x07" not in out.stdout
-    assert "RED" in out.stdout and "[bold]markup[/bold]" in out.stdout
+    assert "\x1b" not in out.stdout
+    assert "\x9b" not in out.stdout
+    assert "\x07" not in out.stdout
+    assert "RED" in out.stdout
+    assert "[bold]markup[/bold]" in out.stdout
 
 
 async def test_json_output_escapes_the_control_characters_json_leaves_raw(db: Path) -> None:
     out = tradescribe("query", "journal", "--db", db, "--json")
     assert out.returncode == 0, out.stderr
-    assert "\x9b" not in out.stdout and "\x1b" not in out.stdout
+    assert "\x9b" not in out.stdout
+    assert "\x1b" not in out.stdout
     assert ESCAPES in {row["text"] for row in json.loads(out.stdout)["rows"]}  # same data
 
 
@@ -93,6 +97,8 @@ async def test_dead_letter_list_and_show_strip_escape_sequences(settings: Settin
     listed = tradescribe("dlq", "list", "--db", settings.db)
     shown = tradescribe("dlq", "show", "1", "--db", settings.db)
     assert listed.returncode == shown.returncode == 0, listed.stderr + shown.stderr
-    assert "Invalid JSON" in listed.stdout and "pwned" in shown.stdout
+    assert "Invalid JSON" in listed.stdout
+    assert "pwned" in shown.stdout
     for out in (listed.stdout, shown.stdout):
-        assert "\x1b" not in out and "\x07" not in out
+        assert "\x1b" not in out
+        assert "\x07" not in out

@@ -99,14 +99,18 @@ async def test_secrets_never_appear_in_logs_or_settings_or_errors(
                              capture_output=True, text=True, timeout=30)  # fmt: skip
     assert refused.returncode == 1, refused.stderr
     errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
-    assert errors and errors[0].startswith("error: Redis refused this worker"), refused.stderr
+    assert errors, refused.stderr
+    assert errors[0].startswith("error: Redis refused this worker"), refused.stderr
     assert "Traceback" not in refused.stderr
     # It never started: no lease to release, no "stopped" line with counters.
-    assert "writer lease" not in refused.stderr and " stopped: " not in refused.stderr
+    assert "writer lease" not in refused.stderr
+    assert " stopped: " not in refused.stderr
     logged = out + refused.stdout + refused.stderr
     print(f"\n{len(logged.splitlines())} lines of worker output checked for the password")
-    assert "committed 1 events" in out and "stopped" in out
-    assert SECRET not in logged and "nope" not in logged
+    assert "committed 1 events" in out
+    assert "stopped" in out
+    assert SECRET not in logged
+    assert "nope" not in logged
 
 
 async def test_database_wal_and_spool_files_are_readable_by_their_owner_only(
@@ -129,7 +133,8 @@ async def test_database_wal_and_spool_files_are_readable_by_their_owner_only(
     finally:
         os.umask(old)
     print(f"\nfile modes: {modes}")
-    assert len(modes) == 4 and set(modes.values()) == {"0o600"}
+    assert len(modes) == 4
+    assert set(modes.values()) == {"0o600"}
     assert oct(stat.S_IMODE(spool_dir.stat().st_mode)) == "0o700"
 
 
@@ -246,7 +251,8 @@ async def test_without_a_key_the_worker_makes_one_beside_its_database_for_its_ow
         os.umask(old)
     assert mode == "0o600"
     assert len(key_file.read_text().strip()) == 64
-    assert beside_db.exit_code == 0 and "pong from" in beside_db.stdout, beside_db.output
+    assert beside_db.exit_code == 0, beside_db.output
+    assert "pong from" in beside_db.stdout, beside_db.output
     assert checked.exit_code == 0, checked.output
     assert without_db.exit_code == 1
     assert isinstance(without_db.exception, ChannelKeyError)
@@ -308,9 +314,11 @@ async def test_the_bot_acl_recipe_allows_xadd_and_nothing_else(
         "XADD elsewhere": lambda: bot.xadd("other:stream", {"event": "{}"}),
     }
     for what, call in refused.items():
-        with pytest.raises(redis.exceptions.NoPermissionError):
+        try:
             call()
-            pytest.fail(f"the bot user could {what}")
+        except redis.exceptions.NoPermissionError:
+            continue
+        pytest.fail(f"the bot user could {what}")
     bot.close()
     assert sync_redis.xlen(settings.stream) == 1
 

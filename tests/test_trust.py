@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import redis
+from pydantic import ValidationError
 
 from contracts import Publisher
 from contracts.errors import PublishError
@@ -81,7 +82,7 @@ def crafted(change: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("change", OVERFLOWING + UNREPRESENTABLE, ids=repr)
 def test_the_contract_refuses_what_a_projection_cannot_hold(change: dict[str, Any]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValidationError):
         parse_event(json.dumps(crafted(change), allow_nan=True))
 
 
@@ -127,7 +128,8 @@ async def test_an_event_whose_planning_raises_is_its_own_dead_letter(settings: S
         assert [d.stream_id for d in batch.dead] == ["1-1"]
         assert batch.dead[0].reason.startswith("cannot be stored: OverflowError")
         assert await worker._commit(batch.good, batch.dead, batch.prepared)
-    assert count(settings.db, "events") == 2 and count(settings.db, "dead_letters") == 1
+    assert count(settings.db, "events") == 2
+    assert count(settings.db, "dead_letters") == 1
 
 
 async def test_a_reused_id_with_another_body_is_an_id_conflict_and_changes_nothing(
@@ -202,7 +204,8 @@ async def test_oversized_entries_keep_a_prefix_and_a_hash_not_their_bytes(
     first = query(s.db, "SELECT min(id) FROM dead_letters")[0][0]
     where = ("--db", str(s.db), "--redis-url", s.redis_url, "--stream", s.stream)
     refused = run_cli("dlq", "replay", str(first), *where)
-    assert refused.code == 1 and "cannot be replayed" in refused.err, refused
+    assert refused.code == 1, refused
+    assert "cannot be replayed" in refused.err, refused
     assert run_cli("dlq", "replay", "--all", "--json", *where).json() == {"replayed": []}
 
 

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -78,7 +79,7 @@ async def wait_committed(worker: Worker, event_id: str, timeout_s: float) -> boo
             return True
         if left <= SLICE_S:
             return False
-        await anyio.sleep(0)  # a cancellation point between slices
+        await anyio.lowlevel.checkpoint()  # a cancellation point between slices
 
 
 @command("wait", WaitArgs)

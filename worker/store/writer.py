@@ -151,7 +151,8 @@ class WriterProcess:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
-        assert self._proc.stdin is not None and self._proc.stdout is not None
+        assert self._proc.stdin is not None
+        assert self._proc.stdout is not None
         try:
             reply = _receive(self._proc.stdout)  # blocking: the child opens the file first
         except ValueError:
@@ -179,7 +180,9 @@ class WriterProcess:
                 self._reap()
             self.start()
         proc = self._proc
-        assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        assert proc is not None
+        assert proc.stdin is not None
+        assert proc.stdout is not None
         frame = batch if isinstance(batch, bytes) else _frame(batch)
         try:
             if len(frame) <= _PIPE_EMPTY_FITS:
