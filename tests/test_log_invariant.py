@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from contracts.events import WIRE_FIELD, parse_event
-from worker.consume import Entry, decode
+from worker.entries import Entry, decode
 from worker.store.batch import plan_batch
 from worker.store.maintenance import rebuild_check
 from worker.store.schema import MIGRATIONS

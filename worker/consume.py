@@ -7,15 +7,10 @@ refuses a second copy of an id, so a redelivered entry changes nothing.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import re
-import sqlite3
 import time
-from collections import Counter, deque
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -23,21 +18,20 @@ import redis.asyncio as aredis
 import redis.exceptions
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
-from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from contracts.errors import describe_validation_error
-from contracts.events import WIRE_FIELD, parse_event
+from contracts.events import WIRE_FIELD
+from worker.entries import Entry, bounded, decode, store_error, unstorable, without_bytes
 from worker.errors import RedisSetupError
 from worker.lease import FileLock, RedisLease, worker_identity
 from worker.settings import Settings
+from worker.stats import Stats
 from worker.store.sqlite import DeadLetter, Decoded, Prepared, SqliteStore, stream_order
 
 log = logging.getLogger(__name__)
 
-Entry = tuple[str, dict[bytes, bytes]]
 _WIRE_KEY = WIRE_FIELD.encode()
 _TRANSIENT_REDIS = (RedisConnectionError, RedisTimeoutError, OSError)
 _UNREACHABLE = "redis unreachable"
@@ -49,50 +43,6 @@ class _Batch:
     good: list[Decoded]
     dead: list[DeadLetter]
     prepared: Prepared  # its rows and changes, made while the batch before it commits
-
-
-@dataclass
-class Stats:
-    """Counters the status command and the heartbeat report."""
-
-    started_at: float = field(default_factory=time.time)
-    committed: int = 0
-    duplicates: int = 0
-    dead_letters: int = 0
-    batches: int = 0
-    by_type: Counter[str] = field(default_factory=Counter)
-    last_commit_at: float | None = None
-    last_stream_id: str | None = None
-    last_error: str | None = None
-    last_error_at: float | None = None
-    commit_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
-    batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1000))
-    commits: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=600))
-
-    def note_error(self, what: str, exc: BaseException) -> None:
-        self.last_error = f"{what}: {exc}"
-        self.last_error_at = time.time()
-
-    def recovered(self, what: str) -> None:
-        """``what`` works again: forget its error (an idle worker has no commit to do it)."""
-        if self.last_error is not None and self.last_error.startswith(what + ":"):
-            self.last_error = None
-
-    def totals(self) -> dict[str, Any]:
-        """The counters as a dict, for structured (JSON) log lines."""
-        return {
-            "committed": self.committed,
-            "duplicates": self.duplicates,
-            "dead_letters": self.dead_letters,
-            "batches": self.batches,
-            "by_type": dict(self.by_type),
-        }
-
-    def summary(self) -> str:
-        return (
-            f"committed={self.committed} duplicates={self.duplicates} "
-            f"dead_letters={self.dead_letters} batches={self.batches}"
-        )
 
 
 class Worker:
@@ -389,7 +339,7 @@ class Worker:
                 self.store.prepare([d], [])
                 kept.append(d)
             except Exception as exc:  # this event is the dead letter
-                dead = [*dead, _unstorable(d, exc)]
+                dead = [*dead, unstorable(d, exc)]
         return _Batch([], kept, dead, self.store.prepare(kept, dead))
 
     async def _commit(
@@ -429,11 +379,11 @@ class Worker:
                     if good:
                         log.exception("event %s cannot be stored; dead-lettering it",
                                       good[0].event.id)  # fmt: skip
-                        dead, good = [*dead, *(_unstorable(d, exc) for d in good)], []
+                        dead, good = [*dead, *(unstorable(d, exc) for d in good)], []
                         continue
                     if any(d.raw for d in dead):  # the dead letters' bytes: keep their reasons
                         log.exception("dead letters cannot be stored; keeping them without bytes")
-                        dead = [_without_bytes(d, exc) for d in dead]
+                        dead = [without_bytes(d, exc) for d in dead]
                         continue
                 self.stats.note_error("database", exc)
                 log.warning("commit failed (%s); nothing acknowledged, retry in %.2fs", exc, delay)
@@ -527,53 +477,6 @@ class Worker:
         return int(await self.redis.xtrim(s.stream, minid=min_id, approximate=False))
 
 
-def decode(
-    entries: list[Entry], deliveries: dict[str, int], limit: int
-) -> tuple[list[Decoded], list[DeadLetter], list[Entry]]:
-    """Each entry validated on its own: whatever one raises makes it a dead letter
-    with the reason, never the batch's failure.
-
-    A batch holds each event id once, so that the store can tell an event it takes
-    from a copy it refuses by the id alone: a second entry with an id seen before in
-    ``entries`` is returned apart (third value), to go into the next batch, where
-    the store finds it a duplicate or an id conflict as for any id in the log.
-    """
-    good: list[Decoded] = []
-    dead: list[DeadLetter] = []
-    repeats: list[Entry] = []
-    seen: set[str] = set()
-    for stream_id, fields in entries:
-        if not fields:
-            continue  # deleted from the stream before we read it; nothing to store
-        raw = fields.get(_WIRE_KEY)
-        times = deliveries.get(stream_id, 1)
-        try:
-            if raw is None:
-                dead.append(_no_wire_field(stream_id, fields, times))
-            elif len(raw) > limit:
-                reason = f"entry is {len(raw)} bytes, more than max_message_bytes={limit}"
-                dead.append(bounded(stream_id, raw, reason, times))
-            else:
-                d = Decoded(stream_id, raw.decode(), parse_event(raw))
-                if d.event.id in seen:
-                    repeats.append((stream_id, fields))
-                else:
-                    seen.add(d.event.id)
-                    good.append(d)
-                continue
-        except ValidationError as exc:
-            reason = "invalid event: " + describe_validation_error(exc)
-            dead.append(_dead(stream_id, raw or b"", reason, times))
-        except UnicodeDecodeError as exc:
-            dead.append(_dead(stream_id, raw or b"", f"not UTF-8: {exc}", times))
-        except Exception as exc:  # no entry may stop the worker
-            log.exception("decoding stream entry %s failed", stream_id)
-            reason = f"cannot be decoded: {_describe(exc)}"
-            dead.append(_dead(stream_id, raw or b"", reason, times))
-        log.warning("dead-lettering stream entry %s: %s", stream_id, dead[-1].reason[:300])
-    return good, dead, repeats
-
-
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -581,11 +484,6 @@ def _text(value: Any) -> str:
 def _entries(reply: Any) -> list[Entry]:
     """XREADGROUP's reply as (stream id, fields); deleted entries have no fields."""
     return [(_text(i), f or {}) for _, entries in reply or [] for i, f in entries]
-
-
-def _printable(value: bytes) -> str:
-    """Any bytes as text, never failing (non-UTF-8 bytes become backslash escapes)."""
-    return value.decode(errors="backslashreplace")
 
 
 def attempts_key(stream: str, group: str) -> str:
@@ -598,73 +496,3 @@ def _suspects(entries: list[Entry], deliveries: dict[str, int], limit: int) -> d
     if not deliveries:
         return {}
     return {e[0]: e for e in entries if e[1] and deliveries.get(e[0], 1) > limit}
-
-
-_KEEP_BYTES = 4096  # of an oversized entry: enough for a person to see what it was
-_ID_IN_JSON = re.compile(rb'"id"\s*:\s*"([^"\\]{1,100})"')
-
-
-def _guess_id(raw: bytes) -> str | None:
-    """The event id an undecodable entry seems to carry (for the dead letter's row)."""
-    if len(raw) > _KEEP_BYTES:
-        found = _ID_IN_JSON.search(raw, 0, _KEEP_BYTES)
-        return found.group(1).decode(errors="replace") if found else None
-    try:
-        value = json.loads(raw)
-        event_id = value.get("id") if isinstance(value, dict) else None
-        return event_id[:100] if isinstance(event_id, str) else None
-    except (ValueError, RecursionError):
-        return None
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:1000]
-
-
-def _dead(stream_id: str, raw: bytes, reason: str, deliveries: int = 1) -> DeadLetter:
-    return DeadLetter(stream_id, raw, reason, _guess_id(raw), deliveries)
-
-
-def bounded(stream_id: str, raw: bytes, reason: str, deliveries: int = 1) -> DeadLetter:
-    """A dead letter holding at most ``_KEEP_BYTES`` of ``raw`` (with its size and
-    SHA-256 when that is not all of it), so that a flood of huge entries costs the
-    database little."""
-    if len(raw) <= _KEEP_BYTES:
-        return _dead(stream_id, raw, reason, deliveries)
-    digest = hashlib.sha256(raw).hexdigest()
-    kept = raw[:_KEEP_BYTES]
-    return DeadLetter(stream_id, kept, reason, _guess_id(raw), deliveries, len(raw), digest)
-
-
-def _no_wire_field(stream_id: str, fields: dict[bytes, bytes], deliveries: int) -> DeadLetter:
-    names = ", ".join(sorted(_printable(k) for k in fields))[:200]
-    reason = f"entry has no '{WIRE_FIELD}' field (it has: {names})"
-    raw = json.dumps({_printable(k): _printable(v) for k, v in fields.items()}).encode()
-    return bounded(stream_id, raw, reason, deliveries)
-
-
-def store_error(exc: BaseException) -> bool:
-    """Whether a commit failed because of the store itself (disk, lock, I/O, a write
-    process gone), not because of what it was given: then it is retried, and never
-    counts against an entry."""
-    if isinstance(exc, OSError):
-        return True
-    return isinstance(exc, sqlite3.Error) and not isinstance(exc, _DATA_ERRORS)
-
-
-_DATA_ERRORS = (
-    sqlite3.IntegrityError,
-    sqlite3.DataError,
-    sqlite3.InterfaceError,
-    sqlite3.ProgrammingError,
-)
-
-
-def _without_bytes(d: DeadLetter, exc: BaseException) -> DeadLetter:
-    reason = f"{d.reason} (its bytes could not be stored: {_describe(exc)})"
-    return replace(d, raw=b"", reason=reason[:2000], raw_size=d.raw_size or len(d.raw))
-
-
-def _unstorable(d: Decoded, exc: BaseException) -> DeadLetter:
-    reason = f"cannot be stored: {_describe(exc)}"
-    return DeadLetter(d.stream_id, d.body.encode(), reason, d.event.id)

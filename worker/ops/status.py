@@ -15,7 +15,8 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from contracts.redisurl import mask_url
-from worker.consume import Stats, Worker
+from worker.consume import Worker
+from worker.stats import Stats
 
 RATE_WINDOW_S = 60.0
 LAG_SCAN_LIMIT = 1000
