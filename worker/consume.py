@@ -159,7 +159,7 @@ class Worker:
 
     async def _consume(self) -> None:
         # The next batch is read, decoded and projected while this one commits (in the
-        # write process, or on aiosqlite's thread): a pipeline one batch deep.
+        # write process, or on the store's thread): a pipeline one batch deep.
         send, receive = anyio.create_memory_object_stream[_Batch](0)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._read_and_decode, send)

@@ -22,7 +22,7 @@ from contracts.events import parse_event
 from worker.errors import DatabaseNewerError
 from worker.store import aggregates
 from worker.store.batch import DeadLetter, Decoded, append_statements, plan_batch, stream_order
-from worker.store.projections import ENTITIES, Projected, project, utc_text
+from worker.store.projections import ENTITIES, project, utc_text
 from worker.store.schema import MIGRATIONS, SCHEMA_VERSION
 from worker.store.sql import run_statements, writer_pragmas
 from worker.store.write import DbRows, Planned, RowCache, plan_projections, write_planned
@@ -57,17 +57,24 @@ class SqliteStore:
     def __init__(
         self,
         db: aiosqlite.Connection,
+        con: sqlite3.Connection,
         path: Path,
         cache_rows: int = 20_000,
         writer: WriterProcess | None = None,
     ) -> None:
+        # Single statements go through aiosqlite. A function of many statements (a
+        # batch's merge and commit without a write process, a rebuild) runs on ``con``
+        # in a worker thread, one at a time: aiosqlite has no public way to run a
+        # function against its own connection on its thread.
         self._db = db
+        self._con = con
+        self._one_at_a_time = anyio.CapacityLimiter(1)
         self.path = path
         # Batches are merged and committed by this child process when there is one,
-        # else on aiosqlite's thread, with these rows (see worker/store/writer.py for why).
+        # else on ``con``, with these rows (see worker/store/writer.py for why).
         self.writer = writer
         self.migration_backup: str | None = None
-        self.cache = RowCache(db._conn, cache_rows)
+        self.cache = RowCache(con, cache_rows)
 
     @classmethod
     async def open(
@@ -85,6 +92,7 @@ class SqliteStore:
             await db.execute("PRAGMA journal_mode = WAL")  # kept in the file
             for pragma in writer_pragmas(synchronous, busy_timeout_ms):
                 await db.execute(pragma)
+            con = await anyio.to_thread.run_sync(_connect, path, synchronous, busy_timeout_ms)
         except BaseException:
             await db.close()
             raise
@@ -93,7 +101,7 @@ class SqliteStore:
             if writer_process
             else None
         )
-        return cls(db, path, cache_rows, writer)
+        return cls(db, con, path, cache_rows, writer)
 
     def start_writer(self) -> None:
         """Start the write process (after :meth:`migrate`: it writes to the current schema)."""
@@ -108,6 +116,7 @@ class SqliteStore:
     async def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+        await self._run(sqlite3.Connection.close)
         await self._db.close()
 
     async def schema_version(self) -> int:
@@ -164,21 +173,16 @@ class SqliteStore:
             new, conflicts = await self.writer.write(batch)
             return new, conflicts
         assert isinstance(batch, Planned), "pickled for a write process this store lacks"
-        new, conflicts = await self._on_thread(write_planned, batch, self.cache)
+        new, conflicts = await self._run(write_planned, batch, self.cache)
         return new, conflicts
 
     async def commit(self, good: Sequence[Decoded], dead: Sequence[DeadLetter]) -> tuple[int, int]:
         """:meth:`prepare` and :meth:`commit_planned` in one."""
         return await self.commit_planned(self.prepare(good, dead))
 
-    async def _on_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn(connection, *args)`` on the connection's own thread, in one hop.
-
-        Uses aiosqlite's queue to its thread (``_execute``), so the call is ordered
-        with every other statement on this connection.
-        """
-        db = self._db
-        return await db._execute(fn, db._conn, *args)  # type: ignore[no-untyped-call]
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(con, *args)`` in a worker thread, never two at once."""
+        return await anyio.to_thread.run_sync(fn, self._con, *args, limiter=self._one_at_a_time)
 
     async def rebuild_projections(self, chunk: int = 1000) -> int:
         """Empty every projection and replay the event log into it, in one transaction.
@@ -186,31 +190,8 @@ class SqliteStore:
         The same code path as :meth:`commit` (``project`` then ``merge``); returns how
         many events were replayed.
         """
-        db = self._db
         self.cache.clear()
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            for table in PROJECTION_TABLES:
-                await db.execute(f"DELETE FROM {table}")
-            replayed = last = 0
-            while True:
-                sql = "SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
-                async with db.execute(sql, (last, chunk)) as cur:
-                    rows = list(await cur.fetchall())
-                if not rows:
-                    break
-                last = rows[-1][0]
-                await self._on_thread(_replay, project(parse_event(b) for _, b in rows))
-                replayed += len(rows)
-            # Summed afresh once (the replay leaves them alone), so a rebuild's float
-            # sums do not depend on its chunking.
-            for sql in aggregates.RESUM:
-                await db.execute(sql)
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
-        return replayed
+        return int(await self._run(_rebuild, chunk))
 
     async def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         async with self._db.execute(sql, params) as cur:
@@ -218,6 +199,36 @@ class SqliteStore:
         return row[0] if row else None
 
 
-def _replay(con: sqlite3.Connection, projected: Projected) -> None:
-    run_statements(con, plan_projections(projected.changes, DbRows(con), aggregates=False))
-    run_statements(con, append_statements(projected))
+def _connect(path: Path, synchronous: str, busy_timeout_ms: int) -> sqlite3.Connection:
+    con = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    for pragma in writer_pragmas(synchronous, busy_timeout_ms):
+        con.execute(pragma)
+    return con
+
+
+def _rebuild(con: sqlite3.Connection, chunk: int) -> int:
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        for table in PROJECTION_TABLES:
+            con.execute(f"DELETE FROM {table}")
+        replayed = last = 0
+        while True:
+            sql = "SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
+            rows = con.execute(sql, (last, chunk)).fetchall()
+            if not rows:
+                break
+            last = rows[-1][0]
+            projected = project(parse_event(body) for _, body in rows)
+            run_statements(con, plan_projections(projected.changes, DbRows(con), aggregates=False))
+            run_statements(con, append_statements(projected))
+            replayed += len(rows)
+        # Summed afresh once (the replay leaves them alone), so a rebuild's float sums
+        # do not depend on its chunking.
+        for sql in aggregates.RESUM:
+            con.execute(sql)
+        con.execute("COMMIT")
+    except BaseException:
+        if con.in_transaction:
+            con.execute("ROLLBACK")
+        raise
+    return replayed
