@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from bench.drain import child_pids
-from tests.conftest import WorkerProcess, count, pending, wait_for
+from tests.conftest import WorkerProcess, count, pending, query, running_worker, wait_for
 from tests.test_delivery import publish_many
 from worker.settings import Settings
 from worker.store.sqlite import SqliteStore
@@ -122,3 +122,16 @@ async def test_writer_errors_keep_their_class_and_roll_back(tmp_path: Path) -> N
     finally:
         writer.close()
     assert writer.pid is None
+
+
+async def test_without_a_write_process_batches_commit_on_the_stores_thread(
+    settings: Settings, sync_redis: redis.Redis, names: dict[str, str]
+) -> None:
+    s = settings.model_copy(update={"writer_process": False})
+    ids = publish_many(sync_redis, s.stream, 300)
+    async with running_worker(s) as worker:
+        assert worker.store.writer is None
+        await wait_for(lambda: count(s.db, "events") == 300)
+        await wait_for(lambda: pending(sync_redis, names) == 0)
+    assert count(s.db, "trades") == 300
+    assert {r[0] for r in query(s.db, "SELECT event_id FROM events")} == set(ids)
