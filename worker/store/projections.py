@@ -47,7 +47,7 @@ from worker.store.entities import (
     TRADES,
     Entity,
 )
-from worker.store.rows import Change, dumps, json_value
+from worker.store.rows import Change, as_change, dumps, json_value
 
 # Re-exported: the store, the bench and the tests import the entities from here.
 __all__ = [
@@ -187,12 +187,14 @@ def project(events: Iterable[AnyEvent], ts_texts: Iterable[str] | None = None) -
                 columns["is_active"] = int(pos.quantity != 0)
             pos_key = (event.account, event.source, event.mode, pos.position_id or pos.symbol)
             out.changes.append(
-                Change(POSITIONS.table, pos_key, version, ts, columns, attributes, {})
+                as_change((POSITIONS.table, pos_key, version, ts, columns, attributes, {}))
             )
         elif isinstance(event, DailyStatsUpdatedEvent):
             columns, attributes = _split(event.data, DAILY_STATS, _DATE_SKIP)
             key = (event.account, event.source, event.plugin_id, event.mode, str(event.data.date))
-            out.changes.append(Change(DAILY_STATS.table, key, version, ts, columns, attributes, {}))
+            out.changes.append(
+                as_change((DAILY_STATS.table, key, version, ts, columns, attributes, {}))
+            )
         elif isinstance(event, JournalEntryEvent):
             entry = event.data
             _, attributes = _split(entry, TRADES, ("text", "title", "trade_id", "signal_id"))
@@ -276,7 +278,9 @@ def _lifecycle_change(
     columns.update(explicit)
     item_id = getattr(data, kind.id_field)
     key = (event.source, item_id)
-    out.changes.append(Change(kind.entity.table, key, version, ts, columns, attributes, implicit))
+    out.changes.append(
+        as_change((kind.entity.table, key, version, ts, columns, attributes, implicit))
+    )
     if kind.keeps_history and "status" in columns:
         out.status_history.append(
             (event.id, event.source, item_id, columns["status"], ts, event.type)

@@ -43,6 +43,12 @@ class Change(NamedTuple):
         return self.version.rpartition("|")[2]
 
 
+def as_change(values: tuple[Any, ...]) -> Change:
+    """A ``Change`` from its seven values in order, without the named tuple's
+    Python-level constructor (a quarter of planning's time per change)."""
+    return tuple.__new__(Change, values)
+
+
 def json_value(value: Any) -> Any:
     """A Python value as it is kept inside a JSON column (decimals stay exact)."""
     if isinstance(value, Decimal):
@@ -165,6 +171,7 @@ __all__ = [
     "Change",
     "Key",
     "Row",
+    "as_change",
     "dumps",
     "json_value",
     "merge",
