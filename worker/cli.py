@@ -135,6 +135,7 @@ def demo(
 
 
 from worker.db_cli import backup, db_app, restore_command  # noqa: E402
+from worker.http.cli import serve, token_app  # noqa: E402
 from worker.import_cli import import_command  # noqa: E402
 from worker.ops_cli import check, config, ping, status  # noqa: E402
 
@@ -150,6 +151,8 @@ app.command()(query_cli.query)
 app.command()(query_cli.report)
 app.add_typer(dlq_app, name="dlq")
 app.command()(bench)
+app.command()(serve)
+app.add_typer(token_app, name="token")
 
 
 def _user_error(exc: BaseException) -> TradescribeError | None:

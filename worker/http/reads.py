@@ -1,0 +1,176 @@
+"""The reads the server makes, each on a read-only connection, each scoped to a
+principal: the named queries of ``contracts.query``, seed 002's four shapes, the
+dashboard's bot table and the health strip.
+
+Scope is applied in SQL (``Filters.scope_accounts`` / ``scope_sources``), so a
+row of another tenant never leaves the database; it is not filtered afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from contracts.query import (
+    QUERIES,
+    Filters,
+    QueryError,
+    QuerySpec,
+    connect_readonly,
+    parse_filters,
+)
+from contracts.query_stats import distinct_trades
+from worker.http.tokens import Principal
+
+# JSON numbers: the projections hold REAL; ten decimals drop the binary noise
+# (0.1 + 0.2) and keep every digit a price or P&L was sent with.
+DECIMALS = 10
+QUERY_NAMES = tuple(QUERIES)
+
+
+def clean(value: Any) -> Any:
+    """Floats rounded to ``DECIMALS`` (no 0.30000000000000004), recursively."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        rounded = round(value, DECIMALS)
+        return 0.0 if rounded == 0 else rounded
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean(v) for v in value]
+    return value
+
+
+def scoped(principal: Principal, name: str, params: dict[str, Any]) -> tuple[QuerySpec, Filters]:
+    """The query and its filters, narrowed to what ``principal`` may see."""
+    spec, f = parse_filters(name, params)
+    if principal.admin:
+        return spec, f
+    if f.wait_for:
+        # whether another tenant's event exists (or why it was dead-lettered) is theirs
+        raise QueryError("wait_for needs an admin token over HTTP; poll the query instead")
+    scope = {"scope_accounts": principal.accounts, "scope_sources": principal.sources or None}
+    return spec, f.model_copy(update=scope)
+
+
+def run_scoped(db: Path, principal: Principal, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """One named query as ``tradescribe query NAME --json`` prints it, scoped."""
+    from contracts.query import wait_for_event
+
+    spec, f = scoped(principal, name, params)
+    if f.wait_for and not wait_for_event(db, f.wait_for, f.wait_timeout_s):
+        raise QueryError(f"event {f.wait_for} was not committed within {f.wait_timeout_s:g}s")
+    with connect_readonly(db) as con:
+        result = spec.run(con, f, dt.datetime.now(dt.UTC)).as_dict()
+    return clean(result)  # type: ignore[no-any-return]
+
+
+def _scope_sql(principal: Principal) -> tuple[str, list[Any]]:
+    if principal.admin:
+        return "1", []
+    sql = f"account IN ({', '.join('?' * len(principal.accounts))})"
+    params: list[Any] = list(principal.accounts)
+    if principal.sources:
+        sql += f" AND source IN ({', '.join('?' * len(principal.sources))})"
+        params += list(principal.sources)
+    return sql, params
+
+
+def bots(db: Path, principal: Principal, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per bot (source) in scope: trades, win rate, net, profit factor,
+    open trades and positions, last activity."""
+    tz = {"tz": params["tz"]} if params.get("tz") else {}
+    where, args = _scope_sql(principal)
+    with connect_readonly(db) as con:
+        sources = distinct_trades(con, "source") or []
+        mine = [
+            s for s in sources
+            if con.execute(f"SELECT 1 FROM trades WHERE source = ? AND {where} LIMIT 1",
+                           [s, *args]).fetchone()
+        ]  # fmt: skip
+        out = []
+        for source in mine:
+            last = con.execute(
+                f"SELECT max(updated_at) FROM trades WHERE source = ? AND {where}", [source, *args]
+            ).fetchone()[0]
+            positions = con.execute(
+                f"SELECT count(*) FROM positions WHERE is_active = 1 AND source = ? AND {where}",
+                [source, *args],
+            ).fetchone()[0]
+            out.append({"source": source, "last_activity": last, "open_positions": positions})
+    for row in out:
+        history = run_scoped(db, principal, "history", {**tz, "source": row["source"], "limit": 1})
+        summary = history["summary"] or {}
+        active = run_scoped(db, principal, "active-trades", {"source": row["source"]})
+        row.update(
+            trades=summary.get("count", 0),
+            win_rate=summary.get("win_rate"),
+            net=summary.get("net", 0.0),
+            profit_factor=summary.get("profit_factor"),
+            open_trades=len(active["rows"]),
+        )
+    return out
+
+
+def health(db: Path, principal: Principal) -> dict[str, Any]:
+    """The health strip: last commit and its age, events per type (in scope); for
+    an admin also the dead letters and the file itself."""
+    where, args = _scope_sql(principal)
+    with connect_readonly(db) as con:
+        last = con.execute(
+            f"SELECT seq, committed_at FROM events WHERE {where} ORDER BY seq DESC LIMIT 1", args
+        ).fetchone()
+        counts = dict(
+            con.execute(f"SELECT type, count(*) FROM events WHERE {where} GROUP BY type", args)
+        )
+        out: dict[str, Any] = {
+            "last_commit_at": last[1] if last else None,
+            "last_commit_age_s": _age(last[1]) if last else None,
+            "events": sum(counts.values()),
+            "events_by_type": counts,
+        }
+        if principal.admin:
+            out["dead_letters"] = con.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+            out["schema_version"] = con.execute("PRAGMA user_version").fetchone()[0]
+            out["db_bytes"] = os.path.getsize(db)
+    return out
+
+
+def _age(moment: str) -> float:
+    at = dt.datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    return round((dt.datetime.now(dt.UTC) - at).total_seconds(), 3)
+
+
+def dead_letters(db: Path, limit: int) -> list[dict[str, Any]]:
+    """The latest dead letters (admin only), bytes shown as text."""
+    with connect_readonly(db) as con:
+        cur = con.execute("SELECT * FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,))
+        names = [d[0] for d in cur.description]
+        rows = [dict(zip(names, r, strict=True)) for r in cur]
+    for row in rows:
+        for k, v in row.items():
+            if isinstance(v, bytes):
+                row[k] = v.decode("utf-8", "replace")
+    return rows
+
+
+def events_since(db: Path, principal: Principal, after: int, upto: int) -> list[dict[str, Any]]:
+    """Committed events in (after, upto] that ``principal`` may see, for the live stream."""
+    where, args = _scope_sql(principal)
+    with connect_readonly(db) as con:
+        cur = con.execute(
+            f"""SELECT seq, event_id, type, source, account, subject, ts, committed_at
+            FROM events WHERE seq > ? AND seq <= ? AND {where} ORDER BY seq LIMIT 1000""",
+            [after, upto, *args],
+        )
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur]
+
+
+def max_seq(db: Path) -> int:
+    with connect_readonly(db) as con:
+        return int(con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
