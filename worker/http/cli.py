@@ -97,7 +97,7 @@ def serve(
     typer.echo(f"tradescribe serve: {scheme}://{host}:{port}/ (database {database}, "
                f"tokens {token_file})", err=True)  # fmt: skip
     uvicorn.run(
-        app, host=host, port=port, log_level="warning", proxy_headers=behind_proxy,
+        app, host=host, port=port, log_level="info", access_log=False, proxy_headers=behind_proxy,
         ssl_certfile=str(tls_cert) if tls_cert else None,
         ssl_keyfile=str(tls_key) if tls_key else None, timeout_graceful_shutdown=2,
     )  # fmt: skip
