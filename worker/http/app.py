@@ -341,8 +341,8 @@ class Server:
                     await self._redis.aclose()
 
 
-def create_app(config: ServeConfig) -> ASGIApp:
+def create_app(config: ServeConfig) -> tuple[ASGIApp, Server]:
+    """The ASGI app (security headers around Starlette) and the server behind it."""
     server = Server(config)
     app = Starlette(routes=server.routes(), lifespan=server.lifespan)
-    app.state.server = server
-    return SecurityHeaders(app)
+    return SecurityHeaders(app), server

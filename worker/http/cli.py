@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -89,18 +90,26 @@ def serve(
         )
     settings = load_settings(config, db=db, redis_url=redis_url, stream=stream)
     database, token_file = _paths(config, db, tokens)
-    app = create_app(ServeConfig(
+    app, server = create_app(ServeConfig(
         db=database, tokens=token_file, redis_url=settings.redis_url, stream=settings.stream,
         poll_s=poll_ms / 1000, secure_cookie=tls_cert is not None or behind_proxy,
     ))  # fmt: skip
     scheme = "https" if tls_cert else "http"
     typer.echo(f"tradescribe serve: {scheme}://{host}:{port}/ (database {database}, "
                f"tokens {token_file})", err=True)  # fmt: skip
-    uvicorn.run(
+    uvicorn_server = uvicorn.Server(uvicorn.Config(
         app, host=host, port=port, log_level="info", access_log=False, proxy_headers=behind_proxy,
         ssl_certfile=str(tls_cert) if tls_cert else None,
-        ssl_keyfile=str(tls_key) if tls_key else None, timeout_graceful_shutdown=2,
-    )  # fmt: skip
+        ssl_keyfile=str(tls_key) if tls_key else None, timeout_graceful_shutdown=5,
+    ))  # fmt: skip
+    stop = uvicorn_server.handle_exit
+
+    def handle_exit(sig: int, frame: FrameType | None) -> None:
+        server.watch.closing = True  # end the live streams, or shutdown waits for them
+        stop(sig, frame)
+
+    uvicorn_server.handle_exit = handle_exit  # type: ignore[method-assign]
+    uvicorn_server.run()
 
 
 @token_app.command("create")

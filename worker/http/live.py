@@ -33,10 +33,15 @@ class CommitWatch:
         self.poll_s = poll_s
         self.seq = 0
         self.polls = 0
+        self.closing = False  # set on SIGTERM: open streams end so the server can stop
         self._changed = anyio.Event()
 
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
+
     async def run(self) -> None:
-        while True:
+        while not self.closing:
             try:
                 seq = await anyio.to_thread.run_sync(max_seq, self.db)
             except QueryError as exc:  # no file yet, or not migrated: wait for the worker
@@ -45,12 +50,12 @@ class CommitWatch:
             self.polls += 1
             if seq != self.seq:
                 self.seq = seq
-                changed, self._changed = self._changed, anyio.Event()
-                changed.set()
+                self._wake()
             await anyio.sleep(self.poll_s)
+        self._wake()
 
     async def wait_past(self, seq: int) -> int:
-        while self.seq <= seq:
+        while self.seq <= seq and not self.closing:
             await self._changed.wait()
         return self.seq
 
@@ -65,6 +70,8 @@ async def event_stream(
         upto = None
         with anyio.move_on_after(keepalive_s):
             upto = await watch.wait_past(last)
+        if watch.closing:
+            return
         if upto is None:
             yield ": keep-alive\n\n"
             continue

@@ -252,6 +252,7 @@ function renderHistory(d) {
 async function refresh() {
   if (state.loading) { state.again = true; return; }
   state.loading = true;
+  const commit = state.lastCommit;  // the newest commit this refresh will show
   try {
     const params = new URLSearchParams({tz: ZONE, ...state.filters});
     const r = await fetch("/api/v1/dashboard?" + params, {credentials: "same-origin"});
@@ -264,9 +265,11 @@ async function refresh() {
     renderOpen(d); renderHistory(d); renderCalendar(d);
     state.first = false;
     document.body.dataset.rendered = String(Date.now());
-    if (state.lastCommit) {
-      window.tradescribeLatencyMs = Date.now() - Date.parse(state.lastCommit.committed_at);
-      document.body.dataset.seq = String(state.lastCommit.seq);
+    if (commit && commit.seq !== state.shownSeq) {
+      // commit-to-screen: the worker's commit time to this render (same clock on one host)
+      state.shownSeq = commit.seq;
+      window.tradescribeLatencyMs = Date.now() - Date.parse(commit.committed_at);
+      document.body.dataset.seq = String(commit.seq);
     }
   } catch (e) {
     document.getElementById("live").textContent = "error: " + e.message;
