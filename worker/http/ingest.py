@@ -25,6 +25,7 @@ from worker.http.tokens import Principal
 
 MAX_EVENTS = 1000
 MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_EVENT_BYTES = 65_536  # the worker's default max_message_bytes: larger is dead-lettered
 
 
 class IngestError(Exception):
@@ -77,6 +78,8 @@ def validate(principal: Principal, body: Any) -> list[AnyEvent]:
             errors.append({"index": index, "errors": found})
             continue
         problems = []
+        if len(to_wire(event).encode()) > MAX_EVENT_BYTES:
+            problems.append({"loc": [], "msg": f"larger than {MAX_EVENT_BYTES} bytes"})
         if event.source != source:
             problems.append({"loc": ["source"], "msg": f"this token publishes as {source!r} only"})
         if event.account not in principal.accounts:
