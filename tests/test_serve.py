@@ -10,6 +10,11 @@ import csv
 import http.client as httpclient
 import io
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -304,3 +309,31 @@ async def test_live_stream_carries_only_the_tokens_tenants(site: Site) -> None:
     assert [e["source"] for e in streams["b"][1:]] == ["bot-b"]
     assert [e["source"] for e in streams["admin"][1:]] == ["bot-a", "bot-b"]
     assert all("ACC-1" not in json.dumps(e) for e in streams["b"])
+
+
+def test_demo_serves_its_dashboard_and_keep_serving_holds_it(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADESCRIBE_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "demo", "--seconds", "1", "--db",
+         str(tmp_path / "demo.db"), "--port", "0", "--keep-serving"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        lines = []
+        for line in proc.stdout:  # ends at the serving line (or at exit, failing below)
+            lines.append(line)
+            if line.startswith("serving "):
+                break
+        output = "".join(lines)
+        assert "dashboard: http://127.0.0.1:" in output and "What the database holds" in output
+        found = re.search(r"serving (http://\S+) \(token (tsk_\S+)\)", output)
+        assert found, output
+        url, secret = found.group(1).rstrip("/"), found.group(2)
+        pnl = http(f"{url}/api/v1/pnl", secret)
+        assert pnl.status == 200 and pnl.json()["rows"][0]["trades"] > 0
+        assert http(f"{url}/api/v1/pnl", None).status == 401
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(15)
+        proc.stdout.close()
