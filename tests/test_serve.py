@@ -71,8 +71,8 @@ def site(tmp_path_factory: pytest.TempPathFactory, redis_server: EmbeddedRedis) 
         "a": token(tokens, "tenant-a", "ACC-1"),
         "b": token(tokens, "tenant-b", "ACC-2"),
     }
-    proc = ServeProcess(settings.db, tokens, tmp / "serve.log", "--redis-url",
-                        redis_server.url, "--stream", names["stream"])  # fmt: skip
+    proc = ServeProcess(settings.db, tokens, tmp / "serve.log", "--redis-url", redis_server.url,
+                        "--stream", names["stream"], "--group", names["group"])  # fmt: skip
     try:
         yield Site(settings, tokens, proc.url, **secrets)
     finally:
@@ -195,6 +195,9 @@ def test_dead_letters_and_pipeline_health_are_for_admins(site: Site) -> None:
     assert health["dead_letters"] == 0 and health["schema_version"] >= 5
     b_health = site.get("/api/v1/health", site.b).json()
     assert b_health["events"] == 3 and health["events"] > b_health["events"]
+    assert "pipeline" not in b_health
+    assert health["pipeline"]["ok"] is False  # no worker runs now: tradescribe check's reason
+    assert "no heartbeat" in health["pipeline"]["reasons"][0]
 
 
 def test_responses_carry_csp_and_values_are_not_html(site: Site) -> None:
@@ -305,6 +308,8 @@ async def test_live_stream_carries_only_the_tokens_tenants(site: Site) -> None:
         await wait_for(lambda: any(e.get("source") == "bot-b" for e in streams["b"]),
                        what="bot-b's commit on tenant B's stream")  # fmt: skip
         await wait_for(lambda: len(streams["admin"]) >= 3, what="both commits on the admin's")
+        pipeline = site.get("/api/v1/health", site.admin).json()["pipeline"]
+        assert pipeline["ok"] is True and pipeline["heartbeat"]["worker_id"]
     stop.set()
     assert [e["source"] for e in streams["b"][1:]] == ["bot-b"]
     assert [e["source"] for e in streams["admin"][1:]] == ["bot-a", "bot-b"]

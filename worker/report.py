@@ -163,18 +163,32 @@ def _pnl_card(data: dict[str, Any]) -> str:
 
 
 def _loss_card(data: dict[str, Any]) -> str:
+    """Each account and bot against its own limit; the worst one drives the card (a
+    sum over bots would hide one past its limit behind the others' headroom)."""
     s = data["daily_loss"]["summary"]
-    if s["limit"] is None:
+    rows = sorted((r for r in data["daily_loss"]["rows"] if r["percent"] is not None),
+                  key=lambda r: -r["percent"])  # fmt: skip
+    if not rows:
         body = f"<p>No daily stats for {esc(s['date'])}.</p>"
     else:
-        pct = s["percent"] or 0.0
-        over = " over" if pct >= 100 or s["blocked"] else ""
+        worst = rows[0]
+        pct = worst["percent"]
+        blocked = bool(worst["trading_blocked"] or worst["loss_limit_hit"])
+        over = " over" if pct >= 100 or blocked else ""
+        who = f"{worst['account']} / {worst['source']}"
         body = (
-            f'<div class="figures"><div class="fig"><b>{s["used"]:,.2f} / {s["limit"]:,.2f}</b>'
-            f"<span>used of limit on {esc(s['date'])}</span></div></div>"
+            f'<div class="figures"><div class="fig"><b>{worst["daily_loss_used"] or 0:,.2f} / '
+            f"{worst['daily_loss_limit']:,.2f}</b><span>used of limit on {esc(s['date'])} · "
+            f"{esc(who)}</span></div></div>"
             f'<div class="bar"><div class="{over.strip()}" style="width:{min(pct, 100):.1f}%">'
-            f"</div></div><p>{pct:.1f}% used{' · trading blocked' if s['blocked'] else ''}</p>"
+            f"</div></div><p>{pct:.1f}% used{' · trading blocked' if blocked else ''}</p>"
         )
+        for r in rows[1:]:
+            body += (
+                f"<p>{esc(r['account'])} / {esc(r['source'])}: "
+                f"{r['daily_loss_used'] or 0:,.2f} / {r['daily_loss_limit']:,.2f} "
+                f"({r['percent']:.1f}%)</p>"
+            )
     return f'<section id="widget-daily-loss" class="card"><h2>Daily loss used</h2>{body}</section>'
 
 

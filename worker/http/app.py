@@ -68,6 +68,8 @@ class ServeConfig:
     tokens: Path
     redis_url: str | None = None
     stream: str = "tradescribe:events"
+    group: str = "tradescribe"
+    heartbeat_ttl_s: float = 30.0
     poll_s: float = 0.25
     secure_cookie: bool = False
     rate_limit: RateLimit = field(default_factory=RateLimit)
@@ -238,7 +240,29 @@ class Server:
                                  "summary": None, "sections": {}})  # fmt: skip
 
     async def health(self, request: Request, principal: Principal) -> Response:
-        return JSONResponse(reads.clean(await self.run(reads.health, self.config.db, principal)))
+        out = await self.run(reads.health, self.config.db, principal)
+        if principal.admin:
+            out["pipeline"] = await self.run(self.pipeline)
+        return JSONResponse(reads.clean(out))
+
+    def pipeline(self) -> dict[str, Any]:
+        """The worker's heartbeat and the group's pending entries, as ``tradescribe check``
+        judges them (admin only); what went wrong when Redis cannot be asked."""
+        import redis
+
+        from worker.health import check_health
+
+        c = self.config
+        if c.redis_url is None:
+            return {"ok": None, "reasons": ["no --redis-url: the pipeline cannot be asked"]}
+        client = redis.Redis.from_url(c.redis_url, socket_timeout=1, socket_connect_timeout=1)
+        try:
+            return check_health(client, c.stream, c.group, max_beat_age_s=c.heartbeat_ttl_s,
+                                max_pending_age_s=300, error_window_s=60).as_dict()  # fmt: skip
+        except (redis.RedisError, OSError) as exc:
+            return {"ok": False, "reasons": [f"cannot reach Redis: {exc}"]}
+        finally:
+            client.close()
 
     async def dead_letters(self, request: Request, principal: Principal) -> Response:
         if not principal.admin:

@@ -55,6 +55,7 @@ def serve(
         str | None, Opt("--redis-url", help="Redis that POST /api/v1/events appends to.")
     ] = None,
     stream: Annotated[str | None, Opt(help="Stream key for POST /api/v1/events.")] = None,
+    group: Annotated[str | None, Opt(help="Consumer group (the pipeline's health).")] = None,
     tls_cert: Annotated[Path | None, Opt("--tls-cert", help="TLS certificate (PEM).")] = None,
     tls_key: Annotated[Path | None, Opt("--tls-key", help="TLS private key (PEM).")] = None,
     insecure_bind: Annotated[
@@ -88,11 +89,12 @@ def serve(
             "the network in clear; give --tls-cert/--tls-key, or --behind-proxy (a TLS proxy "
             "on this host), or --insecure-bind if you mean it"
         )
-    settings = load_settings(config, db=db, redis_url=redis_url, stream=stream)
+    settings = load_settings(config, db=db, redis_url=redis_url, stream=stream, group=group)
     database, token_file = _paths(config, db, tokens)
     app, server = create_app(ServeConfig(
         db=database, tokens=token_file, redis_url=settings.redis_url, stream=settings.stream,
-        poll_s=poll_ms / 1000, secure_cookie=tls_cert is not None or behind_proxy,
+        group=settings.group, heartbeat_ttl_s=settings.heartbeat_ttl_s, poll_s=poll_ms / 1000,
+        secure_cookie=tls_cert is not None or behind_proxy,
     ))  # fmt: skip
     scheme = "https" if tls_cert else "http"
     typer.echo(f"tradescribe serve: {scheme}://{host}:{port}/ (database {database}, "

@@ -86,6 +86,12 @@ function renderHealth(d) {
   const items = [["last commit", age], ["events", el("b", (h.events || 0).toLocaleString())]];
   for (const [type, n] of Object.entries(h.events_by_type || {})) items.push([type, el("b", n.toLocaleString())]);
   if ("dead_letters" in h) items.push(["dead letters", el("b", h.dead_letters, h.dead_letters ? "neg" : "")]);
+  if (h.pipeline) {
+    const ok = h.pipeline.ok === true, state = el("b", ok ? "ok" : "not ok", ok ? "pos" : "neg");
+    state.title = (h.pipeline.reasons || []).join("; ");
+    state.id = "pipeline";
+    items.push(["worker", state]);
+  }
   const parts = items.map(([label, value]) => { const s = el("span", label + " "); s.append(value); return s; });
   strip.replaceChildren(...parts);
   tickAge();
@@ -249,9 +255,19 @@ function renderHistory(d) {
 }
 
 // --- loading and live ---------------------------------------------------------------------
+// At most one fetch in flight, one more queued, and fetches at least MIN_GAP_MS
+// apart: a burst of commits costs a few fetches, and a commit still shows within
+// the poll (250 ms) + MIN_GAP_MS + one fetch.
+const MIN_GAP_MS = 300;
 async function refresh() {
   if (state.loading) { state.again = true; return; }
+  const wait = (state.lastStart || 0) + MIN_GAP_MS - Date.now();
+  if (wait > 0) {
+    if (!state.timer) state.timer = setTimeout(() => { state.timer = null; refresh(); }, wait);
+    return;
+  }
   state.loading = true;
+  state.lastStart = Date.now();
   const commit = state.lastCommit;  // the newest commit this refresh will show
   try {
     const params = new URLSearchParams({tz: ZONE, ...state.filters});
