@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -24,6 +25,7 @@ from typing import Any
 
 import anyio
 import pytest
+import trustme
 
 from contracts import AsyncPublisher
 from tests.conftest import make_settings, running_worker, wait_for
@@ -281,7 +283,10 @@ def read_stream(url: str, secret: str, stop: threading.Event, out: list[dict[str
     assert response.status == 200
     kind = ""
     while not stop.is_set():
-        line = response.fp.readline().decode()
+        line = response.readline().decode()
+        if not line:  # the server ended the stream
+            out.append({"end": True})
+            break
         if line.startswith("event: "):
             kind = line[7:].strip()
             if kind == "hello":
@@ -292,14 +297,17 @@ def read_stream(url: str, secret: str, stop: threading.Event, out: list[dict[str
 
 
 async def test_live_stream_carries_only_the_tokens_tenants(site: Site) -> None:
-    streams: dict[str, list[dict[str, Any]]] = {"b": [], "admin": []}
+    name = f"revoked-{uuid.uuid4().hex[:6]}"
+    secrets = {"b": site.b, "admin": site.admin, "revoked": token(site.tokens, name, "ACC-2")}
+    streams: dict[str, list[dict[str, Any]]] = {who: [] for who in secrets}
     stop = threading.Event()
     threads = [threading.Thread(target=read_stream, daemon=True,
-                                args=(site.url, getattr(site, who), stop, out))
+                                args=(site.url, secrets[who], stop, out))
                for who, out in streams.items()]  # fmt: skip
     for t in threads:
         t.start()
-    await wait_for(lambda: all(streams.values()), what="both streams open")
+    await wait_for(lambda: all(streams.values()), what="the streams open")
+    assert tradescribe("token", "revoke", name, "--tokens", site.tokens).returncode == 0
     async with running_worker(site.settings):
         for source, account in (("bot-a", "ACC-1"), ("bot-b", "ACC-2")):
             async with AsyncPublisher(site.settings.redis_url, source=source, account=account,
@@ -308,12 +316,14 @@ async def test_live_stream_carries_only_the_tokens_tenants(site: Site) -> None:
         await wait_for(lambda: any(e.get("source") == "bot-b" for e in streams["b"]),
                        what="bot-b's commit on tenant B's stream")  # fmt: skip
         await wait_for(lambda: len(streams["admin"]) >= 3, what="both commits on the admin's")
+        await wait_for(lambda: streams["revoked"][-1] == {"end": True}, what="the stream ended")
         pipeline = site.get("/api/v1/health", site.admin).json()["pipeline"]
         assert pipeline["ok"] is True and pipeline["heartbeat"]["worker_id"]
     stop.set()
     assert [e["source"] for e in streams["b"][1:]] == ["bot-b"]
     assert [e["source"] for e in streams["admin"][1:]] == ["bot-a", "bot-b"]
     assert all("ACC-1" not in json.dumps(e) for e in streams["b"])
+    assert streams["revoked"] == [{"hello": True}, {"end": True}]  # ended, nothing sent
 
 
 def test_demo_serves_its_dashboard_and_keep_serving_holds_it(tmp_path: Path) -> None:
@@ -342,3 +352,25 @@ def test_demo_serves_its_dashboard_and_keep_serving_holds_it(tmp_path: Path) -> 
         proc.send_signal(signal.SIGINT)
         proc.wait(15)
         proc.stdout.close()
+
+
+def test_over_tls_the_session_cookie_is_secure(
+    tmp_path: Path, site: Site, serve_process: Any
+) -> None:
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    proc: ServeProcess = serve_process(site.settings.db, site.tokens, "--tls-cert", str(cert),
+                                       "--tls-key", str(key))  # fmt: skip
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    conn = httpclient.HTTPSConnection("127.0.0.1", proc.port, context=context, timeout=10)
+    conn.request("POST", "/login", body=f"token={site.b}",
+                 headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    response = conn.getresponse()
+    response.read()
+    cookie = response.getheader("set-cookie") or ""
+    conn.close()
+    assert response.status == 303 and "Secure" in cookie and "HttpOnly" in cookie

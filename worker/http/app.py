@@ -285,8 +285,13 @@ class Server:
     async def stream(self, request: Request, principal: Principal) -> Response:
         last = request.headers.get("last-event-id") or request.query_params.get("after")
         after = int(last) if last and last.isdigit() else None
+
+        async def still_allowed() -> bool:
+            now = await anyio.to_thread.run_sync(authenticate, request, self.tokens, self.sessions)
+            return now is not None and now.token_id == principal.token_id
+
         return StreamingResponse(
-            event_stream(self.watch, principal, after),
+            event_stream(self.watch, principal, after, still_allowed),
             media_type="text/event-stream",
             headers={"X-Accel-Buffering": "no"},
         )

@@ -23,6 +23,7 @@ SESSION_COOKIE = "tradescribe_session"
 class RateLimit:
     max_failures: int = 10
     window_s: float = 60.0
+    max_addresses: int = 100_000  # past this, forget the addresses whose window has passed
     _failures: dict[str, deque[float]] = field(default_factory=dict)
 
     def _recent(self, who: str) -> deque[float]:
@@ -43,6 +44,9 @@ class RateLimit:
         return max(0.0, seen[0] + self.window_s - time.monotonic())
 
     def failed(self, who: str) -> None:
+        if len(self._failures) >= self.max_addresses:
+            for address in list(self._failures):
+                self._recent(address)
         self._failures.setdefault(who, deque()).append(time.monotonic())
 
 
@@ -55,6 +59,9 @@ class Sessions:
     _by_id: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     def open(self, token: str) -> str:
+        now = time.monotonic()
+        for old in [k for k, (_, until) in self._by_id.items() if until < now]:
+            del self._by_id[old]
         session = secrets.token_urlsafe(32)
         self._by_id[session] = (token, time.monotonic() + self.ttl_s)
         return session

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -61,16 +61,22 @@ class CommitWatch:
 
 
 async def event_stream(
-    watch: CommitWatch, principal: Principal, after: int | None, keepalive_s: float = 15.0
+    watch: CommitWatch,
+    principal: Principal,
+    after: int | None,
+    still_allowed: Callable[[], Awaitable[bool]],
+    keepalive_s: float = 15.0,
 ) -> AsyncIterator[str]:
-    """The SSE text for one client: a ``commit`` message per visible event."""
+    """The SSE text for one client: a ``commit`` message per visible event. The
+    token is looked up again before each batch and keep-alive: a revoked token's
+    stream ends then."""
     last = watch.seq if after is None else after
     yield f"retry: 1000\nevent: hello\ndata: {json.dumps({'seq': last})}\n\n"
     while True:
         upto = None
         with anyio.move_on_after(keepalive_s):
             upto = await watch.wait_past(last)
-        if watch.closing:
+        if watch.closing or not await still_allowed():
             return
         if upto is None:
             yield ": keep-alive\n\n"

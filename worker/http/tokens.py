@@ -53,11 +53,6 @@ class Principal:
     publish: bool
     admin: bool
 
-    def sees(self, account: str, source: str) -> bool:
-        if self.admin:
-            return True
-        return account in self.accounts and (not self.sources or source in self.sources)
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "token_id": self.token_id,
