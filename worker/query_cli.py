@@ -181,12 +181,14 @@ def report(
     plugin_id: Text = None,
     mode: Annotated[str | None, Opt(help="live, paper or backtest.")] = None,
     tz: TzOpt = None,
+    since: Annotated[str | None, Opt(help="First day YYYY-MM-DD (history, calendar).")] = None,
+    until: Annotated[str | None, Opt(help="Last day YYYY-MM-DD (history, calendar).")] = None,
 ) -> None:
     """Write one self-contained HTML dashboard (opens offline): P&L and equity curve,
     trade history, P&L calendar, daily loss."""
     from worker.report import write_report
 
     filters = {"account": account, "source": source, "plugin_id": plugin_id, "mode": mode,
-               "tz": tz}  # fmt: skip
+               "tz": tz, "since": since, "until": until}  # fmt: skip
     path = write_report(_database(config, db), out, {k: v for k, v in filters.items() if v})
     Console(stderr=True).print(f"wrote {path} ({path.stat().st_size:,} bytes)")

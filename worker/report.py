@@ -59,19 +59,41 @@ def money(value: float | None) -> str:
     return f'<span class="{cls}">{value:+,.2f}</span>'
 
 
+def _day(value: Any, name: str) -> dt.date | None:
+    if value is None or isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise ReportError(f"bad --{name} {value!r}: use YYYY-MM-DD") from None
+
+
 def gather(db: Path, filters: dict[str, Any], now: dt.datetime | None = None) -> dict[str, Any]:
-    """Every number the page shows, through the same queries as the CLI."""
+    """Every number the page shows, through the same queries as the CLI.
+
+    ``since`` / ``until`` (local days, inclusive) bound the history, the calendar and
+    the equity curve (default: the 53 weeks up to today); the P&L figures stay the
+    calendar's periods up to now.
+    """
     now = now or dt.datetime.now(dt.UTC)
     zone = ZoneInfo(filters.get("tz") or "UTC")
-    today = now.astimezone(zone).date()
-    first = today - dt.timedelta(days=today.weekday() + 7 * 52)
+    since, until = _day(filters.get("since"), "since"), _day(filters.get("until"), "until")
+    base = {k: v for k, v in filters.items() if k not in ("since", "until")}
+    today = until or now.astimezone(zone).date()
+    first = since or today - dt.timedelta(days=today.weekday() + 7 * 52)
+    if first > today:
+        raise ReportError(f"--since {first} is after --until {today}")
+    window = {k: v for k, v in (("since", since), ("until", until)) if v is not None}
+    before = run_query(db, "history", {**base, "until": first - dt.timedelta(days=1),
+                                       "limit": 1}, now=now).summary or {}  # fmt: skip
     return {
-        "pnl": run_query(db, "pnl", filters, now=now).as_dict(),
+        "pnl": run_query(db, "pnl", base, now=now).as_dict(),
         "calendar": run_query(
-            db, "calendar", {**filters, "since": first, "until": today}, now=now
+            db, "calendar", {**base, "since": first, "until": today}, now=now
         ).as_dict(),
-        "history": run_query(db, "history", {**filters, "limit": 50}, now=now).as_dict(),
-        "daily_loss": run_query(db, "daily-loss", filters, now=now).as_dict(),
+        "history": run_query(db, "history", {**base, **window, "limit": 50}, now=now).as_dict(),
+        "daily_loss": run_query(db, "daily-loss", base, now=now).as_dict(),
+        "start": before.get("net") or 0.0,
         "first": first,
         "today": today,
         "now": now,
@@ -152,13 +174,11 @@ def _pnl_card(data: dict[str, Any]) -> str:
         f"{r['trades']} trades</span></div>"
         for r in rows
     )
-    all_time = rows[0]["pnl"]
     days = data["calendar"]["rows"]
-    start = all_time - sum(d["pnl"] for d in days)
     return (
         f'<section id="widget-pnl" class="card"><h2>Cumulative realised P&amp;L</h2>'
         f'<div class="figures">{figures}</div>'
-        f"{equity_svg(days, start, data['first'], data['today'])}</section>"
+        f"{equity_svg(days, data['start'], data['first'], data['today'])}</section>"
     )
 
 
