@@ -136,6 +136,20 @@ def test_dashboard_on_demo_data_screenshot_light_and_phone_dark(
         SCREENSHOT.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), clip={"x": 0, "y": 0, "width": 1280, "height": 1100})
 
+    # the history's filters narrow the rows without a reload
+    page.fill("#filters input[name=symbol]", "btc")
+    page.click("#filters button[type=submit]")
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('#history tr[data-trade]')].length > 0
+            && [...document.querySelectorAll('#history tr[data-trade]')]
+               .every(r => r.cells[4].textContent === 'BTCUSDT')"""
+    )
+    # the API's docs page is served from the package and lists every route
+    page.goto(server.url + "/api/docs")
+    page.wait_for_selector("#docs section.card")
+    assert page.locator("#docs code", has_text="/api/v1/history").count() == 1
+    assert page.locator("#docs code", has_text="/api/pnl-calendar").count() == 1
+
     phone = log_in(browser, server.url, secret, viewport={"width": 390, "height": 844},
                    color_scheme="dark", is_mobile=True)  # fmt: skip
     assert phone.evaluate("document.documentElement.scrollWidth") <= 390

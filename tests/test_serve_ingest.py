@@ -4,6 +4,7 @@ stream (all of a request or none), and the documented webhook payloads
 
 from __future__ import annotations
 
+import http.client as httpclient
 import json
 import re
 from pathlib import Path
@@ -80,6 +81,15 @@ def test_one_bad_event_is_422_with_its_fields_and_nothing_is_published(
     too_many = http(f"{server.url}/api/v1/events", secret, method="POST",
                     body=[opened(f"M{i}") for i in range(1001)])  # fmt: skip
     assert too_many.status == 422
+    # a body over 8 MiB is refused from its Content-Length, before it is sent
+    conn = httpclient.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.putrequest("POST", "/api/v1/events")
+    conn.putheader("Authorization", f"Bearer {secret}")
+    conn.putheader("Content-Length", str(9 * 1024 * 1024))
+    conn.endheaders()
+    huge = conn.getresponse()
+    assert huge.status == 413 and b"at most" in huge.read()
+    conn.close()
     assert stream_length(settings) == 0
 
 

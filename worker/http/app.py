@@ -113,6 +113,23 @@ def respond(request: Request, result: dict[str, Any]) -> Response:
     return JSONResponse(result)
 
 
+class TooLarge(Exception):
+    pass
+
+
+async def read_capped(request: Request, limit: int) -> bytes:
+    """The body, refused (``TooLarge``) past ``limit`` bytes without reading the rest."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise TooLarge
+    return bytes(body)
+
+
 def login_token(request: Request, body: str) -> str:
     """The token of a login form (urlencoded) or JSON body; '' when there is none."""
     if request.headers.get("content-type", "").startswith("application/json"):
@@ -178,7 +195,11 @@ class Server:
         limited = self._limited(request)
         if limited is not None:
             return limited
-        token = login_token(request, (await request.body())[:4096].decode("utf-8", "replace"))
+        try:
+            body = await read_capped(request, 4096)
+        except TooLarge:
+            return error(413, "a login body is a token, at most 4096 bytes")
+        token = login_token(request, body.decode("utf-8", "replace"))
         principal = await anyio.to_thread.run_sync(self.tokens.lookup, token)
         if principal is None:
             self.config.rate_limit.failed(client_address(request))
@@ -300,8 +321,9 @@ class Server:
         limited = self._limited(request)
         if limited is not None:
             return limited
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
+        try:
+            raw = await read_capped(request, MAX_BODY_BYTES)
+        except TooLarge:
             return error(413, f"a request may be at most {MAX_BODY_BYTES} bytes")
         try:
             body = json.loads(raw)
