@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import anyio
 import anyio.to_thread
@@ -41,9 +40,12 @@ from worker.http.auth import (
     SESSION_COOKIE,
     RateLimit,
     Sessions,
+    TooLarge,
     authenticate,
     bearer,
     client_address,
+    login_token,
+    read_capped,
 )
 from worker.http.ingest import MAX_BODY_BYTES, IngestError, append, token_in_body, validate
 from worker.http.live import CommitWatch, event_stream
@@ -111,34 +113,6 @@ def respond(request: Request, result: dict[str, Any]) -> Response:
         write_csv(result, out)
         return PlainTextResponse(out.getvalue(), media_type="text/csv; charset=utf-8")
     return JSONResponse(result)
-
-
-class TooLarge(Exception):
-    pass
-
-
-async def read_capped(request: Request, limit: int) -> bytes:
-    """The body, refused (``TooLarge``) past ``limit`` bytes without reading the rest."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise TooLarge
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise TooLarge
-    return bytes(body)
-
-
-def login_token(request: Request, body: str) -> str:
-    """The token of a login form (urlencoded) or JSON body; '' when there is none."""
-    if request.headers.get("content-type", "").startswith("application/json"):
-        try:
-            found = json.loads(body).get("token", "")
-        except (ValueError, AttributeError):
-            return ""
-        return found.strip() if isinstance(found, str) else ""
-    return (parse_qs(body).get("token") or [""])[0].strip()
 
 
 class Server:
@@ -263,27 +237,10 @@ class Server:
     async def health(self, request: Request, principal: Principal) -> Response:
         out = await self.run(reads.health, self.config.db, principal)
         if principal.admin:
-            out["pipeline"] = await self.run(self.pipeline)
+            c = self.config
+            out["pipeline"] = await self.run(reads.pipeline, c.redis_url, c.stream, c.group,
+                                             c.heartbeat_ttl_s)  # fmt: skip
         return JSONResponse(reads.clean(out))
-
-    def pipeline(self) -> dict[str, Any]:
-        """The worker's heartbeat and the group's pending entries, as ``tradescribe check``
-        judges them (admin only); what went wrong when Redis cannot be asked."""
-        import redis
-
-        from worker.health import check_health
-
-        c = self.config
-        if c.redis_url is None:
-            return {"ok": None, "reasons": ["no --redis-url: the pipeline cannot be asked"]}
-        client = redis.Redis.from_url(c.redis_url, socket_timeout=1, socket_connect_timeout=1)
-        try:
-            return check_health(client, c.stream, c.group, max_beat_age_s=c.heartbeat_ttl_s,
-                                max_pending_age_s=300, error_window_s=60).as_dict()  # fmt: skip
-        except (redis.RedisError, OSError) as exc:
-            return {"ok": False, "reasons": [f"cannot reach Redis: {exc}"]}
-        finally:
-            client.close()
 
     async def dead_letters(self, request: Request, principal: Principal) -> Response:
         if not principal.admin:

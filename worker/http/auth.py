@@ -7,10 +7,12 @@ window has passed.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from urllib.parse import parse_qs
 
 from starlette.requests import Request
 
@@ -99,3 +101,31 @@ def authenticate(request: Request, tokens: TokenStore, sessions: Sessions) -> Pr
         session = request.cookies.get(SESSION_COOKIE)
         token = sessions.token(session) if session else None
     return tokens.lookup(token) if token else None
+
+
+class TooLarge(Exception):
+    pass
+
+
+async def read_capped(request: Request, limit: int) -> bytes:
+    """The body, refused (``TooLarge``) past ``limit`` bytes without reading the rest."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise TooLarge
+    return bytes(body)
+
+
+def login_token(request: Request, body: str) -> str:
+    """The token of a login form (urlencoded) or JSON body; '' when there is none."""
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            found = json.loads(body).get("token", "")
+        except (ValueError, AttributeError):
+            return ""
+        return found.strip() if isinstance(found, str) else ""
+    return (parse_qs(body).get("token") or [""])[0].strip()

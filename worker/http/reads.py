@@ -174,3 +174,24 @@ def events_since(db: Path, principal: Principal, after: int, upto: int) -> list[
 def max_seq(db: Path) -> int:
     with connect_readonly(db) as con:
         return int(con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+
+
+def pipeline(
+    redis_url: str | None, stream: str, group: str, heartbeat_ttl_s: float
+) -> dict[str, Any]:
+    """The worker's heartbeat and the group's pending entries, as ``tradescribe check``
+    judges them (admin only); what went wrong when Redis cannot be asked."""
+    import redis
+
+    from worker.health import check_health
+
+    if redis_url is None:
+        return {"ok": None, "reasons": ["no --redis-url: the pipeline cannot be asked"]}
+    client = redis.Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        return check_health(client, stream, group, max_beat_age_s=heartbeat_ttl_s,
+                            max_pending_age_s=300, error_window_s=60).as_dict()  # fmt: skip
+    except (redis.RedisError, OSError) as exc:
+        return {"ok": False, "reasons": [f"cannot reach Redis: {exc}"]}
+    finally:
+        client.close()
