@@ -151,6 +151,25 @@ def test_seed_002_routes_have_their_fields(site: Site) -> None:
     assert calendar == {"2026-11-12": -40.0, "2026-11-17": 20.0}
 
 
+def test_bots_agree_with_each_bots_history_and_active_trades(site: Site) -> None:
+    bots = site.get("/api/v1/bots", site.admin).json()["rows"]
+    assert [b["source"] for b in bots] == ["bot-a", "bot-b"]
+    for bot in bots:
+        summary = site.get("/api/v1/history", site.admin, source=bot["source"]).json()["summary"]
+        active = site.get("/api/v1/active-trades", site.admin, source=bot["source"]).json()
+        assert (bot["trades"], bot["win_rate"], bot["net"], bot["profit_factor"]) == (
+            summary["count"],
+            summary["win_rate"],
+            summary["net"],
+            summary["profit_factor"],
+        )
+        assert bot["open_trades"] == len(active["rows"])
+    a = bots[0]
+    assert (a["trades"], a["net"], a["open_trades"], a["open_positions"]) == (3, 80.0, 1, 1)
+    assert a["last_activity"] == "2026-11-18T09:00:00.000000Z"  # T1 opened after T2 closed
+    assert site.get("/api/v1/bots", site.b).json()["rows"] == [bots[1]]
+
+
 def test_format_csv_gives_the_rows_as_csv(site: Site) -> None:
     reply = site.get("/api/v1/history", site.a, format="csv")
     assert reply.status == 200 and reply.headers["content-type"].startswith("text/csv")

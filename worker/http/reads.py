@@ -22,7 +22,8 @@ from contracts.query import (
     connect_readonly,
     parse_filters,
 )
-from contracts.query_stats import distinct_trades
+from contracts.query_sql import ACTIVE_TRADE, summarise
+from contracts.query_stats import EMPTY, MIDNIGHT
 from worker.http.tokens import Principal
 
 # JSON numbers: the projections hold REAL; ten decimals drop the binary noise
@@ -81,39 +82,63 @@ def _scope_sql(principal: Principal) -> tuple[str, list[Any]]:
 
 
 def bots(db: Path, principal: Principal, params: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per bot (source) in scope: trades, win rate, net, profit factor,
-    open trades and positions, last activity."""
-    tz = {"tz": params["tz"]} if params.get("tz") else {}
+    """One row per bot (source) in scope: trades, win rate, net, profit factor (all
+    time, from ``trade_days``: one pass over a table ~1/10 the size of ``trades``),
+    open trades (the partial index of active trades), open positions, last activity
+    (the latest close on its last trading day, or a later update of an open trade)."""
     where, args = _scope_sql(principal)
     with connect_readonly(db) as con:
-        sources = distinct_trades(con, "source") or []
-        mine = [
-            s for s in sources
-            if con.execute(f"SELECT 1 FROM trades WHERE source = ? AND {where} LIMIT 1",
-                           [s, *args]).fetchone()
-        ]  # fmt: skip
+        closed = {
+            r[0]: r[1:]
+            for r in con.execute(
+                f"""SELECT source, sum(trades), sum(wins), sum(losses), total(gross_profit),
+                total(gross_loss), max(best), min(worst), max(day) FROM trade_days
+                WHERE {where} GROUP BY source""",
+                args,
+            )
+        }
+        active = {
+            r[0]: r[1:]
+            for r in con.execute(
+                # GROUP BY +source: grouping by the key's first column would walk the whole
+                # primary key (1.2 s at 1,000,000 trades) instead of the partial index (1 ms)
+                f"SELECT source, count(*), max(updated_at) FROM trades WHERE {ACTIVE_TRADE}"
+                f" AND {_plus(where)} GROUP BY +source",
+                args,
+            )
+        }
+        positions = dict(con.execute(
+            f"SELECT source, count(*) FROM positions WHERE is_active = 1 AND {where}"
+            " GROUP BY source", args))  # fmt: skip
         out = []
-        for source in mine:
-            last = con.execute(
-                f"SELECT max(updated_at) FROM trades WHERE source = ? AND {where}", [source, *args]
-            ).fetchone()[0]
-            positions = con.execute(
-                f"SELECT count(*) FROM positions WHERE is_active = 1 AND source = ? AND {where}",
-                [source, *args],
-            ).fetchone()[0]
-            out.append({"source": source, "last_activity": last, "open_positions": positions})
-    for row in out:
-        history = run_scoped(db, principal, "history", {**tz, "source": row["source"], "limit": 1})
-        summary = history["summary"] or {}
-        active = run_scoped(db, principal, "active-trades", {"source": row["source"]})
-        row.update(
-            trades=summary.get("count", 0),
-            win_rate=summary.get("win_rate"),
-            net=summary.get("net", 0.0),
-            profit_factor=summary.get("profit_factor"),
-            open_trades=len(active["rows"]),
-        )
+        for source in sorted(set(closed) | set(active)):
+            record = closed.get(source)
+            summary = summarise(record[:7]) if record else summarise(EMPTY)
+            last = [active[source][1]] if source in active else []
+            if record:
+                day = record[7]
+                last.append(con.execute(
+                    f"""SELECT max(closed_at) FROM trades WHERE closed_at >= ? AND closed_at < ?
+                    AND +status = 'closed' AND +source = ? AND {_plus(where)}""",
+                    [day + MIDNIGHT, _next_day(day) + MIDNIGHT, source, *args],
+                ).fetchone()[0])  # fmt: skip
+            out.append({
+                "source": source, "trades": summary["count"], "win_rate": summary["win_rate"],
+                "net": summary["net"], "profit_factor": summary["profit_factor"],
+                "open_trades": active[source][0] if source in active else 0,
+                "open_positions": positions.get(source, 0),
+                "last_activity": max((t for t in last if t), default=None),
+            })  # fmt: skip
     return out
+
+
+def _next_day(day: str) -> str:
+    return (dt.date.fromisoformat(day) + dt.timedelta(days=1)).isoformat()
+
+
+def _plus(where: str) -> str:
+    """The scope written ``+account``/``+source``: the query keeps to its own index."""
+    return where.replace("account IN", "+account IN").replace("source IN", "+source IN")
 
 
 def health(db: Path, principal: Principal) -> dict[str, Any]:
