@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import sqlite3
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -141,22 +143,54 @@ def _plus(where: str) -> str:
     return where.replace("account IN", "+account IN").replace("source IN", "+source IN")
 
 
+@dataclass
+class Tally:
+    """Events per type and the last commit, in one scope, up to ``seq``."""
+
+    seq: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    last_commit_at: str | None = None
+
+
+# Per database and scope (accounts, sources; admin: all): the tally so far. Each refresh counts
+# only the events committed since (a range of the primary key), not the whole log.
+_TALLIES: dict[tuple[Any, ...], Tally] = {}
+
+
+def _tally(con: sqlite3.Connection, db: Path, principal: Principal) -> Tally:
+    scope = ("*",) if principal.admin else (principal.accounts, principal.sources)
+    key = (str(db), *scope)
+    known = _TALLIES.get(key) or Tally()
+    upto = int(con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+    if upto < known.seq:  # another database behind the same path: start over
+        known = Tally()
+    if upto == known.seq:
+        return known
+    where, args = _scope_sql(principal)
+    counts = dict(known.counts)
+    last = known.last_commit_at
+    for kind, n, newest in con.execute(
+        f"""SELECT type, count(*), max(committed_at) FROM events
+        WHERE seq > ? AND seq <= ? AND {where} GROUP BY type""",
+        [known.seq, upto, *args],
+    ):
+        counts[kind] = counts.get(kind, 0) + n
+        last = max(last or newest, newest)
+    tally = Tally(upto, dict(sorted(counts.items())), last)
+    _TALLIES[key] = tally
+    return tally
+
+
 def health(db: Path, principal: Principal) -> dict[str, Any]:
     """The health strip: last commit and its age, events per type (in scope); for
     an admin also the dead letters and the file itself."""
-    where, args = _scope_sql(principal)
     with connect_readonly(db) as con:
-        last = con.execute(
-            f"SELECT seq, committed_at FROM events WHERE {where} ORDER BY seq DESC LIMIT 1", args
-        ).fetchone()
-        counts = dict(
-            con.execute(f"SELECT type, count(*) FROM events WHERE {where} GROUP BY type", args)
-        )
+        tally = _tally(con, db, principal)
         out: dict[str, Any] = {
-            "last_commit_at": last[1] if last else None,
-            "last_commit_age_s": _age(last[1]) if last else None,
-            "events": sum(counts.values()),
-            "events_by_type": counts,
+            "last_commit_at": tally.last_commit_at,
+            "last_commit_age_s": _age(tally.last_commit_at) if tally.last_commit_at else None,
+            "events": sum(tally.counts.values()),
+            "events_by_type": tally.counts,
         }
         if principal.admin:
             out["dead_letters"] = con.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
