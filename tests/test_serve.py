@@ -336,6 +336,8 @@ async def test_live_stream_carries_only_the_tokens_tenants(site: Site) -> None:
                        what="bot-b's commit on tenant B's stream")  # fmt: skip
         await wait_for(lambda: len(streams["admin"]) >= 3, what="both commits on the admin's")
         await wait_for(lambda: streams["revoked"][-1] == {"end": True}, what="the stream ended")
+        health = site.get("/api/v1/health", site.b).json()  # the tally counts the new one
+        assert health["events"] == 4 and health["events_by_type"]["journal.entry"] == 1
         pipeline = site.get("/api/v1/health", site.admin).json()["pipeline"]
         assert pipeline["ok"] is True and pipeline["heartbeat"]["worker_id"]
     stop.set()
