@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts.query import QUERIES, QueryError, run_query
+from worker.fit import fit_columns
 
 Opt = typer.Option
 TENANCY = ("account", "source", "plugin_id", "mode")
@@ -141,14 +142,19 @@ def write_csv(result: dict[str, Any], out: Any) -> None:
         writer.writerow([json.dumps(v) if isinstance(v, dict | list) else v for v in row.values()])
 
 
-def _table(title: str, rows: list[dict[str, Any]], columns: list[str] | None = None) -> Table:
+def _table(
+    title: str, rows: list[dict[str, Any]], columns: list[str] | None = None, width: int = 10**4
+) -> Table:
     columns = columns or (list(rows[0]) if rows else [])
     shown = [c for c in columns if any(r.get(c) not in (None, {}, [], "") for r in rows)]
     same = {c: rows[0].get(c) for c in shown if c in TENANCY and len(rows) > 1}
     same = {c: v for c, v in same.items() if all(r.get(c) == v for r in rows)}
-    shown = [c for c in shown if c not in same]
-    caption = "  ".join(f"{c}={v}" for c, v in same.items()) or None
-    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
+    shown, hidden = fit_columns(rows, [c for c in shown if c not in same], width, _cell)
+    notes = [f"{c}={v}" for c, v in same.items()]
+    if hidden:
+        notes.append(f"not shown: {', '.join(hidden)} (--json, --csv)")
+    table = Table(title=title, title_justify="left", caption="  ".join(notes) or None,
+                  caption_justify="left")  # fmt: skip
     for c in shown:
         numeric = any(isinstance(r.get(c), int | float) for r in rows)
         table.add_column(c, justify="right" if numeric else "left", overflow="fold")
@@ -160,12 +166,13 @@ def _table(title: str, rows: list[dict[str, Any]], columns: list[str] | None = N
 def print_result(result: dict[str, Any], console: Console) -> None:
     rows = result["rows"]
     if rows:
-        console.print(_table(f"{result['name']} ({len(rows)} rows)", rows, result["columns"]))
+        title = f"{result['name']} ({len(rows)} rows)"
+        console.print(_table(title, rows, result["columns"], console.width))
     else:
         console.print(f"{result['name']}: no rows")
     for section, section_rows in result["sections"].items():
         if section_rows:
-            console.print(_table(section.replace("_", " "), section_rows))
+            console.print(_table(section.replace("_", " "), section_rows, width=console.width))
     if result["summary"]:
         console.print(
             "  ".join(f"[bold]{k}[/bold] {_cell(v) or '-'}" for k, v in result["summary"].items())
