@@ -105,10 +105,14 @@ class ServeProcess:
 
 
 @pytest.fixture
-def serve_process(tmp_path: Path) -> Iterator[Any]:
+def serve_process(tmp_path: Path, redis_url: str) -> Iterator[Any]:
+    """Starts ``serve``; on the suite's redis-server unless told another (never the
+    default localhost:6379 that the settings would otherwise give it)."""
     started: list[ServeProcess] = []
 
     def start(db: Path, tokens: Path, *extra: str) -> ServeProcess:
+        if "--redis-url" not in extra:
+            extra = (*extra, "--redis-url", redis_url)
         proc = ServeProcess(db, tokens, tmp_path / f"serve-{len(started)}.log", *extra)
         started.append(proc)
         return proc

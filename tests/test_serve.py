@@ -395,3 +395,17 @@ def test_over_tls_the_session_cookie_is_secure(
     cookie = response.getheader("set-cookie") or ""
     conn.close()
     assert response.status == 303 and "Secure" in cookie and "HttpOnly" in cookie
+
+
+def test_without_a_named_redis_serve_never_talks_to_redis(tmp_path: Path, site: Site) -> None:
+    proc = ServeProcess(site.settings.db, site.tokens, tmp_path / "serve.log")
+    try:
+        pipeline = http(f"{proc.url}/api/v1/health", site.admin).json()["pipeline"]
+        assert pipeline == {"ok": None, "reasons": ["no --redis-url: the pipeline cannot be asked"]}
+        publisher = token(site.tokens, f"pub-{uuid.uuid4().hex[:6]}", "ACC-2", sources=["bot-b"],
+                          publish=True)  # fmt: skip
+        body = {"type": "journal.entry", "data": {"text": "hello"}}
+        reply = http(f"{proc.url}/api/v1/events", publisher, method="POST", body=body)
+        assert reply.status == 503 and "no --redis-url" in reply.json()["error"]
+    finally:
+        proc.stop()

@@ -226,7 +226,14 @@ class Server:
 
     async def dashboard(self, request: Request, principal: Principal) -> Response:
         params = query_params(request)
-        return JSONResponse(await self.run(seed.dashboard, self.config.db, principal, params))
+        data = await self.run(seed.dashboard, self.config.db, principal, params)
+        if principal.admin:
+            data["health"]["pipeline"] = await self.pipeline()
+        return JSONResponse(data)
+
+    async def pipeline(self) -> dict[str, Any]:
+        c = self.config
+        return await self.run(reads.pipeline, c.redis_url, c.stream, c.group, c.heartbeat_ttl_s)  # type: ignore[no-any-return]
 
     async def bots(self, request: Request, principal: Principal) -> Response:
         rows = await self.run(reads.bots, self.config.db, principal, query_params(request))
@@ -237,9 +244,7 @@ class Server:
     async def health(self, request: Request, principal: Principal) -> Response:
         out = await self.run(reads.health, self.config.db, principal)
         if principal.admin:
-            c = self.config
-            out["pipeline"] = await self.run(reads.pipeline, c.redis_url, c.stream, c.group,
-                                             c.heartbeat_ttl_s)  # fmt: skip
+            out["pipeline"] = await self.pipeline()
         return JSONResponse(reads.clean(out))
 
     async def dead_letters(self, request: Request, principal: Principal) -> Response:

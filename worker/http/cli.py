@@ -52,7 +52,12 @@ def serve(
     host: Annotated[str, Opt(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, Opt(min=0, max=65535, help="Port to bind.")] = 8470,
     redis_url: Annotated[
-        str | None, Opt("--redis-url", help="Redis that POST /api/v1/events appends to.")
+        str | None,
+        Opt(
+            "--redis-url",
+            help="Redis for POST /api/v1/events and the pipeline's health "
+            "[env TRADESCRIBE_REDIS_URL]; without it, neither.",
+        ),
     ] = None,
     stream: Annotated[str | None, Opt(help="Stream key for POST /api/v1/events.")] = None,
     group: Annotated[str | None, Opt(help="Consumer group (the pipeline's health).")] = None,
@@ -91,8 +96,11 @@ def serve(
         )
     settings = load_settings(config, db=db, redis_url=redis_url, stream=stream, group=group)
     database, token_file = _paths(config, db, tokens)
+    # Redis only when one was named (flag, TRADESCRIBE_REDIS_URL, config file): a reader
+    # never talks to the default localhost:6379 on its own
+    named = settings.redis_url if "redis_url" in settings.model_fields_set else None
     app, server = create_app(ServeConfig(
-        db=database, tokens=token_file, redis_url=settings.redis_url, stream=settings.stream,
+        db=database, tokens=token_file, redis_url=named, stream=settings.stream,
         group=settings.group, heartbeat_ttl_s=settings.heartbeat_ttl_s, poll_s=poll_ms / 1000,
         secure_cookie=tls_cert is not None or behind_proxy,
     ))  # fmt: skip
