@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/serve_http.py [--db /tmp/bench-queries.db] [--trades 1000000] [--runs 5]
 
-Builds (or reuses) the database of ``bench/queries.py`` (``worker.bench.readdata``),
+Builds (or reuses) the database of ``bench/queries.py`` (``bench.readdata``),
 makes an admin and a one-account token, starts ``tradescribe serve`` as its own
 process, and times each request end to end (urllib on the same host: the query,
 the scope, JSON encoding and HTTP). Prints each median; no assertion.
@@ -20,7 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from worker.bench import readdata
+from bench import readdata
 from worker.http.tokens import TokenStore
 
 CASES = [

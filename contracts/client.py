@@ -2,16 +2,20 @@
 
 The protocol (see ``docs/request-channel.md``): PUBLISH a JSON request to
 ``tradescribe:requests:<stream>:<group>`` naming a reply key; the worker LPUSHes
-its JSON reply there and sets a 60 s expiry; the client BLPOPs it.
+its signed JSON reply there and sets a 60 s expiry; the client BLPOPs it and
+accepts only a reply signed with the channel key for this very request
+(``contracts.channelauth``); anything else is refused and waited past.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import re
 import time
 import uuid
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -19,7 +23,13 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from contracts.errors import NoWorkerError, RedisUnreachableError, RequestFailedError
+from contracts.channelauth import load_key, reply_header, verify
+from contracts.errors import (
+    ForgedReplyError,
+    NoWorkerError,
+    RedisUnreachableError,
+    RequestFailedError,
+)
 from contracts.events import DEFAULT_STREAM
 from contracts.query_model import DeadLetteredError
 from contracts.redisurl import mask_url
@@ -27,9 +37,11 @@ from contracts.redisurl import mask_url
 DEFAULT_GROUP = "tradescribe"
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 REPLY_PREFIX = "tradescribe:reply:"
-REPLY_KEY_PATTERN = re.compile(r"^tradescribe:reply:[0-9a-f]{32}$")
+REPLY_KEY_PATTERN = re.compile(r"tradescribe:reply:[0-9a-f]{32}")  # use fullmatch
 REPLY_TTL_S = 60
 POLL_S = 1.0
+
+log = logging.getLogger(__name__)
 
 
 def request_channel(stream: str, group: str) -> str:
@@ -53,10 +65,17 @@ class Client:
         timeout_s: float = 2.0,
         connect_timeout_s: float = 2.0,
         client: redis.Redis | None = None,
+        channel_key: str | bytes | None = None,
+        channel_key_file: str | Path | None = None,
     ) -> None:
         self.redis_url = redis_url
         self.channel = request_channel(stream, group)
         self.timeout_s = timeout_s
+        # The worker's key: without it a reply cannot be told from a forged one.
+        # None here: $TRADESCRIBE_CHANNEL_KEY or $TRADESCRIBE_CHANNEL_KEY_FILE.
+        self._key = load_key(channel_key, channel_key_file)
+        self.client_id = uuid.uuid4().hex  # the worker caps slow requests per client id
+        self.refused_replies = 0  # replies seen that were unsigned, forged or replayed
         # Replies are awaited in BLPOPs of at most POLL_S, so a socket timeout above
         # that bounds every command, also against a Redis that accepts but hangs.
         self._client = client or redis.Redis.from_url(
@@ -80,8 +99,16 @@ class Client:
         request_id = uuid.uuid4().hex
         reply_to = REPLY_PREFIX + uuid.uuid4().hex
         body = json.dumps(
-            {"id": request_id, "command": command, "args": args or {}, "reply_to": reply_to}
+            {
+                "id": request_id,
+                "command": command,
+                "args": args or {},
+                "reply_to": reply_to,
+                "client": self.client_id,
+            }
         )
+        header = reply_header(request_id, command, reply_to)
+        refused_before = self.refused_replies
         try:
             listeners = int(self._client.publish(self.channel, body))
             if listeners == 0:
@@ -89,7 +116,7 @@ class Client:
                     f"no worker is listening on {self.channel} at {mask_url(self.redis_url)} "
                     "(is `tradescribe worker` running with the same --stream and --group?)"
                 )
-            reply = self._wait_reply(reply_to, time.monotonic() + timeout)
+            reply = self._wait_reply(reply_to, header, time.monotonic() + timeout)
         except redis.AuthenticationError as exc:
             raise RedisUnreachableError(
                 f"Redis at {mask_url(self.redis_url)} refused the credentials: {exc} "
@@ -100,19 +127,40 @@ class Client:
                 f"cannot reach Redis at {mask_url(self.redis_url)}: {exc} "
                 "(check that redis-server is running and the URL is right)"
             ) from exc
+        refused = self.refused_replies - refused_before
+        if reply is None and refused:
+            raise ForgedReplyError(
+                f"no worker answered '{command}' on {self.channel} within {timeout:g} s with "
+                f"a reply signed by the channel key; {refused} unsigned or forged "
+                "repl(ies) were refused: someone else answers on the channel, or the worker "
+                "uses another key (check TRADESCRIBE_CHANNEL_KEY / channel_key_file)"
+            )
         if reply is None:
             raise NoWorkerError(
                 f"no worker answered '{command}' on {self.channel} within {timeout:g} s "
                 "(the worker may be overloaded or stuck; try --timeout)"
             )
-        return _result(str(reply[1]), request_id)
+        return _result(reply, request_id)
 
-    def _wait_reply(self, reply_to: str, deadline: float) -> Any:
+    def _wait_reply(self, reply_to: str, header: str, deadline: float) -> str | None:
+        """The first reply signed for this request; refused ones are counted and skipped."""
         while True:
             left = deadline - time.monotonic()
-            reply = self._client.blpop([reply_to], timeout=max(0.01, min(left, POLL_S)))
-            if reply is not None or left <= POLL_S:
-                return reply
+            if left <= 0:
+                return None
+            popped = self._client.blpop([reply_to], timeout=max(0.01, min(left, POLL_S)))
+            if popped is None:
+                continue
+            raw = popped[1]
+            text = verify(self._key, header, raw.decode() if isinstance(raw, bytes) else raw)
+            if text is not None:
+                return text
+            self.refused_replies += 1
+            log.warning(
+                "refused a reply on %s that is not signed by the worker for this request "
+                "(forged, replayed, or another key); still waiting for the worker's",
+                self.channel,
+            )
 
     def ping(self, timeout_s: float | None = None) -> float:
         """Round trip to the worker and back, in seconds."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from contracts.events import EVENT_TYPES
+from contracts.events import NO_NUL
+from contracts.vocabulary import EVENT_TYPES
 
 
 class TradescribeError(Exception):
@@ -19,6 +20,10 @@ class NoWorkerError(TradescribeError):
     """No worker answered on the request channel in time."""
 
 
+class ForgedReplyError(NoWorkerError):
+    """No genuine reply in time, and replies not signed by the worker were refused."""
+
+
 def describe_validation_error(exc: ValidationError, limit: int = 5) -> str:
     """One line per problem, ``field.path: message``, without pydantic's URLs."""
     parts = []
@@ -28,7 +33,10 @@ def describe_validation_error(exc: ValidationError, limit: int = 5) -> str:
         if loc and "." in loc[0] and loc[0] in EVENT_TYPES:
             loc = loc[1:]
         where = ".".join(loc) or "event"
-        parts.append(f"{where}: {err['msg']}")
+        message = err["msg"]
+        if err["type"] == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == NO_NUL:
+            message = "must not contain a NUL character"
+        parts.append(f"{where}: {message}")
     more = exc.error_count() - limit
     if more > 0:
         parts.append(f"(+{more} more)")

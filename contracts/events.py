@@ -7,10 +7,12 @@ A stream entry has one field, ``event``, whose value is the JSON of an
 from __future__ import annotations
 
 import datetime as dt
+import math
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeAlias, Union
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -19,44 +21,102 @@ from pydantic import (
     JsonValue,
     StringConstraints,
     TypeAdapter,
+    model_validator,
 )
 
 from contracts.ids import new_event_id
+from contracts.vocabulary import EVENT_TYPES, TENANCY
 
 WIRE_FIELD = "event"
 DEFAULT_STREAM = "tradescribe:events"
 MAX_SHORT = 200
 MAX_TEXT = 10_000
+# The largest wire JSON a publisher sends (the worker's max_message_bytes default).
+MAX_EVENT_BYTES = 65_536
 
-EVENT_TYPES = (
-    "trade.opened",
-    "trade.updated",
-    "trade.closed",
-    "signal.emitted",
-    "signal.updated",
-    "signal.closed",
-    "position.updated",
-    "daily_stats.updated",
-    "journal.entry",
-    "audit.event",
-)
 
 _ID_PATTERN = (
     r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
     r"|[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25})$"
 )
-EventId = Annotated[str, StringConstraints(pattern=_ID_PATTERN)]
+
+
+def _canonical_id(value: str) -> str:
+    """One spelling per id: a UUID in lower case, a ULID in upper case (both are
+    case-insensitive), so the event log's unique index sees one event once."""
+    return value.lower() if len(value) == 36 else value.upper()
+
+
+EventId = Annotated[str, StringConstraints(pattern=_ID_PATTERN), AfterValidator(_canonical_id)]
 SourceName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,63}$")]
-Short = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SHORT, strip_whitespace=True)]
-Text = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
-# Exact decimals: JSON strings or numbers, never NaN or infinity, and below 10**30 in
-# magnitude, so that the projections' REAL columns never overflow. (A bound on the
-# value, not on its digits: max_digits cost 0.4 us per value to validate, a quarter
-# of the worker's validation time.)
+# No NUL anywhere in text: SQLite's text functions and C readers stop at it, so two
+# different identifiers could compare or print alike.
+NO_NUL = r"^[^\x00]*$"
+Short = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_SHORT, strip_whitespace=True, pattern=NO_NUL),
+]
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT, pattern=NO_NUL)]
+
+# Exact decimals: JSON strings or numbers, never NaN or infinity, below 10**30 in
+# magnitude, so that the projections' REAL columns never overflow, and either 0 or at
+# least 10**-30 in magnitude, so that none turns into 0.0 there ("1e-999999" would).
+# (Bounds on the value, not on its digits: max_digits costs a quarter of validation.)
 _BOUND = Decimal("1e30")
-Money = Annotated[Decimal, Field(gt=-_BOUND, lt=_BOUND, allow_inf_nan=False)]
-Positive = Annotated[Decimal, Field(gt=0, lt=_BOUND, allow_inf_nan=False)]
-NonNegative = Annotated[Decimal, Field(ge=0, lt=_BOUND, allow_inf_nan=False)]
+_TINY = -30
+
+
+def _representable(value: Decimal) -> Decimal:
+    if value and value.adjusted() < _TINY:
+        raise ValueError("is too close to 0: a non-zero number must be at least 1e-30 in size")
+    return value
+
+
+_Exact = AfterValidator(_representable)
+Money = Annotated[Decimal, Field(gt=-_BOUND, lt=_BOUND, allow_inf_nan=False), _Exact]
+Positive = Annotated[Decimal, Field(gt=0, lt=_BOUND, allow_inf_nan=False), _Exact]
+NonNegative = Annotated[Decimal, Field(ge=0, lt=_BOUND, allow_inf_nan=False), _Exact]
+
+
+def _rfc3339(value: Any) -> Any:
+    """A time is RFC 3339 text (or a datetime), never a number: a number carries no
+    offset, and the contract requires one ("1700000000" included)."""
+    if type(value) is str:
+        if value[4:5] == "-":  # YYYY-MM-DD first, as RFC 3339 has it
+            return value
+    elif isinstance(value, dt.datetime):
+        return value
+    raise ValueError("a time is RFC 3339 text with an offset, like 2026-11-22T10:00:00Z")
+
+
+def _has_utc(moment: dt.datetime) -> dt.datetime:
+    """Refused here, as one event's error, rather than later in a projection: a time
+    whose conversion to UTC leaves the calendar (9999-12-31T23:59:59-01:00)."""
+    if moment.year in (1, 9999):
+        try:
+            moment.astimezone(dt.UTC)
+        except OverflowError:
+            raise ValueError("is out of range: it has no UTC equivalent") from None
+    return moment
+
+
+Moment = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_has_utc)]
+
+
+def _finite(value: Any) -> None:
+    """Raise if a JSON value holds NaN or an infinity (JSON has neither: they would
+    make the log's JSON and every reply built from it invalid)."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"holds {value}: numbers must be finite")
+    elif isinstance(value, dict):
+        for item in value.values():
+            _finite(item)
+    elif isinstance(value, list):
+        for item in value:
+            _finite(item)
+
+
 Count = Annotated[int, Field(ge=0, le=2**53)]
 
 _SIDE_ALIASES = {"buy": "buy", "long": "buy", "sell": "sell", "short": "sell"}
@@ -72,7 +132,6 @@ Side = Annotated[Literal["buy", "sell"], BeforeValidator(_normalise_side)]
 Mode = Literal["live", "paper", "backtest"]
 TradeStatus = Literal["pending", "open", "partial", "closed", "cancelled", "expired"]
 SignalStatus = Literal["active", "triggered", "closed", "expired", "cancelled"]
-TERMINAL_STATUSES = frozenset({"closed", "cancelled", "expired"})
 
 
 class Payload(BaseModel):
@@ -83,6 +142,14 @@ class Payload(BaseModel):
     attributes: dict[str, JsonValue] | None = Field(
         default=None, description="Free-form fields a particular bot sends; kept as JSON."
     )
+
+    @model_validator(mode="after")
+    def _json_is_finite(self) -> Payload:
+        extra = self.model_extra
+        if self.attributes or extra:
+            _finite(self.attributes)
+            _finite(extra)
+        return self
 
     def extras(self) -> dict[str, Any]:
         """Fields sent that the model does not name, merged with ``attributes``."""
@@ -109,8 +176,8 @@ class TradeFields(Payload):
     strategy: Short | None = None
     notes: Text | None = None
     status: TradeStatus | None = None
-    opened_at: AwareDatetime | None = None
-    closed_at: AwareDatetime | None = None
+    opened_at: Moment | None = None
+    closed_at: Moment | None = None
     # broker and order identity (seeds 000, 002, 004)
     order_id: Short | None = None
     exchange: Short | None = None
@@ -171,8 +238,8 @@ class SignalFields(Payload):
     exit_reason: Short | None = None
     notes: Text | None = None
     status: SignalStatus | None = None
-    emitted_at: AwareDatetime | None = None
-    closed_at: AwareDatetime | None = None
+    emitted_at: Moment | None = None
+    closed_at: Moment | None = None
 
 
 class SignalEmitted(SignalFields):
@@ -226,13 +293,13 @@ class DailyStatsUpdated(Payload):
 
 
 class JournalEntry(Payload):
-    text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT)]
+    text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT, pattern=NO_NUL)]
     title: Short | None = None
     trade_id: Short | None = None
     signal_id: Short | None = None
     category: Short | None = None
     tags: Annotated[list[Short], Field(max_length=50)] | None = None
-    at: AwareDatetime | None = None
+    at: Moment | None = None
 
 
 class AuditEvent(Payload):
@@ -241,6 +308,12 @@ class AuditEvent(Payload):
     component: Short | None = None
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] | None = None
     details: JsonValue = None
+
+    @model_validator(mode="after")
+    def _details_are_finite(self) -> AuditEvent:
+        _finite(self.details)
+        return self
+
     ip_address: Short | None = None
 
 
@@ -251,7 +324,7 @@ class Envelope(BaseModel):
 
     id: EventId = Field(description="Unique, time-ordered (UUIDv7 or ULID), made by the producer.")
     source: SourceName
-    ts: AwareDatetime = Field(description="When it happened, RFC 3339 with an offset.")
+    ts: Moment = Field(description="When it happened, RFC 3339 with an offset.")
     account: Short = Field(default="default", description="The broker account (broker_id).")
     plugin_id: Short = Field(default="legacy", description="Strategy or plugin (seed 004).")
     mode: Mode = "live"
@@ -338,6 +411,10 @@ EVENT_CLASSES: dict[str, type[Envelope]] = {
 }
 
 
+if tuple(EVENT_CLASSES) != EVENT_TYPES:  # one list of types: contracts.vocabulary
+    raise AssertionError(f"event classes {tuple(EVENT_CLASSES)} != EVENT_TYPES {EVENT_TYPES}")
+
+
 def parse_event(raw: bytes | str) -> AnyEvent:
     """Decode and validate one wire value; raises ``pydantic.ValidationError``."""
     return EVENT_ADAPTER.validate_json(raw)
@@ -357,8 +434,5 @@ def to_wire(event: AnyEvent) -> str:
     Tenancy the sender did not set is left out, so that the receiver knows it was
     not said (a ``trade.closed`` must not reset the plugin of its ``trade.opened``).
     """
-    unset = {k for k in _TENANCY if k not in event.model_fields_set}
+    unset = {k for k in TENANCY if k not in event.model_fields_set}
     return event.model_dump_json(exclude_none=True, exclude=unset)
-
-
-_TENANCY = ("account", "plugin_id", "mode")

@@ -31,7 +31,15 @@ from redis.exceptions import AuthenticationError, AuthorizationError
 from redis.retry import Retry
 
 from contracts.errors import PublishError
-from contracts.events import DEFAULT_STREAM, WIRE_FIELD, AnyEvent, Payload, build_event, to_wire
+from contracts.events import (
+    DEFAULT_STREAM,
+    MAX_EVENT_BYTES,
+    WIRE_FIELD,
+    AnyEvent,
+    Payload,
+    build_event,
+    to_wire,
+)
 from contracts.redisurl import mask_url
 from contracts.spool import (
     DEFAULT_MAX_BYTES,
@@ -118,6 +126,18 @@ def _client_options(timeout_s: float) -> dict[str, Any]:
     }
 
 
+def _wire(event: AnyEvent) -> str:
+    """The event's wire JSON; refused at the call when the worker would refuse it."""
+    wire = to_wire(event)
+    if len(wire) > MAX_EVENT_BYTES // 4 and len(wire.encode()) > MAX_EVENT_BYTES:
+        raise PublishError(
+            f"event {event.id} is {len(wire.encode())} bytes of JSON, more than the "
+            f"{MAX_EVENT_BYTES} a stream entry may hold; it was NOT recorded (send less "
+            "in attributes or notes)"
+        )
+    return wire
+
+
 class Publisher:
     """Synchronous publisher.
 
@@ -184,7 +204,7 @@ class Publisher:
 
     def send(self, event: AnyEvent) -> str:
         """Send an event that is already built and validated."""
-        wire = to_wire(event)
+        wire = _wire(event)
         spool = self._spool
         if spool is not None and spool.pending:
             self._to_spool(spool, wire)  # behind what already waits, to keep the order
@@ -346,7 +366,7 @@ class AsyncPublisher:
         return await self.send(self._env.build(event_type, data, fields, envelope))
 
     async def send(self, event: AnyEvent) -> str:
-        wire = to_wire(event)
+        wire = _wire(event)
         spool = self._spool
         if spool is not None and spool.pending:
             self._to_spool(spool, wire)

@@ -55,15 +55,20 @@ def connect_readonly(db: str | Path) -> Iterator[sqlite3.Connection]:
     try:
         con.execute("PRAGMA query_only = ON")
         yield con
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            raise QueryError(
-                f"{path} is not a tradescribe database (or not migrated yet): {exc}; "
-                "start the worker on it once"
-            ) from exc
-        raise QueryError(f"cannot read {path}: {exc}") from exc
+    except sqlite3.DatabaseError as exc:  # also "file is not a database"
+        if isinstance(exc, sqlite3.OperationalError) and not _foreign(exc):
+            raise QueryError(f"cannot read {path}: {exc}") from exc
+        raise QueryError(
+            f"{path} is not a tradescribe database (or not migrated yet): {exc}; "
+            "pass the worker's file with --db, or start the worker on it once"
+        ) from exc
     finally:
         con.close()
+
+
+def _foreign(exc: sqlite3.Error) -> bool:
+    """A table or column tradescribe's schema has is missing: someone else's file."""
+    return str(exc).startswith(("no such table", "no such column"))
 
 
 def parse_filters(name: str, filters: dict[str, Any] | None) -> tuple[QuerySpec, Filters]:

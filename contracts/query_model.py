@@ -32,6 +32,10 @@ class DeadLetteredError(QueryError):
         self.reason = reason
 
 
+FIRST_DAY = dt.date(1900, 1, 1)
+LAST_DAY = dt.date(9998, 12, 31)
+
+
 class Filters(BaseModel):
     """Every filter any query takes; each query accepts its own subset (``QuerySpec``)."""
 
@@ -74,6 +78,15 @@ class Filters(BaseModel):
             raise ValueError(
                 f"unknown time zone {value!r}; use an IANA name like UTC or Europe/Berlin"
             ) from None
+        return value
+
+    @field_validator("since", "until", "date")
+    @classmethod
+    def _plausible_day(cls, value: dt.date | None) -> dt.date | None:
+        # Far enough from date.min/max that a day after, a year before and any time
+        # zone's offset stay representable (9999-12-31 + 1 day overflowed).
+        if value is not None and not FIRST_DAY <= value <= LAST_DAY:
+            raise ValueError(f"must be a day from {FIRST_DAY} to {LAST_DAY}")
         return value
 
     @property

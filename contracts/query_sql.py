@@ -34,10 +34,10 @@ from contracts.query_stats import (
     skip_days,
     stats,
 )
+from contracts.vocabulary import ROW_TENANCY
 
 Now = dt.datetime
-TENANCY = ("account", "source", "plugin_id", "mode")
-# Written as in worker/schema.py's partial indexes, which only serve the exact text.
+# Written as in worker/store/schema.py's partial indexes, which only serve the exact text.
 ACTIVE_TRADE = "status IN ('pending', 'open', 'partial')"
 ACTIVE_SIGNAL = "status IN ('active', 'triggered')"
 TRADE_ROW = (
@@ -97,7 +97,7 @@ class Where:
         prefix = self.prefix
         if not indexed:
             self.prefix = "+" + prefix
-        for column in TENANCY:
+        for column in ROW_TENANCY:
             self.eq(column, getattr(f, column))
         for column, scope in (("account", f.scope_accounts), ("source", f.scope_sources)):
             if scope is not None:
@@ -341,7 +341,7 @@ def daily_loss(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
     """Daily loss used against the limit, from daily_stats (seed 002's card)."""
     day = f.date or local_today(f.zone, now)
     where = Where().eq("date", day.isoformat()).tenancy(f)
-    columns = [*TENANCY, "date", "daily_loss_used", "daily_loss_limit", "loss_limit_hit",
+    columns = [*ROW_TENANCY, "date", "daily_loss_used", "daily_loss_limit", "loss_limit_hit",
                "trading_blocked", "total_realized_pnl"]  # fmt: skip
     result = _select(con, "daily-loss", columns, "daily_stats", where, "account, source")
     used = sum(r["daily_loss_used"] or 0.0 for r in result.rows)

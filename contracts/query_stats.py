@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts.query_model import Filters
+from contracts.vocabulary import ROW_TENANCY
 
-TENANCY = ("account", "source", "plugin_id", "mode")
 RAW_SUMMARY = """count(*), sum(realized_pnl > 0), sum(realized_pnl < 0),
     total(CASE WHEN realized_pnl > 0 THEN realized_pnl END),
     total(CASE WHEN realized_pnl < 0 THEN realized_pnl END), max(realized_pnl), min(realized_pnl)"""
@@ -112,7 +112,7 @@ def split_months(lo: str | None, hi: str | None) -> Periods:
 def _filters(f: Filters, prefix: str = "") -> tuple[list[str], list[Any]]:
     parts: list[str] = []
     params: list[Any] = []
-    for column in TENANCY:
+    for column in ROW_TENANCY:
         value = getattr(f, column)
         if value is not None:
             parts.append(f"{prefix}{column} = ?")
@@ -225,6 +225,27 @@ def raw_where(
     return " WHERE " + " AND ".join(parts), params
 
 
+def _summed_where(
+    f: Filters, symbols: Symbols | None, period: str, first: str | None, end: str | None
+) -> tuple[str, list[Any]]:
+    """The WHERE of a read of ``trade_days`` or ``trade_months`` over [first, end)."""
+    parts, params = _filters(f)
+    if f.side:
+        parts.append("side = ?")
+        params.append(f.side)
+    if symbols is not None:
+        symbol_sql, symbol_params = symbols.where()
+        parts.append(symbol_sql)
+        params += symbol_params
+    if first is not None:
+        parts.append(f"{period} >= ?")
+        params.append(first)
+    if end is not None:
+        parts.append(f"{period} < ?")
+        params.append(end)
+    return (" WHERE " + " AND ".join(parts) if parts else ""), params
+
+
 def stats(
     con: sqlite3.Connection,
     f: Filters,
@@ -250,21 +271,7 @@ def stats(
             out[key] = merge(out.get(key, EMPTY), record[1:])
 
     def summed(table: str, period: str, first: str | None, end: str | None) -> None:
-        parts, params = _filters(f)
-        if f.side:
-            parts.append("side = ?")
-            params.append(f.side)
-        if symbols is not None:
-            symbol_sql, symbol_params = symbols.where()
-            parts.append(symbol_sql)
-            params += symbol_params
-        if first is not None:
-            parts.append(f"{period} >= ?")
-            params.append(first)
-        if end is not None:
-            parts.append(f"{period} < ?")
-            params.append(end)
-        where = " WHERE " + " AND ".join(parts) if parts else ""
+        where, params = _summed_where(f, symbols, period, first, end)
         add(f"SELECT {days_key}, {DAY_SUMMARY} FROM {table}{where}{days_by}", params)
 
     def from_trades(edge_lo: str | None, edge_hi: str | None) -> None:

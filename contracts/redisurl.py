@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 
 def mask_url(url: str) -> str:
@@ -18,3 +18,14 @@ def mask_url(url: str) -> str:
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` in it (for a client built in memory, never for display).
+
+    Raises ValueError if ``url`` already holds a password."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        raise ValueError("the Redis password is given twice: in the URL and as a setting")
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))

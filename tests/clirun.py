@@ -9,7 +9,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from typing import Any
 
-from worker.cli import main
+from worker.cli.app import main
 
 
 @dataclass
@@ -23,7 +23,7 @@ class CliResult:
 
 
 def run_cli(*args: str) -> CliResult:
-    """``tradescribe ARGS...`` through ``worker.cli.main`` (exit code, stdout, stderr)."""
+    """``tradescribe ARGS...`` through ``worker.cli.app.main`` (exit code, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
     saved = sys.argv
     sys.argv = ["tradescribe", *args]

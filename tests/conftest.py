@@ -40,6 +40,22 @@ def _private_spool_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
         os.environ["TRADESCRIBE_SPOOL_DIR"] = previous
 
 
+TEST_CHANNEL_KEY = "test-channel-key-" + uuid.uuid4().hex
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_channel_key() -> Iterator[None]:
+    """Workers and clients of the suite share one channel key, as a deployment's do
+    (TRADESCRIBE_CHANNEL_KEY); tests of the key's absence unset it themselves."""
+    previous = os.environ.get("TRADESCRIBE_CHANNEL_KEY")
+    os.environ["TRADESCRIBE_CHANNEL_KEY"] = TEST_CHANNEL_KEY
+    yield
+    if previous is None:
+        os.environ.pop("TRADESCRIBE_CHANNEL_KEY", None)
+    else:
+        os.environ["TRADESCRIBE_CHANNEL_KEY"] = previous
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[EmbeddedRedis]:
     server = EmbeddedRedis(find_redis_server("system"))
@@ -171,6 +187,8 @@ class WorkerProcess:
             TRADESCRIBE_BATCH_MAX=str(s.batch_max),
             TRADESCRIBE_TRIM_KEEP_S="0",
         )
+        if s.channel_key is not None:
+            env["TRADESCRIBE_CHANNEL_KEY"] = s.channel_key.get_secret_value()
         return env
 
     def start(self) -> WorkerProcess:

@@ -69,6 +69,8 @@ class ServeProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRADESCRIBE_")}
+        if "TRADESCRIBE_CHANNEL_KEY" in os.environ:  # the suite's workers sign with it
+            env["TRADESCRIBE_CHANNEL_KEY"] = os.environ["TRADESCRIBE_CHANNEL_KEY"]
         self.process = subprocess.Popen(
             [sys.executable, "-m", "worker.cli", "serve", "--db", str(db), "--tokens",
              str(tokens), "--port", str(self.port), *extra],

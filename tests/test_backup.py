@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -11,9 +12,9 @@ import anyio
 from contracts import AsyncPublisher
 from tests.clirun import CliResult, run_cli
 from tests.conftest import count, make_settings, query, running_worker, wait_for
-from worker.schema import SCHEMA_VERSION
 from worker.settings import Settings
-from worker.store import SqliteStore
+from worker.store.schema import MIGRATIONS, SCHEMA_VERSION
+from worker.store.sqlite import SqliteStore
 
 
 async def in_thread(*args: str) -> CliResult:
@@ -157,4 +158,95 @@ async def test_worker_takes_scheduled_backups_and_keeps_the_newest(
         await wait_for(lambda: copies() != first and len(copies()) == 2, what="a newer backup")
     for name in copies():
         meta = json.loads((folder / (name + ".json")).read_text())
-        assert meta["integrity"] == "ok" and meta["schema_version"] == SCHEMA_VERSION
+        assert meta["integrity"] == "ok"
+        assert meta["schema_version"] == SCHEMA_VERSION
+
+
+def _live_db_with_events(tmp_path: Path, n: int = 3) -> Path:
+    db = tmp_path / "live.db"
+    anyio.run(make_db, db)
+    con = sqlite3.connect(db)
+    con.executemany(
+        "INSERT INTO events (event_id, type, source, account, plugin_id, mode, ts, stream_id,"
+        " committed_at, body)"
+        " VALUES (?, 'journal.entry', 'b', 'a', 'p', 'live', 't', ?, 't', '{}')",
+        [(f"id-{i}", f"{i}-0") for i in range(n)],
+    )
+    con.commit()
+    con.close()
+    return db
+
+
+def test_restore_refuses_a_foreign_database_and_keeps_the_live_one(tmp_path: Path) -> None:
+    db = _live_db_with_events(tmp_path)
+    foreign = tmp_path / "foreign.db"
+    con = sqlite3.connect(foreign)
+    con.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, what TEXT)")
+    con.commit()
+    result = run_cli("restore", str(foreign), "--db", str(db))
+    assert result.code == 1
+    assert result.err.strip() == (
+        f"error: {foreign} is not a tradescribe database (schema version 0); nothing restored"
+    )
+    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")  # a foreign file that lies
+    con.close()
+    lying = run_cli("restore", str(foreign), "--db", str(db))
+    assert lying.code == 1
+    assert f"does not hold tradescribe's schema version {SCHEMA_VERSION}" in lying.err
+    assert "table 'orders' is not part of it" in lying.err
+    assert "table 'events' is missing" in lying.err
+    assert count(db, "events") == 3
+
+
+def test_restore_refuses_a_backup_with_a_trigger_or_view_of_its_own(tmp_path: Path) -> None:
+    db = _live_db_with_events(tmp_path)
+    backup = run_cli("backup", "--db", str(db), "--json")
+    assert backup.code == 0, backup.err
+    copy = Path(backup.json()["path"])
+    con = sqlite3.connect(copy)
+    con.execute(
+        "CREATE TRIGGER rewrite AFTER INSERT ON events BEGIN "
+        "UPDATE trades SET realized_pnl = 0; END"
+    )
+    con.commit()
+    con.close()
+    refused = run_cli("restore", str(copy), "--db", str(db))
+    assert refused.code == 1
+    assert "trigger 'rewrite' is not part of it" in refused.err
+    assert "nothing restored" in refused.err
+    assert query(db, "SELECT count(*) FROM sqlite_master WHERE type = 'trigger'") == [(0,)]
+
+    con = sqlite3.connect(copy)
+    con.execute("DROP TRIGGER rewrite")
+    con.execute("CREATE VIEW trades_shown AS SELECT * FROM trades")
+    con.commit()
+    con.close()
+    viewed = run_cli("restore", str(copy), "--db", str(db))
+    assert viewed.code == 1
+    assert "view 'trades_shown' is not part of it" in viewed.err
+
+    con = sqlite3.connect(copy)
+    con.execute("DROP VIEW trades_shown")
+    con.execute("DROP INDEX trades_closed")
+    con.execute("CREATE INDEX trades_closed ON trades(closed_at)")
+    con.commit()
+    con.close()
+    changed = run_cli("restore", str(copy), "--db", str(db))
+    assert changed.code == 1
+    assert "index 'trades_closed' is defined differently" in changed.err
+
+
+def test_restore_accepts_a_backup_of_an_older_schema_version(tmp_path: Path) -> None:
+    db = _live_db_with_events(tmp_path)
+    old = tmp_path / "v3.db"
+    con = sqlite3.connect(old)
+    for version, statements in enumerate(MIGRATIONS[:3], start=1):
+        for statement in statements:
+            con.execute(statement)
+        con.execute(f"PRAGMA user_version = {version}")
+    con.commit()
+    con.close()
+    restored = run_cli("restore", str(old), "--db", str(db), "--json")
+    assert restored.code == 0, restored.err
+    assert query(db, "PRAGMA user_version") == [(3,)]
+    assert count(db, "events") == 0

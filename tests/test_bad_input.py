@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from contracts.events import EVENT_TYPES, WIRE_FIELD
+from contracts.events import WIRE_FIELD
+from contracts.vocabulary import EVENT_TYPES
 from tests.conftest import count, make_settings, pending, query, running_worker, wait_for
 from tests.fault_helpers import wire_events
 from worker.settings import Settings

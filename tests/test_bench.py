@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from bench import readdata
+from bench.workload import SourceFlow, check_sample, wire_events
 from contracts.query import QUERIES
 from tests.conftest import query
-from worker.bench import readdata
-from worker.bench.workload import SourceFlow, check_sample, wire_events
 
 REQUIRED = (
     "drain_events_per_s",
@@ -55,8 +55,9 @@ def test_quick_bench_writes_every_figure_and_prints_the_targets(tmp_path: Path) 
     assert out.returncode == 0, out.stderr[-2000:]
     figures = json.loads(out_file.read_text())
     for key in REQUIRED:
-        assert isinstance(figures[key], int | float) and figures[key] > 0, (key, figures.get(key))
-    assert figures["direct_lock_errors"] >= 0
+        assert isinstance(figures[key], int | float), (key, figures.get(key))
+        assert figures[key] > 0, (key, figures.get(key))
+    assert isinstance(figures["direct_lock_errors"], int)  # counted, whatever the count
     assert figures["drain_lost_events"] == 0
     assert figures["drain_dead_letters"] == 0
     assert figures["commit_events"] == figures["publish_events"]
@@ -66,20 +67,26 @@ def test_quick_bench_writes_every_figure_and_prints_the_targets(tmp_path: Path) 
     assert set(figures["publish_cores"]) == parts | {"publishers"}
     if sys.platform.startswith("linux"):
         assert figures["drain_cpu_us_per_event"]["worker"] > 0
-        assert figures["publish_cores"]["publishers"] > 0 and figures["publish_cores"]["worker"] > 0
+        assert figures["publish_cores"]["publishers"] > 0
+        assert figures["publish_cores"]["worker"] > 0
         assert figures["publish_cpu_us_per_call"] > 0
         assert "cores busy" in out.stdout
-    assert len(figures["scale"]) == 3 and all(v > 0 for v in figures["scale"].values())
+    assert len(figures["scale"]) == 3
+    assert all(v > 0 for v in figures["scale"].values())
     machine = figures["machine"]
-    assert machine["cpu_count"] > 0 and machine["sqlite"] and machine["redis"] != "?"
+    assert machine["cpu_count"] > 0
+    assert machine["sqlite"]
+    assert machine["redis"] != "?"
     assert figures["date"].startswith("20")
     assert {v["key"] for v in figures["targets"]} >= {"drain_events_per_s", "commit_p99_ms"}
-    assert "drain / ceiling" in out.stdout and "target" in out.stdout
+    assert "drain / ceiling" in out.stdout
+    assert "target" in out.stdout
     assert "Traceback" not in out.stderr
     assert_ceiling_wrote_the_workers_rows(tmp_path / "drain.db", tmp_path / "ceiling.db")
     # the reads phase: every query case timed, the slowest against its target
     reads = figures["reads"]
-    assert reads["trades"] > 0 and reads["trade_indexes"] == 4
+    assert reads["trades"] > 0
+    assert reads["trade_indexes"] == 4
     assert len(reads["median_ms"]) == len(readdata.cases(reads["trades"]))
     assert {label.split()[0] for label in reads["median_ms"]} == set(QUERIES)
     assert all(ms > 0 for ms in reads["median_ms"].values())
@@ -129,5 +136,6 @@ def test_old_way_and_publishers_replay_the_drains_trades() -> None:
 def test_bench_json_into_a_missing_directory_is_one_clear_line(tmp_path: Path) -> None:
     out = bench("--quick", "--json", str(tmp_path / "nope" / "b.json"))
     assert out.returncode == 1
-    assert "cannot write --json" in out.stderr and "is not a directory" in out.stderr
+    assert "cannot write --json" in out.stderr
+    assert "is not a directory" in out.stderr
     assert "Traceback" not in out.stderr

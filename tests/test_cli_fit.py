@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from tests.querydata import seeded
-from worker.query_cli import fetch, print_result
+from worker.cli.query import fetch, print_result
 from worker.settings import Settings
 
 CASES = [("active-trades", {}), ("history", {}), ("active-signals", {}), ("positions", {}),

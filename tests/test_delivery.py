@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import pytest
 import redis
+import redis.asyncio as aredis
 
 from contracts import AsyncPublisher, Publisher, build_event, new_event_id, to_wire
 from tests.conftest import (
@@ -23,6 +27,8 @@ from tests.conftest import (
     wait_for,
 )
 from tests.fault_helpers import foreign_write_lock
+from worker.consume import attempts_key
+from worker.lease import RedisLease, worker_identity
 from worker.settings import Settings
 
 pytestmark = pytest.mark.delivery
@@ -219,7 +225,8 @@ def test_second_worker_on_the_same_database_refuses_to_start(
     second = worker_process(other_stream, "second.log")
     assert second.wait() == 1
     out = second.output()
-    assert f"pid {first.process.pid}" in out and "is writing to" in out, out  # type: ignore[union-attr]
+    assert f"pid {first.process.pid}" in out, out  # type: ignore[union-attr]
+    assert "is writing to" in out, out  # type: ignore[union-attr]
     assert "Traceback" not in out
 
 
@@ -232,7 +239,8 @@ def test_second_worker_on_the_same_group_refuses_to_start(
     second = worker_process(elsewhere, "second.log")
     assert second.wait() == 1
     out = second.output()
-    assert f"pid {first.process.pid}" in out and "already consumes" in out, out  # type: ignore[union-attr]
+    assert f"pid {first.process.pid}" in out, out  # type: ignore[union-attr]
+    assert "already consumes" in out, out  # type: ignore[union-attr]
 
 
 async def test_worker_restarts_after_kill_without_waiting_for_its_lease(
@@ -244,6 +252,25 @@ async def test_worker_restarts_after_kill_without_waiting_for_its_lease(
     first.kill()
     second = worker_process(s, "second.log")
     await wait_for(lambda: "started" in second.output(), 10)
+
+
+async def test_a_lease_held_by_a_zombie_process_does_not_block_a_restart(
+    settings: Settings,
+) -> None:
+    """A worker that exited but was not yet reaped (state Z) holds nothing any more."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited; left unreaped
+        zombie = {**worker_identity("crashed"), "pid": child.pid}
+        client = aredis.Redis.from_url(settings.redis_url)
+        lease = RedisLease(client, settings.stream, settings.group, worker_identity("new"), 60_000)
+        await client.set(lease.key, json.dumps(zombie), px=60_000)
+        with anyio.fail_after(2):
+            await lease.acquire()
+        assert json.loads(await client.get(lease.key))["consumer"] == "new"
+        await client.aclose()
+    finally:
+        child.wait()
 
 
 async def test_stream_is_trimmed_only_below_what_was_committed(
@@ -263,22 +290,46 @@ async def test_stream_is_trimmed_only_below_what_was_committed(
     assert len(late) == 5 or count(s.db, "events", "source = 'late'") == 5
 
 
-async def test_entry_delivered_too_often_without_commit_is_dead_lettered(
+async def test_an_entry_redelivered_by_restarts_alone_is_stored_not_dead_lettered(
     settings: Settings, sync_redis: redis.Redis, names: dict[str, str]
 ) -> None:
+    """Restarts redeliver; that proves nothing against the entry (issue 14)."""
     s = settings.model_copy(update={"max_deliveries": 3})
     sync_redis.xgroup_create(s.stream, s.group, id="0", mkstream=True)
-    poison = sync_redis.xadd(s.stream, {"event": wire("journal.entry", text="poison")}).decode()
-    # Three earlier workers read it as this consumer and died before committing it.
-    for start in (">", "0", "0"):
+    sync_redis.xadd(s.stream, {"event": wire("journal.entry", text="redelivered")})
+    # Five earlier workers read it as this consumer and were stopped before committing it.
+    for start in (">", "0", "0", "0", "0"):
         sync_redis.xreadgroup(s.group, s.consumer, {s.stream: start}, count=10)
+    sync_redis.xadd(s.stream, {"event": wire("journal.entry", text="fine")})
+    async with running_worker(s):
+        await wait_for(lambda: count(s.db, "journal_entries") == 2)
+        await wait_for(lambda: pending(sync_redis, names) == 0)
+    assert count(s.db, "dead_letters") == 0
+    assert sync_redis.hlen(attempts_key(s.stream, s.group)) == 0
+
+
+async def test_an_entry_that_stopped_the_worker_max_deliveries_times_is_dead_lettered(
+    settings: Settings, sync_redis: redis.Redis, names: dict[str, str]
+) -> None:
+    """An attempt at a redelivered entry is counted in Redis around its decoding; a worker
+    killed there leaves the count behind. Three such counts (as three dead workers leave
+    them) make the fourth attempt a dead letter; the entry's neighbour is stored."""
+    s = settings.model_copy(update={"max_deliveries": 3})
+    sync_redis.xgroup_create(s.stream, s.group, id="0", mkstream=True)
+    killer = sync_redis.xadd(s.stream, {"event": wire("journal.entry", text="x")}).decode()
+    for start in (">", "0", "0", "0"):
+        sync_redis.xreadgroup(s.group, s.consumer, {s.stream: start}, count=10)
+    sync_redis.hset(attempts_key(s.stream, s.group), killer, 3)
     sync_redis.xadd(s.stream, {"event": wire("journal.entry", text="fine")})
     async with running_worker(s):
         await wait_for(lambda: count(s.db, "journal_entries") == 1)
         await wait_for(lambda: count(s.db, "dead_letters") == 1)
+        await wait_for(lambda: pending(sync_redis, names) == 0)
     (row,) = query(s.db, "SELECT stream_id, reason, deliveries FROM dead_letters")
-    assert row[0] == poison and row[1].startswith("delivered ") and row[2] > 3
-    assert pending(sync_redis, names) == 0
+    assert row[0] == killer
+    assert row[1] == "stopped the worker 3 times while being decoded"
+    assert row[2] > 3
+    assert sync_redis.hlen(attempts_key(s.stream, s.group)) == 0
 
 
 async def test_a_commit_stalled_past_claim_idle_does_not_claim_and_store_its_own_batch_again(
@@ -303,5 +354,6 @@ async def test_a_commit_stalled_past_claim_idle_does_not_claim_and_store_its_own
         await wait_for(lambda: count(s.db, "dead_letters") >= 1, what="the dead letter")
         await wait_for(lambda: pending(sync_redis, names) == 0, what="nothing pending")
         await anyio.sleep(0.5)  # time for a wrongful claim to be committed
-        assert worker.stats.dead_letters == 1 and worker.stats.duplicates == 0
+        assert worker.stats.dead_letters == 1
+        assert worker.stats.duplicates == 0
     assert query(s.db, "SELECT stream_id FROM dead_letters") == [(bad_id,)]

@@ -31,21 +31,26 @@ def _service() -> configparser.SectionProxy:
 def test_serve_unit_runs_serve_on_the_loopback_behind_the_proxy() -> None:
     service = _service()
     argv = shlex.split(service["ExecStart"])
-    assert Path(argv[0]).name == "tradescribe" and argv[1] == "serve"
+    assert Path(argv[0]).name == "tradescribe"
+    assert argv[1] == "serve"
     assert argv[2:] == ["--host", "127.0.0.1", "--port", "8470", "--behind-proxy"]
-    assert service["User"] == "tradescribe" and service["ProtectSystem"] == "strict"
+    assert service["User"] == "tradescribe"
+    assert service["ProtectSystem"] == "strict"
     assert service["Environment"] == "TRADESCRIBE_DB=/var/lib/tradescribe/tradescribe.db"
     shown = subprocess.run([str(TRADESCRIBE), *argv[1:2], "--help"], capture_output=True,
                            text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})  # fmt: skip
-    assert shown.returncode == 0 and "--behind-proxy" in shown.stdout
+    assert shown.returncode == 0
+    assert "--behind-proxy" in shown.stdout
 
 
 def test_nginx_example_proxies_to_the_units_address_with_sse_unbuffered() -> None:
     text = NGINX.read_text()
     assert set(re.findall(r"proxy_pass (\S+);", text)) == {"http://127.0.0.1:8470"}
     stream = text[text.index("location = /api/v1/events/stream") :]
-    assert "proxy_buffering off;" in stream and "proxy_read_timeout" in stream
-    assert "listen 443 ssl;" in text and "X-Forwarded-For" in text
+    assert "proxy_buffering off;" in stream
+    assert "proxy_read_timeout" in stream
+    assert "listen 443 ssl;" in text
+    assert "X-Forwarded-For" in text
 
 
 @pytest.mark.skipif(

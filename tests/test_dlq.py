@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from contracts.events import WIRE_FIELD
 from tests.conftest import count, make_settings, query, running_worker, wait_for
 from tests.fault_helpers import wire_events
-from worker.cli import app
+from worker.cli.app import app
 from worker.settings import Settings
 
 

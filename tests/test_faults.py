@@ -203,7 +203,8 @@ async def test_disk_full_stops_acks_shows_the_error_and_resumes_with_nothing_los
         stuck_at = count(s.db, "events")
         waiting = pending(sync_redis, names)
         print(f"\ndisk full: stored={stuck_at} pending={waiting} error={worker.stats.last_error!r}")
-        assert waiting > 0 and stuck_at < len(bodies)
+        assert waiting > 0
+        assert stuck_at < len(bodies)
         subprocess.run(["mount", "-o", "remount,size=64m", str(small_fs)], check=True)
         await wait_for(lambda: count(s.db, "events") >= len(bodies), 30, "all events stored")
         await wait_for(lambda: pending(sync_redis, names) == 0, 10, "nothing pending")
@@ -234,7 +235,8 @@ async def test_long_reader_and_foreign_write_lock_make_the_worker_wait_not_lose(
             )
             print(f"\nforeign lock: error={worker.stats.last_error!r} "
                   f"pending={pending(sync_redis, names)}")  # fmt: skip
-            assert pending(sync_redis, names) > 0 and count(s.db, "events") == 4000
+            assert pending(sync_redis, names) > 0
+            assert count(s.db, "events") == 4000
         await wait_for(lambda: count(s.db, "events") >= 6000, 30, "stored after the lock went")
         await wait_for(lambda: pending(sync_redis, names) == 0, 10, "nothing pending")
     sent = {json.loads(b)["id"] for batch in batches for b in batch}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -17,9 +18,10 @@ import pytest
 import redis
 
 from contracts import AsyncPublisher
+from contracts.channelauth import heartbeat_header, sign
 from tests.conftest import make_settings, running_worker, wait_for
 from tests.test_status import cli
-from worker.health import heartbeat_key
+from worker.ops.health import heartbeat_key
 from worker.settings import Settings
 
 
@@ -161,3 +163,50 @@ def test_worker_speaks_sd_notify_ready_watchdog_status_stopping(
     _receive_until(notify_socket, "STOPPING=1", seen, timeout=10)
     assert proc.wait() == 0
     assert all(m.startswith(("READY=1", "STATUS=", "STOPPING=1")) for m in seen)
+
+
+# -- forged and replayed heartbeats (issue 14) -------------------------------------------
+
+
+def _plausible_beat(s: Settings) -> dict[str, Any]:
+    return {"worker_id": "ghost@nowhere:1", "consumer": s.consumer, "committed_events": 0,
+            "last_error": None, "last_error_age_s": None, "at": time.time()}  # fmt: skip
+
+
+@pytest.mark.parametrize("how", ["unsigned", "another key"])
+async def test_check_refuses_a_hand_set_heartbeat(
+    settings: Settings, sync_redis: redis.Redis, how: str
+) -> None:
+    sync_redis.xgroup_create(settings.stream, settings.group, id="0", mkstream=True)
+    key = heartbeat_key(settings.stream, settings.group)
+    text = json.dumps(_plausible_beat(settings))
+    if how == "another key":
+        text = sign(b"not-the-worker-key-0123456789", heartbeat_header(key), text)
+    sync_redis.set(key, text, ex=30)  # and no worker runs
+    result = await cli("check", *_where(settings))
+    assert result.exit_code == 1, result.output
+    assert "is not signed with the channel key" in result.stdout
+    assert "forged" in result.stdout
+
+
+async def test_check_refuses_a_replayed_heartbeat_old_or_redated(
+    fast_beat: Settings, sync_redis: redis.Redis
+) -> None:
+    key = heartbeat_key(fast_beat.stream, fast_beat.group)
+    async with running_worker(fast_beat):
+        genuine: bytes = await wait_for(lambda: sync_redis.get(key), what="a heartbeat")
+        live = await cli("check", *_where(fast_beat))
+    assert sync_redis.exists(key) == 0  # the clean stop removed it
+    at = float(json.loads(re.sub(rb'^\{"sig":"[0-9a-f]{64}",', b"{", genuine))["at"])
+    sync_redis.set(key, genuine, ex=30)  # the worker's own words, set again after its stop
+    await wait_for(lambda: time.time() > at + 1.5, what="the beat to be 1.5 s old")
+    replayed = await cli("check", "--max-beat-age", "1", *_where(fast_beat))
+    redated = genuine.replace(f'"at": {at!r}'.encode(), f'"at": {time.time()!r}'.encode())
+    assert redated != genuine
+    sync_redis.set(key, redated, ex=30)
+    forged_now = await cli("check", "--max-beat-age", "1", *_where(fast_beat))
+    assert live.exit_code == 0, live.output
+    assert replayed.exit_code == 1, replayed.output
+    assert "s ago (bound 1 s)" in replayed.stdout, replayed.output
+    assert forged_now.exit_code == 1, forged_now.output
+    assert "not signed with the channel key" in forged_now.stdout

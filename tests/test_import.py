@@ -228,3 +228,70 @@ def test_a_missing_or_bad_mapping_file_is_one_clear_line(tmp_path: Path) -> None
     wrong = run_cli("import", "csv", csv_file, "--mapping", str(bad), "--dry-run")
     assert wrong.code == 1
     assert f"error: mapping file {bad} needs a [columns] table" in wrong.err
+
+
+def test_a_one_megabyte_csv_field_is_a_skipped_record_with_its_line(tmp_path: Path) -> None:
+    lines = (LEGACY / "trades.csv").read_text().splitlines()
+    huge = lines[2].replace(",time,31,,", ",time,31," + "x" * 1_000_000 + ",")
+    path = tmp_path / "trades.csv"
+    path.write_text("\n".join([lines[0], lines[1], huge, lines[3]]) + "\n")
+    result = run_cli("import", "csv-trades", str(path), "--dry-run", "--json")
+    assert result.code == 1, result.err
+    report = result.json()
+    assert report["skipped"] == [
+        {"where": f"{path}:3", "reason": "unreadable CSV record: field larger than field "
+         "limit (131072)"}
+    ]  # fmt: skip
+    assert report["records_read"] == 3
+    assert report["events"] > 0
+
+
+@pytest.mark.parametrize("fmt", ["pnl-json", "plays"])
+def test_json_nested_100000_deep_is_a_skipped_record_with_its_line(
+    tmp_path: Path, fmt: str
+) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text('{"records":\n\n' + "[" * 100_000 + "]" * 100_000 + "\n}\n")
+    result = run_cli("import", fmt, str(path), "--dry-run", "--json")
+    assert result.code == 1, result.err
+    assert "Traceback" not in result.err
+    assert result.json()["skipped"] == [
+        {"where": f"{path}:3", "reason": "JSON nested too deeply (more than 500 levels here)"}
+    ]
+
+
+async def test_import_without_db_verifies_through_the_worker(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No --db here: the worker that committed every event says so over the request
+    channel, instead of the import waiting for a database file it cannot see."""
+    monkeypatch.delenv("TRADESCRIBE_DB", raising=False)
+    monkeypatch.setenv("TRADESCRIBE_GROUP", settings.group)
+    args = ["import", "csv-trades", str(LEGACY / "trades.csv"), "--redis-url",
+            settings.redis_url, "--stream", settings.stream, "--wait-s", "10",
+            "--allow-skips", "--json"]  # fmt: skip
+    async with running_worker(settings):
+        first = await in_thread(*args)
+        again = await in_thread(*args)
+    assert first.code == 0, first.out + first.err
+    report = first.json()
+    assert (report["verified_by"], report["committed"], report["dead_lettered"]) == (
+        "worker",
+        34,
+        0,
+    )
+    assert again.code == 0
+    assert again.json()["committed"] == 34
+    assert count(settings.db, "events") == 34
+
+
+def test_import_without_db_and_without_a_worker_says_no_worker_answered(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TRADESCRIBE_DB", raising=False)
+    monkeypatch.setenv("TRADESCRIBE_GROUP", settings.group)
+    result = run_cli("import", "csv", str(LEGACY / "other_bot.csv"), "--mapping",
+                     str(LEGACY / "other_bot.toml"), "--redis-url", settings.redis_url,
+                     "--stream", settings.stream, "--wait-s", "5", "--allow-skips")  # fmt: skip
+    assert result.code == 1
+    assert "FAILED: could not verify the commits: no worker is listening on" in result.out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import urllib.request
 from pathlib import Path
+from urllib.error import URLError
 
 import anyio
 import pytest
@@ -56,7 +57,7 @@ async def test_metrics_port_serves_the_worker_counters(
     assert samples["tradescribe_lag_entries{}"] == 0
     assert samples["tradescribe_db_bytes{}"] > 0
     assert samples["tradescribe_commit_ms_p99{}"] > 0
-    with pytest.raises(OSError):  # the server is gone once the worker stopped
+    with pytest.raises(URLError):  # the server is gone once the worker stopped
         _scrape(port)
 
 

@@ -14,10 +14,10 @@ import pytest
 from contracts import AsyncPublisher
 from tests.clirun import CliResult, run_cli
 from tests.conftest import WorkerProcess, count, query, running_worker, wait_for
-from worker import maintenance, store
-from worker.schema import SCHEMA_VERSION
 from worker.settings import Settings
-from worker.store import SqliteStore
+from worker.store import maintenance, sqlite
+from worker.store.schema import MIGRATIONS, SCHEMA_VERSION
+from worker.store.sqlite import SqliteStore
 
 
 async def make_db(path: Path) -> None:
@@ -58,10 +58,10 @@ def test_version_then_migrate_then_up_to_date(tmp_path: Path) -> None:
 @pytest.fixture
 def next_schema(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """Pretend this tradescribe has migrations after version 1 (appended by the test)."""
-    migrations = [*store.MIGRATIONS]
+    migrations = [*MIGRATIONS]
 
     def refresh() -> None:
-        for module in (store, maintenance):
+        for module in (sqlite, maintenance):
             monkeypatch.setattr(module, "MIGRATIONS", migrations)
             monkeypatch.setattr(module, "SCHEMA_VERSION", len(migrations))
 
@@ -91,7 +91,8 @@ def test_migration_backs_the_database_up_first_and_rolls_back_a_failing_one(
     v = SCHEMA_VERSION
     assert (result["before"], result["after"]) == (v, v + 1)
     backup = Path(result["backup"])
-    assert backup.parent == tmp_path / "backups" and backup.name.startswith(f"t-pre-v{v + 1}-")
+    assert backup.parent == tmp_path / "backups"
+    assert backup.name.startswith(f"t-pre-v{v + 1}-")
     meta = json.loads(Path(str(backup) + ".json").read_text())
     assert (meta["schema_version"], meta["last_stream_id"], meta["integrity"]) == (v, "5-0", "ok")
 
@@ -130,10 +131,8 @@ def test_worker_refuses_a_newer_database_in_one_line(settings: Settings, tmp_pat
     assert "newer than this tradescribe" in version.out
     migrate = run_cli("db", "migrate", "--db", str(settings.db))
     assert migrate.code == 1
-    assert (
-        migrate.err.count("\n") == 1
-        and f"newer than this tradescribe ({SCHEMA_VERSION})" in migrate.err
-    )
+    assert migrate.err.count("\n") == 1
+    assert f"newer than this tradescribe ({SCHEMA_VERSION})" in migrate.err
 
 
 async def publish_trades(settings: Settings, n: int) -> None:
@@ -170,10 +169,12 @@ async def test_rebuild_refuses_while_the_worker_runs_then_rebuilds_equal_tables(
     broken = await in_thread("db", "rebuild", "--check", "--json", "--db", str(settings.db))
     assert broken.code == 1
     tables = broken.json()["tables"]
-    assert tables["trades"]["missing"] == 1 and tables["trades"]["extra"] == 1
+    assert tables["trades"]["missing"] == 1
+    assert tables["trades"]["extra"] == 1
     assert tables["journal_entries"] == {"live": 19, "rebuilt": 20, "missing": 0, "extra": 1}
     # the per-day sums the worker keeps are checked too (the 0.01 added above)
-    assert tables["trade_days"]["missing"] == 1 and tables["trade_days"]["extra"] == 1
+    assert tables["trade_days"]["missing"] == 1
+    assert tables["trade_days"]["extra"] == 1
     assert tables["trade_months"] == {"live": 1, "rebuilt": 1, "missing": 0, "extra": 0}
 
     rebuilt = await in_thread("db", "rebuild", "--db", str(settings.db))

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,7 @@ async def db(settings: Settings) -> Path:
 
 def tradescribe(*args: str | Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRADESCRIBE_")}
+    env["TRADESCRIBE_CHANNEL_KEY"] = os.environ["TRADESCRIBE_CHANNEL_KEY"]  # the suite's key
     env["COLUMNS"] = "200"
     return subprocess.run(
         [sys.executable, "-m", "worker.cli", *map(str, args)],
@@ -55,8 +57,10 @@ async def test_query_prints_a_table_json_and_csv(db: Path) -> None:
 async def test_trade_query_shows_history_and_events_tables(db: Path) -> None:
     out = tradescribe("query", "trade", "--db", db, "--trade-id", "T2", "--source", "bot-a")
     assert out.returncode == 0, out.stderr
-    assert "status history" in out.stdout and "events" in out.stdout
-    assert "trade.closed" in out.stdout and "journal.entry" in out.stdout
+    assert "status history" in out.stdout
+    assert "events" in out.stdout
+    assert "trade.closed" in out.stdout
+    assert "journal.entry" in out.stdout
 
 
 @pytest.mark.parametrize(
@@ -94,15 +98,36 @@ async def test_report_is_one_offline_file_with_the_four_widgets(db: Path, tmp_pa
     assert done.returncode == 0, done.stderr
     page = out.read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page), "external resource"
-    assert "@import" not in page and "url(" not in page
+    assert "@import" not in page
+    assert "url(" not in page
     for widget in WIDGETS:
         assert f'id="{widget}"' in page
-    assert "<polyline" in page and page.count('class="day"') >= 365
+    assert "<polyline" in page
+    assert page.count('class="day"') >= 365
+
+
+async def test_report_is_readable_by_its_owner_only_like_the_database(
+    db: Path, tmp_path: Path
+) -> None:
+    fresh, earlier = tmp_path / "fresh.html", tmp_path / "earlier.html"
+    earlier.write_text("an older report")
+    earlier.chmod(0o644)
+    previous = os.umask(0o022)
+    try:
+        for out in (fresh, earlier):
+            done = tradescribe("report", "--db", db, "--out", out)
+            assert done.returncode == 0, done.stderr
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+    assert stat.S_IMODE(earlier.stat().st_mode) == 0o600
+    assert 'id="widget-pnl"' in earlier.read_text()
 
 
 async def test_report_shows_the_numbers_of_the_queries(db: Path) -> None:
     page = render(gather(db, {"tz": "Europe/Berlin"}, now=NOW), {"tz": "Europe/Berlin"})
-    assert "1,250.00 / 5,000.00" in page and "25.0% used" in page
+    assert "1,250.00 / 5,000.00" in page
+    assert "25.0% used" in page
     assert "+75.00</span></b><span>All time · 4 trades" in page
     assert "+20.00</span></b><span>Today · 1 trades" in page
     assert "profit factor <b>2.67</b>" in page

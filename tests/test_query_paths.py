@@ -18,16 +18,16 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bench import readdata
+from bench.ceiling import create_schema
 from contracts.query import parse_filters, run_query
 from contracts.query_model import QueryResult, utc_text
 from contracts.query_sql import HISTORY_ORDER, TRADE_ROW
 from contracts.query_stats import distinct_trades, raw_where, resolve_symbols, skip_days
 from tests.test_query_sums import summary_from_rows
-from worker import aggregates
-from worker.bench import readdata
-from worker.bench.ceiling import create_schema
-from worker.plan import load_rows
-from worker.projections import TRADES
+from worker.store import aggregates
+from worker.store.projections import TRADES
+from worker.store.write import load_rows
 
 NOW = dt.datetime(2026, 11, 18, 12, 0, tzinfo=dt.UTC)
 ZONES = ("UTC", "Europe/Berlin", "Asia/Kolkata", "America/New_York", "Pacific/Chatham")
@@ -305,7 +305,7 @@ def test_each_query_searches_the_index_it_was_written_for(
 def test_a_schema_4_file_and_its_migration_to_5_answer_alike(tmp_path: Path) -> None:
     """A reader may be upgraded before the worker: on a schema 4 file (the old indexes,
     no trade_months) every query answers as on schema 5."""
-    from worker.schema import MIGRATIONS
+    from worker.store.schema import MIGRATIONS
 
     db = tmp_path / "v4.db"
     con = sqlite3.connect(db, isolation_level=None)

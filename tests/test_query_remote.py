@@ -93,7 +93,8 @@ async def test_a_bad_query_gets_a_bad_args_reply_and_the_worker_keeps_answering(
         again = await ask(settings, lambda c: c.query("active-trades"))
     assert err.value.code == "bad_args"
     assert message in err.value.message
-    assert again["name"] == "active-trades" and again["rows"] == []
+    assert again["name"] == "active-trades"
+    assert again["rows"] == []
 
 
 async def test_a_path_or_sql_in_the_arguments_is_refused(settings: Settings) -> None:
@@ -111,8 +112,10 @@ async def test_a_path_or_sql_in_the_arguments_is_refused(settings: Settings) -> 
                     "query", {"name": "history", "filters": {"symbol": {"sql": "1=1"}}}
                 ),
             )
-    assert err.value.code == "bad_args" and "db" in err.value.message
-    assert nested.value.code == "bad_args" and "filters.symbol" in nested.value.message
+    assert err.value.code == "bad_args"
+    assert "db" in err.value.message
+    assert nested.value.code == "bad_args"
+    assert "filters.symbol" in nested.value.message
 
 
 async def test_query_cli_over_redis_prints_what_the_db_door_prints(
@@ -138,7 +141,8 @@ async def test_query_cli_over_redis_prints_what_the_db_door_prints(
     assert remote.returncode == 0, remote.stderr
     assert remote.stdout == local.stdout
     assert [r["trade_id"] for r in json.loads(remote.stdout)["rows"]] == ["T1"]
-    assert table.stdout == table_local.stdout and "T2" in table.stdout
+    assert table.stdout == table_local.stdout
+    assert "T2" in table.stdout
     assert csv_remote.stdout == tradescribe("query", "plugins", "--csv", "--db", db).stdout
     assert bad.returncode == 1
     assert bad.stderr.strip().startswith("error: query 'pnl' does not take --symbol")
@@ -149,10 +153,12 @@ async def test_query_cli_without_a_worker_is_one_line_and_exit_2(settings: Setti
             "--group", settings.group]  # fmt: skip
     out = tradescribe("query", "active-trades", *args)
     status = tradescribe("status", *args)
-    assert out.returncode == 2 and status.returncode == 2
+    assert out.returncode == 2
+    assert status.returncode == 2
     assert out.stderr == status.stderr
     assert out.stderr.startswith("error: no worker is listening on tradescribe:requests:")
-    assert out.stderr.count("\n") == 1 and out.stdout == ""
+    assert out.stderr.count("\n") == 1
+    assert out.stdout == ""
     both = tradescribe("query", "active-trades", *args, "--db", settings.db)
     assert both.returncode == 1
     assert both.stderr.strip() == (
@@ -214,15 +220,20 @@ async def test_wait_reports_committed_unknown_and_dead_lettered_ids(
             await ask(settings, lambda c: c.request("wait", {"event_id": good_id,
                                                              "timeout_s": 31}))  # fmt: skip
     assert committed is True
-    assert unknown["committed"] is False and unknown["dead_lettered"] is False
+    assert unknown["committed"] is False
+    assert unknown["dead_lettered"] is False
     assert unknown["waited_s"] >= 0.2
-    assert dead["committed"] is False and dead["dead_lettered"] is True
-    assert dead["reason"].startswith("invalid event: ") and "symbol" in dead["reason"]
+    assert dead["committed"] is False
+    assert dead["dead_lettered"] is True
+    assert dead["reason"].startswith("invalid event: ")
+    assert "symbol" in dead["reason"]
     assert raised.value.reason == dead["reason"]
-    assert query_dead.value.code == "dead_lettered" and dead_id in query_dead.value.message
+    assert query_dead.value.code == "dead_lettered"
+    assert dead_id in query_dead.value.message
     assert query_late.value.code == "wait_timeout"
     assert "not committed within 0.2s" in query_late.value.message
-    assert too_long.value.code == "bad_args" and "timeout_s" in too_long.value.message
+    assert too_long.value.code == "bad_args"
+    assert "timeout_s" in too_long.value.message
 
 
 async def test_a_stopping_worker_is_not_held_up_by_a_long_wait(

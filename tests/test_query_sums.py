@@ -14,8 +14,8 @@ from contracts.events import build_event, to_wire
 from contracts.query import run_query
 from tests.conftest import count, query, running_worker, wait_for
 from tests.querydata import NOW
-from worker.batchwrite import Decoded
 from worker.settings import Settings
+from worker.store.batch import Decoded
 
 ZONES = ("UTC", "Europe/Berlin", "Asia/Kolkata", "America/New_York")
 
@@ -105,7 +105,7 @@ async def test_a_corrected_or_reopened_trade_changes_the_sums(settings: Settings
 def test_pnl_of_an_empty_database_is_zero(tmp_path: Path, tz: str) -> None:
     import sqlite3
 
-    from worker.schema import MIGRATIONS
+    from worker.store.schema import MIGRATIONS
 
     db = tmp_path / "empty.db"
     con = sqlite3.connect(db)
@@ -149,9 +149,9 @@ def test_trade_days_equal_the_trades_after_any_events(tmp_path: Path) -> None:
     batch the per-day sums it keeps equal the sums of the trades themselves."""
     import sqlite3
 
-    from worker.batchwrite import plan_batch
-    from worker.bench.ceiling import create_schema
-    from worker.plan import DbRows, RowCache, write_planned
+    from bench.ceiling import create_schema
+    from worker.store.batch import plan_batch
+    from worker.store.write import DbRows, RowCache, write_planned
 
     db = tmp_path / "days.db"
     con = sqlite3.connect(db, isolation_level=None)
@@ -186,5 +186,7 @@ def test_trade_days_equal_the_trades_after_any_events(tmp_path: Path) -> None:
         assert con.execute(days_sql).fetchall() == con.execute(raw_sql).fetchall()
         assert con.execute(months_sql).fetchall() == con.execute(raw_months_sql).fetchall()
     closed = con.execute("SELECT count(*) FROM trades WHERE status = 'closed'").fetchone()[0]
-    assert closed > 5 and cache.hits > 0 and cache.misses > 0
+    assert closed > 5
+    assert cache.hits > 0
+    assert cache.misses > 0
     con.close()

@@ -27,8 +27,11 @@ async def test_a_bot_past_its_own_limit_drives_the_card_not_the_sum(settings: Se
     card = page[page.index('id="widget-daily-loss"') :].split("</section>")[0]
     # summed, the two bots were 7,380 / 15,000 = 49.2 %: bot-2 is at 147.6 % of its own
     assert "49.2%" not in card
-    assert "7,380.00 / 5,000.00" in card and "147.6% used" in card and 'class="over"' in card
-    assert "ACC-1 / bot-2" in card and "ACC-1 / bot-1: 0.00 / 10,000.00 (0.0%)" in card
+    assert "7,380.00 / 5,000.00" in card
+    assert "147.6% used" in card
+    assert 'class="over"' in card
+    assert "ACC-1 / bot-2" in card
+    assert "ACC-1 / bot-1: 0.00 / 10,000.00 (0.0%)" in card
 
 
 async def test_report_since_until_bound_the_history_calendar_and_curve(
@@ -41,10 +44,13 @@ async def test_report_since_until_bound_the_history_calendar_and_curve(
     assert done.returncode == 0, done.stderr
     page = out.read_text()
     history = page[page.index('id="widget-history"') :]
-    assert "Trade history (latest 1)" in history and "ETHUSDT" in history
-    assert "XAUUSD" not in history and "2026-11-17" not in history
+    assert "Trade history (latest 1)" in history
+    assert "ETHUSDT" in history
+    assert "XAUUSD" not in history
+    assert "2026-11-17" not in history
     assert page.count('class="day"') == 15  # 2026-11-01 .. 2026-11-15
     assert "2026-11-01 .. 2026-11-15: +55.00" in page  # +100 and -5 before, -40 inside
     bad = tradescribe("report", "--db", settings.db, "--out", out, "--since", "2026-11-20",
                       "--until", "2026-11-15")  # fmt: skip
-    assert bad.returncode == 1 and "after --until" in bad.stderr
+    assert bad.returncode == 1
+    assert "after --until" in bad.stderr

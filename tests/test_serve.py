@@ -32,9 +32,9 @@ from tests.conftest import make_settings, running_worker, wait_for
 from tests.querydata import seeded
 from tests.servefix import ServeProcess, http, serve_process, token
 from tests.test_query_cli import tradescribe
+from worker.cli.query import fetch
 from worker.embedded import EmbeddedRedis
 from worker.http.reads import clean
-from worker.query_cli import fetch
 from worker.settings import Settings
 
 __all__ = ["serve_process"]  # the fixture, for the tests below
@@ -96,7 +96,8 @@ def test_every_route_answers_401_without_a_valid_token(site: Site, serve_process
     paths += ["/api/openapi.json", "/api/v1/events/stream", "/api/docs"]
     for path in paths:
         reply = site.get(path, None)
-        assert reply.status == 401 and "token" in reply.json()["error"], path
+        assert reply.status == 401, path
+        assert "token" in reply.json()["error"], path
     # a wrong token counts as a failed login: its own server, under the limit
     proc: ServeProcess = serve_process(site.settings.db, site.tokens)
     for path in paths[:9]:
@@ -118,16 +119,19 @@ def test_each_query_answers_what_query_json_prints(site: Site) -> None:
         expected = clean(fetch(name, dict(params), site.settings.db))
         got = reply.json()
         if name in ("pnl", "closed-today"):  # "today" moves; compare the shape
-            assert got["columns"] == expected["columns"] and got.keys() == expected.keys()
+            assert got["columns"] == expected["columns"]
+            assert got.keys() == expected.keys()
         else:
             assert got == expected, name
 
 
 def test_bad_filters_answer_400_with_the_query_layers_message(site: Site) -> None:
     reply = site.get("/api/v1/history", site.admin, tz="Mars/Olympus")
-    assert reply.status == 400 and "unknown time zone 'Mars/Olympus'" in reply.json()["error"]
+    assert reply.status == 400
+    assert "unknown time zone 'Mars/Olympus'" in reply.json()["error"]
     reply = site.get("/api/v1/pnl", site.admin, limit=3)
-    assert reply.status == 400 and "does not take limit" in reply.json()["error"]
+    assert reply.status == 400
+    assert "does not take limit" in reply.json()["error"]
 
 
 def test_seed_002_routes_have_their_fields(site: Site) -> None:
@@ -140,7 +144,8 @@ def test_seed_002_routes_have_their_fields(site: Site) -> None:
         "quantity": 2.0, "pnl": 20.0, "type": "BUY", "is_profit": True,
         "exit_type": "take_profit"}  # fmt: skip
     cumulative = site.get("/api/cumulative-pnl", site.a).json()
-    assert cumulative["all_time"] == 80.0 and cumulative["trades"]["all_time"] == 3
+    assert cumulative["all_time"] == 80.0
+    assert cumulative["trades"]["all_time"] == 3
     assert set(cumulative) >= {"all_time", "year", "month", "week", "day"}
     stats = site.get("/api/daily-stats", site.a, date="2026-11-18").json()
     assert [(s["broker_id"], s["loss_used"], s["loss_limit"], s["percentage"]) for s in stats] == [
@@ -172,7 +177,8 @@ def test_bots_agree_with_each_bots_history_and_active_trades(site: Site) -> None
 
 def test_format_csv_gives_the_rows_as_csv(site: Site) -> None:
     reply = site.get("/api/v1/history", site.a, format="csv")
-    assert reply.status == 200 and reply.headers["content-type"].startswith("text/csv")
+    assert reply.status == 200
+    assert reply.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(reply.text)))
     assert sorted(r["trade_id"] for r in rows) == ["T2", "T3", "T4"]
     seed_csv = site.get("/api/trades", site.a, format="csv").text
@@ -197,7 +203,8 @@ def test_a_tenant_never_sees_another_tenants_data_on_any_route(site: Site) -> No
             assert site.get(path, site.b, **params).json() == own, path
             compared += 1
     # the same requests do carry tenant A's data for a token that may see it
-    assert leaks_for_admin >= 10 and compared >= 10
+    assert leaks_for_admin >= 10
+    assert compared >= 10
 
 
 def test_another_tenants_trade_answers_404_like_a_missing_one(site: Site) -> None:
@@ -213,9 +220,11 @@ def test_dead_letters_and_pipeline_health_are_for_admins(site: Site) -> None:
     assert site.get("/api/v1/dead-letters", site.admin).status == 200
     assert "dead_letters" not in site.get("/api/v1/health", site.b).json()
     health = site.get("/api/v1/health", site.admin).json()
-    assert health["dead_letters"] == 0 and health["schema_version"] >= 5
+    assert health["dead_letters"] == 0
+    assert health["schema_version"] >= 5
     b_health = site.get("/api/v1/health", site.b).json()
-    assert b_health["events"] == 3 and health["events"] > b_health["events"]
+    assert b_health["events"] == 3
+    assert health["events"] > b_health["events"]
     assert "pipeline" not in b_health
     assert health["pipeline"]["ok"] is False  # no worker runs now: tradescribe check's reason
     assert "no heartbeat" in health["pipeline"]["reasons"][0]
@@ -227,9 +236,12 @@ def test_responses_carry_csp_and_values_are_not_html(site: Site) -> None:
         assert reply.headers["content-security-policy"].startswith("default-src 'self'"), path
         assert reply.headers["x-content-type-options"] == "nosniff"
     js = site.get("/static/dashboard.js", None).text
-    assert "innerHTML" not in js and "insertAdjacentHTML" not in js and "eval(" not in js
+    assert "innerHTML" not in js
+    assert "insertAdjacentHTML" not in js
+    assert "eval(" not in js
     page = site.get("/api/docs", site.a).text
-    assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page
+    assert "http://" not in page.replace("http://www.w3.org", "")
+    assert "https://" not in page
 
 
 def login(url: str, secret: str) -> tuple[int, dict[str, str]]:
@@ -245,23 +257,29 @@ def login(url: str, secret: str) -> tuple[int, dict[str, str]]:
 
 def test_login_sets_an_httponly_samesite_strict_session(site: Site) -> None:
     status, headers = login(site.url, site.b)
-    assert status == 303 and headers["location"] == "/"
+    assert status == 303
+    assert headers["location"] == "/"
     cookie = headers["set-cookie"]
-    assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+    assert "HttpOnly" in cookie
+    assert "SameSite=strict" in cookie.replace("Strict", "strict")
     session = cookie.split(";")[0]
     whoami = http(f"{site.url}/api/v1/whoami", headers={"Cookie": session}).json()
-    assert whoami["name"] == "tenant-b" and whoami["accounts"] == ["ACC-2"]
+    assert whoami["name"] == "tenant-b"
+    assert whoami["accounts"] == ["ACC-2"]
     page = http(f"{site.url}/", headers={"Cookie": session})
-    assert page.status == 200 and 'id="widget-pnl"' in page.text
+    assert page.status == 200
+    assert 'id="widget-pnl"' in page.text
     status, headers = login(site.url, "tsk_wrong")
-    assert status == 303 and headers["location"] == "/login?failed=1"
+    assert status == 303
+    assert headers["location"] == "/login?failed=1"
     assert "set-cookie" not in headers
 
 
 def test_failed_logins_are_rate_limited(tmp_path: Path, site: Site, serve_process: Any) -> None:
     proc: ServeProcess = serve_process(site.settings.db, site.tokens)
     statuses = [login(proc.url, f"tsk_guess{i}")[0] for i in range(12)]
-    assert statuses[:10] == [303] * 10 and statuses[10:] == [429, 429]
+    assert statuses[:10] == [303] * 10
+    assert statuses[10:] == [429, 429]
     # while blocked, even the right token waits: guessing gains nothing
     assert login(proc.url, site.a)[0] == 429
     assert http(f"{proc.url}/api/v1/pnl", site.a).status == 429
@@ -271,7 +289,8 @@ def test_a_revoked_token_stops_at_its_next_request(site: Site) -> None:
     secret = token(site.tokens, f"short-lived-{uuid.uuid4().hex[:6]}", "ACC-1")
     assert site.get("/api/v1/pnl", secret).status == 200
     listed = tradescribe("token", "list", "--tokens", site.tokens, "--json")
-    assert secret not in listed.stdout and "sha256" not in listed.stdout
+    assert secret not in listed.stdout
+    assert "sha256" not in listed.stdout
     name = next(t["name"] for t in json.loads(listed.stdout) if t["name"].startswith("short"))
     assert tradescribe("token", "revoke", name, "--tokens", site.tokens).returncode == 0
     assert site.get("/api/v1/pnl", secret).status == 401
@@ -282,16 +301,19 @@ def test_token_create_prints_the_token_once_and_keeps_its_hash(tmp_path: Path) -
     done = tradescribe("token", "create", "--name", "n", "--account", "A", "--tokens", tokens)
     assert done.returncode == 0, done.stderr
     secret = done.stdout.strip()
-    assert secret.startswith("tsk_") and len(secret) > 40
+    assert secret.startswith("tsk_")
+    assert len(secret) > 40
     assert secret.encode() not in tokens.read_bytes()
     again = tradescribe("token", "create", "--name", "n", "--account", "A", "--tokens", tokens)
-    assert again.returncode == 1 and "exists" in again.stderr
+    assert again.returncode == 1
+    assert "exists" in again.stderr
 
 
 def test_serve_refuses_plain_http_on_a_public_address(tmp_path: Path) -> None:
     done = tradescribe("serve", "--db", tmp_path / "x.db", "--host", "0.0.0.0")
     assert done.returncode == 1
-    assert "--tls-cert" in done.stderr and "--insecure-bind" in done.stderr
+    assert "--tls-cert" in done.stderr
+    assert "--insecure-bind" in done.stderr
 
 
 def read_stream(url: str, secret: str, stop: threading.Event, out: list[dict[str, Any]]) -> None:
@@ -337,9 +359,11 @@ async def test_live_stream_carries_only_the_tokens_tenants(site: Site) -> None:
         await wait_for(lambda: len(streams["admin"]) >= 3, what="both commits on the admin's")
         await wait_for(lambda: streams["revoked"][-1] == {"end": True}, what="the stream ended")
         health = site.get("/api/v1/health", site.b).json()  # the tally counts the new one
-        assert health["events"] == 4 and health["events_by_type"]["journal.entry"] == 1
+        assert health["events"] == 4
+        assert health["events_by_type"]["journal.entry"] == 1
         pipeline = site.get("/api/v1/health", site.admin).json()["pipeline"]
-        assert pipeline["ok"] is True and pipeline["heartbeat"]["worker_id"]
+        assert pipeline["ok"] is True
+        assert pipeline["heartbeat"]["worker_id"]
     stop.set()
     assert [e["source"] for e in streams["b"][1:]] == ["bot-b"]
     assert [e["source"] for e in streams["admin"][1:]] == ["bot-a", "bot-b"]
@@ -362,12 +386,14 @@ def test_demo_serves_its_dashboard_and_keep_serving_holds_it(tmp_path: Path) -> 
             if line.startswith("serving "):
                 break
         output = "".join(lines)
-        assert "dashboard: http://127.0.0.1:" in output and "What the database holds" in output
+        assert "dashboard: http://127.0.0.1:" in output
+        assert "What the database holds" in output
         found = re.search(r"serving (http://\S+) \(token (tsk_\S+)\)", output)
         assert found, output
         url, secret = found.group(1).rstrip("/"), found.group(2)
         pnl = http(f"{url}/api/v1/pnl", secret)
-        assert pnl.status == 200 and pnl.json()["rows"][0]["trades"] > 0
+        assert pnl.status == 200
+        assert pnl.json()["rows"][0]["trades"] > 0
         assert http(f"{url}/api/v1/pnl", None).status == 401
     finally:
         proc.send_signal(signal.SIGINT)
@@ -394,7 +420,9 @@ def test_over_tls_the_session_cookie_is_secure(
     response.read()
     cookie = response.getheader("set-cookie") or ""
     conn.close()
-    assert response.status == 303 and "Secure" in cookie and "HttpOnly" in cookie
+    assert response.status == 303
+    assert "Secure" in cookie
+    assert "HttpOnly" in cookie
 
 
 def test_without_a_named_redis_serve_never_talks_to_redis(tmp_path: Path, site: Site) -> None:
@@ -406,6 +434,7 @@ def test_without_a_named_redis_serve_never_talks_to_redis(tmp_path: Path, site: 
                           publish=True)  # fmt: skip
         body = {"type": "journal.entry", "data": {"text": "hello"}}
         reply = http(f"{proc.url}/api/v1/events", publisher, method="POST", body=body)
-        assert reply.status == 503 and "no --redis-url" in reply.json()["error"]
+        assert reply.status == 503
+        assert "no --redis-url" in reply.json()["error"]
     finally:
         proc.stop()

@@ -59,7 +59,8 @@ async def test_a_publish_token_appends_a_list_and_the_worker_stores_it(
         ("grid-bot", "ACC-1", 43000.5)
     }
     one = http(f"{server.url}/api/v1/events", secret, method="POST", body=opened("single"))
-    assert one.status == 200 and len(one.json()["ids"]) == 1
+    assert one.status == 200
+    assert len(one.json()["ids"]) == 1
 
 
 def test_one_bad_event_is_422_with_its_fields_and_nothing_is_published(
@@ -88,7 +89,8 @@ def test_one_bad_event_is_422_with_its_fields_and_nothing_is_published(
     conn.putheader("Content-Length", str(9 * 1024 * 1024))
     conn.endheaders()
     huge = conn.getresponse()
-    assert huge.status == 413 and b"at most" in huge.read()
+    assert huge.status == 413
+    assert b"at most" in huge.read()
     conn.close()
     assert stream_length(settings) == 0
 

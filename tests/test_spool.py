@@ -43,10 +43,15 @@ def test_publish_while_redis_is_down_spools_fast_and_drains_in_order(
             pub.publish("trade.opened", _open(pub, n))
             took.append(time.perf_counter() - started)
         status = pub.spool_status()
-        assert status is not None and status.events == 20 and status.bytes > 0
-        assert status.last_error and 0 <= status.age_s < 60
+        assert status is not None
+        assert status.events == 20
+        assert status.bytes > 0
+        assert status.last_error
+        assert 0 <= status.age_s < 60
         print(f"first publish {took[0] * 1000:.1f} ms, then at most {max(took[1:]) * 1000:.1f} ms")
-        assert max(took[1:]) < 0.05  # behind a known outage, no Redis round trip at all
+        # Behind a known outage no call waits for Redis (its socket timeout is 0.5 s); the
+        # bound leaves room for fsync on a loaded machine (61.9 ms seen with 3 suites running).
+        assert max(took[1:]) < 0.4
         files = list(spool_dir.glob("*.spool"))
         assert [stat.S_IMODE(f.stat().st_mode) for f in files] == [0o600]
 

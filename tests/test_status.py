@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from contracts import AsyncPublisher
 from tests.conftest import make_settings, running_worker, wait_for, worker_listening
-from worker.cli import app
+from worker.cli.app import app
 from worker.embedded import free_port
+from worker.ops.status import group_lag
 from worker.settings import Settings
-from worker.status import group_lag
 
 STATUS_KEYS = {
     "worker_id", "version", "uptime_s", "redis_url", "redis_version", "stream", "group",

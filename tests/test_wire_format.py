@@ -65,7 +65,8 @@ def test_documented_example_validates_against_the_models() -> None:
     example = re.search(r"```json\n(.*?)```", text, re.S)
     assert example is not None
     event = parse_event(example.group(1))
-    assert event.type == "trade.opened" and event.plugin_id == "v3-logic-01-5min"
+    assert event.type == "trade.opened"
+    assert event.plugin_id == "v3-logic-01-5min"
 
 
 @pytest.mark.parametrize(
@@ -122,4 +123,5 @@ def test_publisher_error_never_shows_the_password() -> None:
     with Publisher("redis://bot:s3cret@127.0.0.1:1/0", source="b", spool=False) as pub:
         with pytest.raises(PublishError) as info:
             pub.publish("journal.entry", text="x")
-    assert "s3cret" not in str(info.value) and "bot:***@" in str(info.value)
+    assert "s3cret" not in str(info.value)
+    assert "bot:***@" in str(info.value)

@@ -13,13 +13,13 @@ import anyio
 import pytest
 import redis
 
-from tests.conftest import WorkerProcess, count, pending, wait_for
+from bench.drain import child_pids
+from tests.conftest import WorkerProcess, count, pending, query, running_worker, wait_for
 from tests.test_delivery import publish_many
-from worker.bench.drain import child_pids
-from worker.plan import Planned
 from worker.settings import Settings
-from worker.store import SqliteStore
-from worker.writer import WriterProcess
+from worker.store.sqlite import SqliteStore
+from worker.store.write import Planned
+from worker.store.writer import WriterProcess
 
 pytestmark = pytest.mark.delivery
 
@@ -117,8 +117,21 @@ async def test_writer_errors_keep_their_class_and_roll_back(tmp_path: Path) -> N
         with pytest.raises(sqlite3.IntegrityError, match="NOT NULL"):
             await writer.write(broken)
         assert count(db, "journal_entries") == 0  # the half before the error rolled back
-        assert await writer.write(_batch((journal, [("J2",)]))) == 0  # no events: 0 new
+        assert await writer.write(_batch((journal, [("J2",)]))) == (0, 0)  # no events: 0 new
         assert count(db, "journal_entries") == 1
     finally:
         writer.close()
     assert writer.pid is None
+
+
+async def test_without_a_write_process_batches_commit_on_the_stores_thread(
+    settings: Settings, sync_redis: redis.Redis, names: dict[str, str]
+) -> None:
+    s = settings.model_copy(update={"writer_process": False})
+    ids = publish_many(sync_redis, s.stream, 300)
+    async with running_worker(s) as worker:
+        assert worker.store.writer is None
+        await wait_for(lambda: count(s.db, "events") == 300)
+        await wait_for(lambda: pending(sync_redis, names) == 0)
+    assert count(s.db, "trades") == 300
+    assert {r[0] for r in query(s.db, "SELECT event_id FROM events")} == set(ids)

@@ -7,13 +7,10 @@ refuses a second copy of an id, so a redelivered entry changes nothing.
 
 from __future__ import annotations
 
-import json
 import logging
-import sqlite3
 import time
-from collections import Counter, deque
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -21,21 +18,20 @@ import redis.asyncio as aredis
 import redis.exceptions
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
-from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from contracts.errors import describe_validation_error
-from contracts.events import WIRE_FIELD, parse_event
+from contracts.events import WIRE_FIELD
+from worker.entries import Entry, bounded, decode, store_error, unstorable, without_bytes
 from worker.errors import RedisSetupError
 from worker.lease import FileLock, RedisLease, worker_identity
 from worker.settings import Settings
-from worker.store import DeadLetter, Decoded, Prepared, SqliteStore, stream_order
+from worker.stats import Stats
+from worker.store.sqlite import DeadLetter, Decoded, Prepared, SqliteStore, stream_order
 
 log = logging.getLogger(__name__)
 
-Entry = tuple[str, dict[bytes, bytes]]
 _WIRE_KEY = WIRE_FIELD.encode()
 _TRANSIENT_REDIS = (RedisConnectionError, RedisTimeoutError, OSError)
 _UNREACHABLE = "redis unreachable"
@@ -47,50 +43,6 @@ class _Batch:
     good: list[Decoded]
     dead: list[DeadLetter]
     prepared: Prepared  # its rows and changes, made while the batch before it commits
-
-
-@dataclass
-class Stats:
-    """Counters the status command and the heartbeat report."""
-
-    started_at: float = field(default_factory=time.time)
-    committed: int = 0
-    duplicates: int = 0
-    dead_letters: int = 0
-    batches: int = 0
-    by_type: Counter[str] = field(default_factory=Counter)
-    last_commit_at: float | None = None
-    last_stream_id: str | None = None
-    last_error: str | None = None
-    last_error_at: float | None = None
-    commit_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
-    batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1000))
-    commits: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=600))
-
-    def note_error(self, what: str, exc: BaseException) -> None:
-        self.last_error = f"{what}: {exc}"
-        self.last_error_at = time.time()
-
-    def recovered(self, what: str) -> None:
-        """``what`` works again: forget its error (an idle worker has no commit to do it)."""
-        if self.last_error is not None and self.last_error.startswith(what + ":"):
-            self.last_error = None
-
-    def totals(self) -> dict[str, Any]:
-        """The counters as a dict, for structured (JSON) log lines."""
-        return {
-            "committed": self.committed,
-            "duplicates": self.duplicates,
-            "dead_letters": self.dead_letters,
-            "batches": self.batches,
-            "by_type": dict(self.by_type),
-        }
-
-    def summary(self) -> str:
-        return (
-            f"committed={self.committed} duplicates={self.duplicates} "
-            f"dead_letters={self.dead_letters} batches={self.batches}"
-        )
 
 
 class Worker:
@@ -207,7 +159,7 @@ class Worker:
 
     async def _consume(self) -> None:
         # The next batch is read, decoded and projected while this one commits (in the
-        # write process, or on aiosqlite's thread): a pipeline one batch deep.
+        # write process, or on the store's thread): a pipeline one batch deep.
         send, receive = anyio.create_memory_object_stream[_Batch](0)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._read_and_decode, send)
@@ -225,13 +177,70 @@ class Worker:
 
     async def _read_and_decode(self, send: MemoryObjectSendStream[_Batch]) -> None:
         async with send:
+            s = self.settings
             async for entries, deliveries in self._read():
-                ids = [i for i, _ in entries]
-                self._in_flight.update(ids)
-                good, dead = self._decode(entries, deliveries)
-                await send.send(_Batch(ids, good, dead, self.store.prepare(good, dead)))
-                del good, dead  # so that the batch below is freed here, in one go
+                self._in_flight.update(i for i, _ in entries)
+                suspects = _suspects(entries, deliveries, s.max_deliveries)
+                if suspects:
+                    entries = [e for e in entries if e[0] not in suspects]
+                    async for alone in self._isolate(suspects, deliveries):
+                        await send.send(alone)
+                batch: _Batch | None = None
+                while entries:
+                    batch, entries = self._batch(entries, deliveries)
+                    await send.send(batch)
+                batch = None  # so that it is freed with the spent batches, in one go
                 self._spent.clear()
+
+    def _batch(
+        self, entries: list[Entry], deliveries: dict[str, int]
+    ) -> tuple[_Batch, list[Entry]]:
+        """The batch of these entries, and those that go in the next one: a batch holds
+        an event id once (see :func:`decode`)."""
+        good, dead, repeats = decode(entries, deliveries, self.settings.max_message_bytes)
+        batch = self._prepare(good, dead)
+        later = {i for i, _ in repeats}
+        batch.ids = [i for i, _ in entries if i not in later]
+        return batch, repeats
+
+    async def _isolate(
+        self, suspects: dict[str, Entry], deliveries: dict[str, int]
+    ) -> AsyncIterator[_Batch]:
+        """Entries delivered more than ``max_deliveries`` times, each decoded on its own.
+
+        Redelivery alone proves nothing (restarts, a locked database, a full disk all
+        redeliver), so such an entry is simply processed again, alone, with an attempt
+        counted in Redis around the part that could kill the process (decoding and
+        planning, with no await between). Only an entry whose attempts did not end,
+        ``max_deliveries`` times, is dead-lettered for it.
+        """
+        s = self.settings
+        for stream_id, entry in suspects.items():
+            attempts = await self._attempt(stream_id, 1)
+            if attempts > s.max_deliveries:
+                raw = entry[1].get(_WIRE_KEY) or b""
+                reason = f"stopped the worker {attempts - 1} times while being decoded"
+                times = deliveries.get(stream_id, 1)
+                dead = bounded(stream_id, raw, reason, times)
+                batch = self._prepare([], [dead])
+            else:
+                batch = self._batch([entry], deliveries)[0]
+            await self._attempt(stream_id, 0)
+            batch.ids = [stream_id]
+            yield batch
+
+    async def _attempt(self, stream_id: str, add: int) -> int:
+        """Count an attempt at a suspect entry (``add`` 1), or forget its count (0)."""
+        key = attempts_key(self.settings.stream, self.settings.group)
+        while True:
+            try:
+                if add:
+                    return int(await self.redis.hincrby(key, stream_id, add))
+                await self.redis.hdel(key, stream_id)
+                return 0
+            except _TRANSIENT_REDIS as exc:
+                self.stats.note_error(_UNREACHABLE, exc)
+                await anyio.sleep(self.settings.retry_max_s)
 
     async def _read(self) -> AsyncIterator[tuple[list[Entry], dict[str, int]]]:
         """Own pending entries first, then idle ones of dead consumers, then new ones."""
@@ -317,37 +326,21 @@ class Worker:
             return {}
         return {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
 
-    def _decode(
-        self, entries: list[Entry], deliveries: dict[str, int]
-    ) -> tuple[list[Decoded], list[DeadLetter]]:
-        good: list[Decoded] = []
-        dead: list[DeadLetter] = []
-        limit = self.settings.max_message_bytes
-        for stream_id, fields in entries:
-            if not fields:
-                continue  # deleted from the stream before we read it; nothing to store
-            raw = fields.get(_WIRE_KEY)
-            times = deliveries.get(stream_id, 1)
-            reason = None
-            if raw is None:
-                names = ", ".join(sorted(_printable(k) for k in fields))[:200]
-                reason = f"entry has no '{WIRE_FIELD}' field (it has: {names})"
-                raw = json.dumps({_printable(k): _printable(v) for k, v in fields.items()}).encode()
-            elif len(raw) > limit:
-                reason = f"entry is {len(raw)} bytes, more than max_message_bytes={limit}"
-            elif times > self.settings.max_deliveries:
-                reason = f"delivered {times} times without being stored"
-            else:
-                try:
-                    good.append(Decoded(stream_id, raw.decode(), parse_event(raw)))
-                    continue
-                except ValidationError as exc:
-                    reason = "invalid event: " + describe_validation_error(exc)
-                except UnicodeDecodeError as exc:
-                    reason = f"not UTF-8: {exc}"
-            dead.append(DeadLetter(stream_id, raw, reason, _guess_id(raw), times))
-            log.warning("dead-lettering stream entry %s: %s", stream_id, reason[:300])
-        return good, dead
+    def _prepare(self, good: list[Decoded], dead: list[DeadLetter]) -> _Batch:
+        """The batch planned for the store. An event whose projection raises is found by
+        planning the events one by one and becomes a dead letter; the rest are kept."""
+        try:
+            return _Batch([], good, dead, self.store.prepare(good, dead))
+        except Exception:  # found below, event by event
+            log.exception("planning a batch failed; planning its events one by one")
+        kept: list[Decoded] = []
+        for d in good:
+            try:
+                self.store.prepare([d], [])
+                kept.append(d)
+            except Exception as exc:  # this event is the dead letter
+                dead = [*dead, unstorable(d, exc)]
+        return _Batch([], kept, dead, self.store.prepare(kept, dead))
 
     async def _commit(
         self,
@@ -355,7 +348,13 @@ class Worker:
         dead: Sequence[DeadLetter],
         prepared: Prepared | None = None,
     ) -> bool:
-        """Commit, retrying transient failures; False if stopped before it succeeded."""
+        """Commit; False if stopped before it succeeded.
+
+        A failure of the store itself (disk, lock, I/O) holds the batch back and is
+        retried until it passes; it counts against no entry. Any other error is an
+        entry's: the events are committed one by one, and one that still fails is
+        dead-lettered with the error, so its neighbours are stored.
+        """
         if not good and not dead:
             return True
         delay = 0.05
@@ -363,39 +362,48 @@ class Worker:
             try:
                 with anyio.CancelScope(shield=True):
                     started = time.perf_counter()
-                    if prepared is not None:
-                        new = await self.store.commit_planned(prepared)
-                    else:
-                        new = await self.store.commit(good, dead)
-                self._record(good, dead, new, time.perf_counter() - started)
+                    if prepared is None:
+                        prepared = self.store.prepare(good, dead)
+                    new, conflicts = await self.store.commit_planned(prepared)
+                self._record(good, dead, new, conflicts, time.perf_counter() - started)
                 return True
-            except (sqlite3.OperationalError, OSError) as exc:
+            except Exception as exc:
+                prepared = None
+                if not store_error(exc):
+                    if len(good) > 1:
+                        log.exception("commit failed; committing the batch event by event")
+                        for one in good:
+                            if not await self._commit([one], []):
+                                return False
+                        return await self._commit([], dead)
+                    if good:
+                        log.exception("event %s cannot be stored; dead-lettering it",
+                                      good[0].event.id)  # fmt: skip
+                        dead, good = [*dead, *(unstorable(d, exc) for d in good)], []
+                        continue
+                    if any(d.raw for d in dead):  # the dead letters' bytes: keep their reasons
+                        log.exception("dead letters cannot be stored; keeping them without bytes")
+                        dead = [without_bytes(d, exc) for d in dead]
+                        continue
                 self.stats.note_error("database", exc)
                 log.warning("commit failed (%s); nothing acknowledged, retry in %.2fs", exc, delay)
-            except sqlite3.Error as exc:
-                if len(good) > 1:
-                    # One event breaks the batch: find it by committing them one by one.
-                    log.exception("commit failed; retrying the batch event by event")
-                    for one in good:
-                        if not await self._commit([one], []):
-                            return False
-                    return await self._commit([], dead)
-                log.exception("event cannot be stored; dead-lettering it")
-                dead = [*dead, *(_unstorable(d, exc) for d in good)]
-                good, prepared = [], None
-                continue
             if self.stopping:
                 return False
             await anyio.sleep(delay)
             delay = min(delay * 2, self.settings.retry_max_s)
 
     def _record(
-        self, good: Sequence[Decoded], dead: Sequence[DeadLetter], new: int, seconds: float
+        self,
+        good: Sequence[Decoded],
+        dead: Sequence[DeadLetter],
+        new: int,
+        conflicts: int,
+        seconds: float,
     ) -> None:
         st = self.stats
         st.committed += new
-        st.duplicates += len(good) - new
-        st.dead_letters += len(dead)
+        st.duplicates += len(good) - new - conflicts
+        st.dead_letters += len(dead) + conflicts
         st.batches += 1
         st.by_type.update(d.event.type for d in good)
         st.last_commit_at = time.time()
@@ -478,19 +486,13 @@ def _entries(reply: Any) -> list[Entry]:
     return [(_text(i), f or {}) for _, entries in reply or [] for i, f in entries]
 
 
-def _printable(value: bytes) -> str:
-    """Any bytes as text, never failing (non-UTF-8 bytes become backslash escapes)."""
-    return value.decode(errors="backslashreplace")
+def attempts_key(stream: str, group: str) -> str:
+    """The hash of attempts at suspect entries (see ``Worker._isolate``)."""
+    return f"tradescribe:attempts:{stream}:{group}"
 
 
-def _guess_id(raw: bytes) -> str | None:
-    try:
-        value = json.loads(raw)
-        event_id = value.get("id") if isinstance(value, dict) else None
-        return event_id[:100] if isinstance(event_id, str) else None
-    except (ValueError, RecursionError):
-        return None
-
-
-def _unstorable(d: Decoded, exc: BaseException) -> DeadLetter:
-    return DeadLetter(d.stream_id, d.body.encode(), f"cannot be stored: {exc}", d.event.id)
+def _suspects(entries: list[Entry], deliveries: dict[str, int], limit: int) -> dict[str, Entry]:
+    """Re-read entries delivered more than ``limit`` times."""
+    if not deliveries:
+        return {}
+    return {e[0]: e for e in entries if e[1] and deliveries.get(e[0], 1) > limit}

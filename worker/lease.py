@@ -38,17 +38,30 @@ def describe_holder(raw: str | bytes | None) -> str:
 
 
 def _is_dead_local_process(raw: str | bytes) -> bool:
-    """True if the lease holder ran on this host and its process is gone."""
+    """True if the lease holder ran on this host and its process is gone: no such pid,
+    or a zombie (exited, not yet reaped by its parent), which holds no lock and
+    writes nothing but still answers ``kill(pid, 0)``."""
     try:
         who = json.loads(raw)
         if who["host"] != socket.gethostname():
             return False
-        os.kill(int(who["pid"]), 0)
+        pid = int(who["pid"])
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except (ValueError, KeyError, TypeError, PermissionError):
         return False
-    return False
+    return _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """``/proc/<pid>/stat`` says state Z (the state follows the ``(comm)`` field)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    fields = stat[stat.rfind(b")") + 1 :].split()
+    return bool(fields) and fields[0] == b"Z"
 
 
 class FileLock:

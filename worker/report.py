@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import os
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -276,7 +277,12 @@ def write_report(db: Path, out: Path, filters: dict[str, Any]) -> Path:
     page = render(gather(db, filters), filters)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(page, encoding="utf-8")
+        # Every trade of the database is in it: readable by its owner only, like the
+        # database, whatever the umask and whatever mode an earlier report had.
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            os.fchmod(fd, 0o600)
+            fh.write(page)
     except OSError as exc:
         raise ReportError(f"cannot write {out}: {exc.strerror}; choose another --out") from exc
     return out

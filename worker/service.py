@@ -15,15 +15,16 @@ from anyio.abc import TaskStatus
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from worker import query_commands  # noqa: F401  (registers the query and wait commands)
-from worker.backup import backup_periodically
 from worker.consume import Worker
-from worker.health import keep_heartbeat, log_ready
-from worker.metrics import refresh_backlog, serve_metrics
-from worker.responder import serve_requests
-from worker.sdnotify import notify_systemd
+from worker.ops import queries as query_commands  # noqa: F401  (registers the query and wait commands)
+from worker.ops.health import keep_heartbeat, log_ready
+from worker.ops.metrics import refresh_backlog, serve_metrics
+from worker.ops.responder import serve_requests
+from worker.ops.sdnotify import notify_systemd
+from worker.ops.trust import worker_key
 from worker.settings import Settings
-from worker.store import SqliteStore
+from worker.store.backup import backup_periodically
+from worker.store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +57,15 @@ async def run_worker(
     )
     worker = Worker(settings, client, store)
     try:
+        key = worker_key(settings)  # made beside the database if none is configured
         with serve_metrics(worker) as metrics:
             async with anyio.create_task_group() as tg:
                 if handle_signals:
                     tg.start_soon(
                         _stop_on_signals, worker, tg.cancel_scope, settings.shutdown_grace_s
                     )
-                tg.start_soon(serve_requests, worker)
-                tg.start_soon(keep_heartbeat, worker)
+                tg.start_soon(serve_requests, worker, key)
+                tg.start_soon(keep_heartbeat, worker, key)
                 tg.start_soon(log_ready, worker)
                 tg.start_soon(refresh_backlog, worker, metrics)
                 tg.start_soon(notify_systemd, worker)

@@ -8,12 +8,14 @@ exists) > defaults.
 from __future__ import annotations
 
 import contextvars
+import os
 import socket
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,8 +24,9 @@ from pydantic_settings import (
 )
 
 from contracts.events import DEFAULT_STREAM
-from contracts.redisurl import mask_url
+from contracts.redisurl import mask_url, with_password
 from worker.errors import ConfigError
+from worker.ops.trust import key_source
 
 DEFAULT_CONFIG = Path("/etc/tradescribe/tradescribe.toml")
 _toml_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml", default=None)
@@ -37,6 +40,14 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         "redis://localhost:6379/0",
         description="Redis to read from (redis://, rediss:// for TLS, unix://).",
+    )
+    redis_password: SecretStr | None = Field(
+        None,
+        description="Redis password, kept out of the URL (and so out of `ps`); "
+        "TRADESCRIBE_REDIS_PASSWORD.",
+    )
+    redis_password_file: Path | None = Field(
+        None, description="A file holding the Redis password (its first line)."
     )
     db: Path = Field(Path("tradescribe.db"), description="The SQLite database file.")
     stream: str = Field(DEFAULT_STREAM, min_length=1, description="Stream key bots publish to.")
@@ -61,7 +72,10 @@ class Settings(BaseSettings):
     )
     claim_interval_s: float = Field(30.0, gt=0, description="How often to look for such entries.")
     max_deliveries: int = Field(
-        5, ge=1, description="Dead-letter an entry delivered this many times without commit."
+        5,
+        ge=1,
+        description="Dead-letter an entry that stopped the worker this many times while "
+        "being decoded (redeliveries after restarts, locks or a full disk never count).",
     )
     max_message_bytes: int = Field(
         65_536, ge=256, description="Larger stream entries are dead-lettered unread."
@@ -90,7 +104,7 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = Field("text", description="json for journald.")
-    # running as a service (issue 3): heartbeat for `tradescribe check`, Prometheus
+    # running as a service: heartbeat for `tradescribe check`, Prometheus
     heartbeat_interval_s: float = Field(
         5.0, gt=0, le=3600, description="How often the worker writes its heartbeat key."
     )
@@ -101,7 +115,7 @@ class Settings(BaseSettings):
         None, ge=1, le=65_535, description="Serve Prometheus metrics on this port (off if unset)."
     )
     metrics_host: str = Field("127.0.0.1", min_length=1, description="Address for metrics.")
-    # scheduled backups (issue 5: worker/backup.py)
+    # scheduled backups (worker/store/backup.py)
     backup_interval_s: float = Field(
         0.0, ge=0, description="Take a backup this often while running (0: never)."
     )
@@ -109,6 +123,16 @@ class Settings(BaseSettings):
         None, description="Where backups go (default: a 'backups' folder beside the database)."
     )
     backup_keep: int = Field(7, ge=1, description="How many scheduled backups to keep.")
+    # trust: replies and heartbeats are signed with this key (HMAC-SHA256)
+    channel_key: SecretStr | None = Field(
+        None,
+        description="Key that signs the worker's replies and heartbeat (at least 16 "
+        "characters; TRADESCRIBE_CHANNEL_KEY). Unset: channel_key_file, else "
+        "'<db>.channel-key', which the worker creates (mode 0600).",
+    )
+    channel_key_file: Path | None = Field(
+        None, description="A file holding the channel key (shared by the worker and clients)."
+    )
 
     @field_validator("redis_url")
     @classmethod
@@ -116,6 +140,38 @@ class Settings(BaseSettings):
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
         return url
+
+    @model_validator(mode="after")
+    def _password_into_url(self) -> Settings:
+        """A password from the environment or a file joins the URL in memory only:
+        every client built from ``redis_url`` uses it, no command line shows it."""
+        password = self.redis_password.get_secret_value() if self.redis_password else None
+        if self.redis_password_file is not None:
+            if password is not None:
+                raise ConfigError(
+                    "the Redis password is set twice (redis_password and "
+                    "redis_password_file): keep one"
+                )
+            password = _read_password(self.redis_password_file)
+        if password is None:
+            return self
+        try:
+            url = with_password(self.redis_url, password)
+        except ValueError as exc:
+            raise ConfigError(f"{exc} (remove it from redis_url or unset the other)") from None
+        object.__setattr__(self, "redis_url", url)  # frozen: set once, while validating
+        return self
+
+    def redis_password_source(self) -> str:
+        """Where the Redis password came from (never what it is)."""
+        if self.redis_password_file is not None:
+            return f"file {self.redis_password_file}"
+        if self.redis_password is not None:
+            env = os.environ.get("TRADESCRIBE_REDIS_PASSWORD")
+            if env == self.redis_password.get_secret_value():
+                return "env TRADESCRIBE_REDIS_PASSWORD"
+            return "setting redis_password"
+        return "url" if urlsplit(self.redis_url).password is not None else "none"
 
     @classmethod
     def settings_customise_sources(
@@ -136,6 +192,8 @@ class Settings(BaseSettings):
         """The settings as a person may see them: secrets masked."""
         values = self.model_dump(mode="json")
         values["redis_url"] = mask_url(self.redis_url)
+        values["redis_password_source"] = self.redis_password_source()
+        values["channel_key_source"] = key_source(self)
         return values
 
 
@@ -160,6 +218,19 @@ def load_settings(config: Path | None = None, **flags: Any) -> Settings:
         _toml_file.reset(token)
 
 
+def _read_password(path: Path) -> str:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the Redis password file {path}: {exc.strerror or exc} "
+            "(fix redis_password_file or TRADESCRIBE_REDIS_PASSWORD_FILE)"
+        ) from None
+    if not lines or not lines[0]:
+        raise ConfigError(f"the Redis password file {path} is empty (its first line is used)")
+    return lines[0]
+
+
 def _describe(exc: ValidationError, config: Path | None, flags: set[str]) -> str:
     """One line per error; a setting's command-line flag is named only where the
     command has one (``flags``: the settings it offers as flags)."""
@@ -177,7 +248,8 @@ def _describe(exc: ValidationError, config: Path | None, flags: set[str]) -> str
         where = f"--{name.replace('_', '-')} or {env}" if name in flags else env
         if config is not None:
             where += f" or {name} in {config}"
-        # A mistyped Redis URL may hold a password: never echo it.
-        got = "" if name == "redis_url" else f"; got {err.get('input')!r}"
+        # A mistyped Redis URL may hold a password: never echo it, nor a secret.
+        secret = name in ("redis_url", "redis_password", "channel_key")
+        got = "" if secret else f"; got {err.get('input')!r}"
         lines.append(f"bad value for setting '{name}' ({where}): {err['msg']}{got}{hint}")
     return "; ".join(lines)

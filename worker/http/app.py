@@ -72,6 +72,7 @@ class ServeConfig:
     stream: str = "tradescribe:events"
     group: str = "tradescribe"
     heartbeat_ttl_s: float = 30.0
+    channel_key: bytes | None = None  # checks the worker's signed heartbeat
     poll_s: float = 0.25
     secure_cookie: bool = False
     rate_limit: RateLimit = field(default_factory=RateLimit)
@@ -107,7 +108,7 @@ def query_params(request: Request) -> dict[str, Any]:
 def respond(request: Request, result: dict[str, Any]) -> Response:
     """JSON as ``query --json`` prints it, or its rows as CSV with ``?format=csv``."""
     if request.query_params.get("format") == "csv":
-        from worker.query_cli import write_csv
+        from worker.cli.query import write_csv
 
         out = io.StringIO()
         write_csv(result, out)
@@ -233,7 +234,10 @@ class Server:
 
     async def pipeline(self) -> dict[str, Any]:
         c = self.config
-        return await self.run(reads.pipeline, c.redis_url, c.stream, c.group, c.heartbeat_ttl_s)  # type: ignore[no-any-return]
+        found = await self.run(
+            reads.pipeline, c.redis_url, c.stream, c.group, c.heartbeat_ttl_s, c.channel_key
+        )
+        return found  # type: ignore[no-any-return]
 
     async def bots(self, request: Request, principal: Principal) -> Response:
         rows = await self.run(reads.bots, self.config.db, principal, query_params(request))

@@ -83,7 +83,9 @@ def serve(
     """
     import uvicorn
 
+    from contracts.channelauth import ChannelKeyError
     from worker.http.app import ServeConfig, create_app
+    from worker.ops.trust import client_key
     from worker.settings import load_settings
 
     if (tls_cert is None) != (tls_key is None):
@@ -99,9 +101,14 @@ def serve(
     # Redis only when one was named (flag, TRADESCRIBE_REDIS_URL, config file): a reader
     # never talks to the default localhost:6379 on its own
     named = settings.redis_url if "redis_url" in settings.model_fields_set else None
+    try:  # the worker's channel key, to verify its heartbeat for the admins' health
+        key: bytes | None = client_key(settings)
+    except ChannelKeyError:
+        key = None
     app, server = create_app(ServeConfig(
         db=database, tokens=token_file, redis_url=named, stream=settings.stream,
-        group=settings.group, heartbeat_ttl_s=settings.heartbeat_ttl_s, poll_s=poll_ms / 1000,
+        group=settings.group, heartbeat_ttl_s=settings.heartbeat_ttl_s, channel_key=key,
+        poll_s=poll_ms / 1000,
         secure_cookie=tls_cert is not None or behind_proxy,
     ))  # fmt: skip
     scheme = "https" if tls_cert else "http"

@@ -14,6 +14,7 @@ import anyio
 import uvicorn
 from anyio.abc import TaskStatus
 
+from contracts.channelauth import key_file_path, read_key_file
 from worker.http.app import ServeConfig, create_app
 from worker.http.tokens import TokenStore, default_path
 
@@ -60,7 +61,10 @@ class DemoDashboard:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve until :meth:`stop`; ``started`` as soon as the socket listens."""
-        config = ServeConfig(self.db, self.tokens, redis_url=self.redis_url, stream=self.stream)
+        beside = key_file_path(self.db)  # the demo's worker made it at its start
+        key = read_key_file(beside) if beside.exists() else None
+        config = ServeConfig(self.db, self.tokens, redis_url=self.redis_url, stream=self.stream,
+                             group="demo", channel_key=key)  # fmt: skip
         app, server = create_app(config)
         self._watch = server.watch
         self._server = _InLoopServer(uvicorn.Config(app, log_level="warning", access_log=False,

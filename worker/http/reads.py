@@ -236,19 +236,22 @@ def max_seq(db: Path) -> int:
 
 
 def pipeline(
-    redis_url: str | None, stream: str, group: str, heartbeat_ttl_s: float
+    redis_url: str | None, stream: str, group: str, heartbeat_ttl_s: float, key: bytes | None
 ) -> dict[str, Any]:
-    """The worker's heartbeat and the group's pending entries, as ``tradescribe check``
-    judges them (admin only); what went wrong when Redis cannot be asked."""
+    """The worker's heartbeat (signed: checked with the channel ``key``) and the group's
+    pending entries, as ``tradescribe check`` judges them (admin only); what went wrong
+    when Redis or the key is missing."""
     import redis
 
-    from worker.health import check_health
+    from worker.ops.health import check_health
 
     if redis_url is None:
         return {"ok": None, "reasons": ["no --redis-url: the pipeline cannot be asked"]}
+    if key is None:
+        return {"ok": None, "reasons": ["no channel key: the heartbeat cannot be verified"]}
     client = redis.Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
     try:
-        return check_health(client, stream, group, max_beat_age_s=heartbeat_ttl_s,
+        return check_health(client, stream, group, key=key, max_beat_age_s=heartbeat_ttl_s,
                             max_pending_age_s=300, error_window_s=60).as_dict()  # fmt: skip
     except (redis.RedisError, OSError) as exc:
         return {"ok": False, "reasons": [f"cannot reach Redis: {exc}"]}

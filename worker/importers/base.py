@@ -14,7 +14,9 @@ a file before re-importing it gives new ids; ``--file-id`` pins the identity.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -184,3 +186,63 @@ def timezone(name: str) -> dt.tzinfo:
 
 
 Reader = Callable[[Path, ImportContext], Iterator[Item]]
+
+
+def csv_rows(rows: csv.DictReader[str], path: Path) -> Iterator[tuple[int, dict[str, Any]] | Skip]:
+    """Each row with the line it ends on, or a :class:`Skip` for a record the csv module
+    refuses (a field over its 128 KiB limit, a NUL byte), so the rows after it still come."""
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield Skip(f"{path}:{rows.reader.line_num}", f"unreadable CSV record: {exc}")
+            continue
+        yield rows.line_num, row
+
+
+JSON_REPORT_DEPTH = 500
+
+
+def load_json(path: Path) -> Any:
+    """The file's JSON document; :class:`JsonFileError` with the line when it is not JSON or
+    nests deeper than Python's parser can follow (a RecursionError, not a traceback)."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise JsonFileError(f"{path}:{exc.lineno}", f"not valid JSON: {exc.msg}") from None
+    except RecursionError:
+        line = _line_past_depth(text, JSON_REPORT_DEPTH)
+        raise JsonFileError(
+            f"{path}:{line}", f"JSON nested too deeply (more than {JSON_REPORT_DEPTH} levels here)"
+        ) from None
+
+
+class JsonFileError(RecordError):
+    """A JSON file that cannot be parsed: ``where`` is ``file:line``."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(reason)
+        self.where = where
+        self.reason = reason
+
+
+def _line_past_depth(text: str, limit: int) -> int:
+    """The line on which ``[``/``{`` nesting (outside strings) first passes ``limit``."""
+    depth, line, in_string, escaped = 0, 1, False, False
+    for ch in text:
+        if ch == "\n":
+            line += 1
+        elif in_string:
+            escaped, in_string = (False, True) if escaped else (ch == "\\", ch != '"')
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return line
+        elif ch in "]}":
+            depth -= 1
+    return 1

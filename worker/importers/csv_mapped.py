@@ -39,13 +39,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from contracts.events import EVENT_TYPES, AnyEvent
+from contracts.events import AnyEvent
+from contracts.vocabulary import EVENT_TYPES
 from worker.importers.base import (
     EventMaker,
     ImportContext,
     Item,
     RecordError,
+    Skip,
     attempt,
+    csv_rows,
     optional_time,
     parse_time,
     text,
@@ -100,10 +103,13 @@ def read(path: Path, ctx: ImportContext) -> Iterator[Item]:
         missing = [c for c in mapping.columns if c not in header]
         if missing:
             raise RecordError(f"{path} has no column {', '.join(missing)} named in the mapping")
-        for row in rows:
-            where = f"{path}:{rows.line_num}"
-            key = text(row.get(mapping.row_key)) if mapping.row_key else str(rows.line_num)
-            yield attempt(where, partial(_events, maker, mapping, row, key))
+        for item in csv_rows(rows, path):
+            if isinstance(item, Skip):
+                yield item
+                continue
+            line, row = item
+            key = text(row.get(mapping.row_key)) if mapping.row_key else str(line)
+            yield attempt(f"{path}:{line}", partial(_events, maker, mapping, row, key))
 
 
 def _fields(mapping: Mapping, row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -26,7 +26,9 @@ from worker.importers.base import (
     ImportContext,
     Item,
     RecordError,
+    Skip,
     attempt,
+    csv_rows,
     number,
     optional_time,
     parse_time,
@@ -47,9 +49,12 @@ def read(path: Path, ctx: ImportContext) -> Iterator[Item]:
             raise RecordError(
                 f"{path} is not a seed-001 trades CSV: no column {', '.join(missing)}"
             )
-        for row in rows:
-            where = f"{path}:{rows.line_num}"
-            yield attempt(where, partial(_events, maker, row))
+        for item in csv_rows(rows, path):
+            if isinstance(item, Skip):
+                yield item
+                continue
+            line, row = item
+            yield attempt(f"{path}:{line}", partial(_events, maker, row))
 
 
 def _events(maker: EventMaker, row: dict[str, Any]) -> list[AnyEvent]:

@@ -17,7 +17,6 @@ datetime_close.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -28,9 +27,11 @@ from worker.importers.base import (
     EventMaker,
     ImportContext,
     Item,
+    JsonFileError,
     RecordError,
     Skip,
     attempt,
+    load_json,
     number,
     optional_time,
     parse_time,
@@ -47,9 +48,9 @@ def read(path: Path, ctx: ImportContext) -> Iterator[Item]:
     for file in files:
         maker = EventMaker(ctx, file)
         try:
-            play = json.loads(file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            yield Skip(f"{file}:{exc.lineno}", f"not valid JSON: {exc.msg}")
+            play = load_json(file)
+        except JsonFileError as exc:
+            yield Skip(exc.where, exc.reason)
             continue
         if not isinstance(play, dict):
             yield Skip(f"{file}:1", "a play file holds one JSON object")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import json
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -28,8 +27,12 @@ from worker.importers.base import (
     EventMaker,
     ImportContext,
     Item,
+    JsonFileError,
     RecordError,
+    Skip,
     attempt,
+    csv_rows,
+    load_json,
     number,
     parse_time,
     positive,
@@ -46,14 +49,18 @@ def read(path: Path, ctx: ImportContext) -> Iterator[Item]:
             rows = csv.DictReader(fh)
             if "date" not in (rows.fieldnames or []):
                 raise RecordError(f"{path} is not a daily_pnl.csv: no 'date' column")
-            for row in rows:
-                where = f"{path}:{rows.line_num}"
-                yield attempt(where, partial(_day, maker, row, with_positions=False))
+            for item in csv_rows(rows, path):
+                if isinstance(item, Skip):
+                    yield item
+                    continue
+                line, row = item
+                yield attempt(f"{path}:{line}", partial(_day, maker, row, with_positions=False))
         return
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise RecordError(f"{path}:{exc.lineno} is not valid JSON: {exc.msg}") from exc
+        document = load_json(path)
+    except JsonFileError as exc:
+        yield Skip(exc.where, exc.reason)
+        return
     records = document.get("records") if isinstance(document, dict) else document
     if not isinstance(records, list):
         raise RecordError(f"{path} is not a daily_pnl.json: no 'records' list")

@@ -1,0 +1,112 @@
+"""``tradescribe bench``: the worker against the ceiling and against the old way.
+
+See ``docs/benchmark.md`` for what each phase measures and how.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from bench.errors import BenchError
+
+
+def bench(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Small sizes (under a minute), as CI runs it.")
+    ] = False,
+    json_file: Annotated[
+        Path | None,
+        typer.Option("--json", metavar="FILE", help="Also write every figure as JSON to FILE."),
+    ] = None,
+    workdir: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir", help="Directory for the databases (default: a temporary one, removed after)."
+        ),
+    ] = None,
+    smoke: Annotated[bool, typer.Option("--smoke", hidden=True)] = False,
+) -> None:
+    """Measure the worker: drain rate vs a bare SQLite loop, vs bots writing SQLite
+    themselves, publish latency, scale with history, memory.
+
+    Starts its own redis-server and worker processes; touches nothing else. The
+    full run takes several minutes and a few GB of disk; --quick takes under a minute.
+    """
+    from bench.report import render, write_json
+    from bench.run import FULL, QUICK, SMOKE, run_bench
+
+    if json_file is not None and not json_file.parent.is_dir():
+        raise BenchError(f"cannot write --json {json_file}: {json_file.parent} is not a directory")
+    if workdir is not None and not workdir.is_dir():
+        raise BenchError(f"--dir {workdir} is not a directory (create it first)")
+    sizes = SMOKE if smoke else QUICK if quick else FULL
+    console = Console(stderr=True)
+    own = workdir is None
+    where = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix="tradescribe-bench-"))
+    try:
+        figures = run_bench(where, sizes, console, quick or smoke)
+    finally:
+        if own:
+            shutil.rmtree(where, ignore_errors=True)
+    rows = [(label, figures.get(key)) for label, key in _ROWS]
+    rows += _cpu_rows(figures)
+    rows += [(f"drain with {int(k):,} stored, events/s", v) for k, v in figures["scale"].items()]
+    rows += _read_rows(figures.get("reads"))
+    render(figures, rows, Console())
+    if json_file is not None:
+        write_json(json_file, figures)
+
+
+_ROWS = [
+    ("drain, events/s (empty database)", "drain_events_per_s"),
+    ("ceiling, events/s (bare sqlite3)", "ceiling_events_per_s"),
+    ("old way: events/s (8 processes)", "direct_events_per_s"),
+    ("old way: 'database is locked' errors", "direct_lock_errors"),
+    ("old way: call p50 ms", "direct_p50_ms"),
+    ("old way: call p99 ms", "direct_p99_ms"),
+    ("old way: call max ms", "direct_max_ms"),
+    ("publish: events/s offered (8 processes)", "publish_offered_per_s"),
+    ("publish: events/s achieved", "publish_events_per_s"),
+    ("publish: call p50 ms", "publish_p50_ms"),
+    ("publish: call max ms", "publish_max_ms"),
+    ("publish-to-commit p50 ms", "commit_p50_ms"),
+    ("publish-to-commit max ms", "commit_max_ms"),
+    ("worker peak RSS, drain phase (MB)", "drain_worker_rss_mb"),
+    ("backlog drained for peak RSS", "backlog_events"),
+]
+
+
+def _cpu_rows(figures: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Where the CPU went: per drained event, and the cores busy while publishing."""
+    per_event = figures.get("drain_cpu_us_per_event") or {}
+    cores = figures.get("publish_cores") or {}
+    if not any(per_event.values()):
+        return []  # no /proc: nothing was measured
+    split = " / ".join(f"{per_event[k]:.1f}" for k in ("worker", "write_process", "redis"))
+    busy = " / ".join(f"{cores[k]:.2f}" for k in ("publishers", "worker", "write_process", "redis"))
+    return [
+        ("drain: CPU us/event, event loop / write process / redis", split),
+        ("publish: cores busy, bots / event loop / write process / redis", busy),
+        ("publish: bot CPU us per publish() call", figures.get("publish_cpu_us_per_call")),
+    ]
+
+
+def _read_rows(reads: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    if not reads:
+        return [("reads", "not measured")]
+    rows: list[tuple[str, Any]] = [
+        ("reads: closed trades", reads["trades"]),
+        ("reads: indexes on trades", reads["trade_indexes"]),
+        ("reads: slowest case", reads["slowest_case"]),
+    ]
+    rows += [(f"read ms: {label}", ms) for label, ms in reads["median_ms"].items()]
+    return rows
+
+
+__all__ = ["bench"]

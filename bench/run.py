@@ -1,0 +1,314 @@
+"""The benchmark, phase by phase, in one run so the figures share one machine state.
+
+1. drain: N events on the stream, a fresh worker drains them into an empty database;
+2. ceiling: the same rows by a bare sqlite3 loop;
+3. the old way: 8 processes committing each trade into one SQLite file;
+4. publishers: 8 processes at 1,250 events/s each through ``Publisher``, a worker running;
+5. scale: the drain again with history already in the database;
+6. backlog: the worker's peak RSS draining a large backlog;
+7. reads: every read-side query case timed on 1,000,000 closed trades (``reads.py``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import sqlite3
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+from pydantic import ValidationError
+from rich.console import Console
+
+from bench import ceiling, drain, oldway, reads, report, scale
+from bench.errors import BenchError
+from bench.workload import SOURCES, check_sample, wire_events
+from worker.embedded import EmbeddedRedis, find_redis_server
+from worker.settings import Settings
+
+
+@dataclass(frozen=True)
+class Sizes:
+    drain: int
+    prefills: tuple[int, ...]
+    backlog: int
+    direct_s: float
+    publish_s: float
+    publish_rate: float = 10_000.0  # offered in total, split over the 8 publishers
+    reads_trades: int = reads.FULL_TRADES  # closed trades the reads phase queries
+
+
+FULL = Sizes(500_000, (1_000_000, 5_000_000), 1_000_000, 10.0, 10.0)
+# backlog 0: the peak RSS is the drain phase's (no separate backlog run)
+QUICK = Sizes(25_000, (50_000, 250_000), 0, 2.0, 1.5, reads_trades=reads.QUICK_TRADES)
+SMOKE = Sizes(4_000, (8_000, 40_000), 0, 1.0, 1.0, reads_trades=5_000)  # test suite size
+_BYTES_PER_EVENT = 1000  # database + WAL, generously
+_BYTES_PER_READ_TRADE = 800  # the reads phase's database (removed after)
+
+
+@dataclass
+class Bench:
+    workdir: Path
+    sizes: Sizes
+    console: Console
+    client: redis.Redis
+    url: str
+    redis_pid: int | None = None  # for its CPU time
+
+    def settings(self, name: str) -> Settings:
+        """The worker's settings for one phase (TRADESCRIBE_BATCH_MAX etc. still apply)."""
+        try:
+            return Settings(
+                redis_url=self.url,
+                db=self.workdir / f"{name}.db",
+                stream=f"bench:{name}",
+                group="bench",
+                consumer="bench",
+                trim_keep_s=0,
+                synchronous="FULL",
+            )
+        except ValidationError as exc:
+            bad = "; ".join(
+                f"TRADESCRIBE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+                for e in exc.errors(include_url=False)
+            )
+            raise BenchError(f"bad setting in the environment: {bad}") from exc
+
+    def log(self, message: str) -> None:
+        self.console.log(message)
+
+
+def check_disk(workdir: Path, sizes: Sizes) -> None:
+    events = max(sizes.prefills, default=0) + sizes.drain * (4 + len(sizes.prefills))
+    events += sizes.backlog
+    need = events * _BYTES_PER_EVENT + sizes.reads_trades * _BYTES_PER_READ_TRADE
+    free = shutil.disk_usage(workdir).free
+    if free < need:
+        raise BenchError(
+            f"{workdir} has {free / 1e9:.1f} GB free, the benchmark needs about "
+            f"{need / 1e9:.1f} GB; pass --dir on a larger disk"
+        )
+
+
+def run_bench(workdir: Path, sizes: Sizes, console: Console, quick: bool) -> dict[str, Any]:
+    check_disk(workdir, sizes)
+    server = EmbeddedRedis(
+        find_redis_server("system"),
+        directory=workdir / "redis",
+        appendonly=True,  # as deployed: AOF on, fsync every second
+        extra_args=("--auto-aof-rewrite-percentage", "0"),
+    )
+    server.start()
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    try:
+        pid = server.process.pid if server.process is not None else None
+        bench = Bench(workdir, sizes, console, client, server.url, pid)
+        figures: dict[str, Any] = {
+            "quick": quick,
+            "date": report.today(),
+            "machine": report.machine(server.version()),
+            "sizes": asdict(sizes),
+        }
+        drained = phase_drain(bench, figures)
+        phase_ceiling(bench, figures, drained)
+        del drained
+        phase_direct(bench, figures)
+        phase_publish(bench, figures)
+        phase_scale(bench, figures)
+        phase_backlog(bench, figures)
+        phase_reads(bench, figures, quick)
+        figures["targets"] = report.verdicts(figures)
+        return figures
+    finally:
+        client.close()
+        server.cleanup()
+
+
+def phase_drain(bench: Bench, figures: dict[str, Any]) -> tuple[list[str], list[str]]:
+    n = bench.sizes.drain
+    with bench.console.status(f"building {n:,} events from {SOURCES} bots"):
+        bodies = list(wire_events(n))
+        checked = check_sample(bodies)
+    bench.log(f"built {n:,} events; {checked:,} of them validated with parse_event")
+    s = bench.settings("drain")
+    with bench.console.status(f"drain: {n:,} events on the stream, one worker"):
+        result = drain.run_drain(
+            bench.client, s, bodies, bench.workdir / "drain.log", 0, bench.redis_pid
+        )
+    figures.update(
+        drain_events=result.events,
+        drain_seconds=result.seconds,
+        drain_events_per_s=result.events_per_s,
+        drain_lost_events=result.events - result.stored - result.dead_letters,
+        drain_dead_letters=result.dead_letters,
+        drain_worker_rss_mb=result.peak_rss_mb,
+        drain_cpu_us_per_event=result.cpu_us_per_event,
+        batch_max=s.batch_max,
+    )
+    figures["scale"] = {"0": result.events_per_s}
+    bench.log(f"drain: {result.events_per_s:,.0f} events/s ({result.seconds:.2f} s)")
+    return bodies, result.stream_ids
+
+
+def phase_ceiling(
+    bench: Bench, figures: dict[str, Any], drained: tuple[list[str], list[str]]
+) -> None:
+    bodies, ids = drained
+    batch_max = int(figures["batch_max"])
+    with bench.console.status("ceiling: building the same rows"):
+        batches = ceiling.build_batches(bodies, ids, batch_max)
+    with bench.console.status("ceiling: bare sqlite3 executemany, commit per batch"):
+        result = ceiling.run_ceiling(bench.workdir / "ceiling.db", batches, len(bodies))
+    figures.update(
+        ceiling_events_per_s=result.events_per_s,
+        ceiling_seconds=result.seconds,
+        ceiling_rows=result.rows,
+        drain_vs_ceiling=figures["drain_events_per_s"] / result.events_per_s,
+    )
+    bench.log(f"ceiling: {result.events_per_s:,.0f} events/s ({result.rows:,} rows)")
+
+
+def phase_direct(bench: Bench, figures: dict[str, Any]) -> None:
+    seconds = bench.sizes.direct_s
+    with bench.console.status(f"old way: {SOURCES} processes committing each trade, {seconds}s"):
+        results = oldway.run_direct(bench.workdir / "oldway.db", seconds)
+    done = sum(r.done for r in results)
+    wall = max(r.seconds for r in results)
+    lat = oldway.latency_summary(results)
+    figures.update(
+        direct_events_per_s=done / wall,
+        direct_events=done,
+        direct_lock_errors=sum(r.errors for r in results),
+        direct_p50_ms=lat["p50_ms"],
+        direct_p99_ms=lat["p99_ms"],
+        direct_max_ms=lat["max_ms"],
+        direct_busy_timeout_ms=int(oldway.BUSY_TIMEOUT_S * 1000),
+    )
+    figures["speedup_vs_direct"] = figures["drain_events_per_s"] / figures["direct_events_per_s"]
+    bench.log(
+        f"old way: {figures['direct_events_per_s']:,.0f} events/s, "
+        f"{figures['direct_lock_errors']} lock errors"
+    )
+
+
+def phase_publish(bench: Bench, figures: dict[str, Any]) -> None:
+    sz = bench.sizes
+    s = bench.settings("publish")
+    bench.client.xgroup_create(s.stream, s.group, id="0", mkstream=True)
+    child = drain.WorkerChild(s, bench.workdir / "publish.log")
+    try:
+        drain.wait_reading(bench.client, child)
+        rate = sz.publish_rate / SOURCES
+        cpu_before, started = drain.cpu_split(child, bench.redis_pid), time.monotonic()
+        with bench.console.status(f"publishers: {SOURCES} x {rate:,.0f} events/s, {sz.publish_s}s"):
+            results = oldway.run_publishers(bench.url, s.stream, rate, sz.publish_s)
+        last = str(bench.client.xinfo_stream(s.stream)["last-generated-id"])
+        drain.wait_drained(bench.client, child, last, timeout_s=120)
+        used = drain.cpu_used(cpu_before, drain.cpu_split(child, bench.redis_pid))
+        window = time.monotonic() - started
+    finally:
+        child.stop()
+    lat = oldway.latency_summary(results)
+    bots_cpu = sum(r.cpu_s for r in results)
+    commit = commit_latencies(s.db)
+    sent = sum(r.done for r in results)
+    figures.update(
+        publish_offered_per_s=sz.publish_rate,
+        publish_events_per_s=sent / max(r.seconds for r in results),
+        publish_events=sent,
+        publish_errors=sum(r.errors for r in results),
+        publish_p50_ms=lat["p50_ms"],
+        publish_p99_ms=lat["p99_ms"],
+        publish_max_ms=lat["max_ms"],
+        commit_p50_ms=oldway.percentile(commit, 50),
+        commit_p99_ms=oldway.percentile(commit, 99),
+        commit_max_ms=commit[-1] if commit else 0.0,
+        commit_events=len(commit),
+        # what kept the cores busy: CPU seconds over the phase's wall time (the bots'
+        # counted over their timed loops only); and the bots' CPU per publish() call
+        publish_cores={"publishers": bots_cpu / window} | {k: v / window for k, v in used.items()},
+        publish_cpu_us_per_call=bots_cpu * 1e6 / max(sent, 1),
+    )
+    bench.log(
+        f"publish: p99 {lat['p99_ms']:.3f} ms; publish-to-commit p99 "
+        f"{figures['commit_p99_ms']:.1f} ms ({len(commit):,} events)"
+    )
+
+
+def commit_latencies(db: Path) -> list[float]:
+    """committed_at - ts per event, sorted, in ms (committed_at: start of its transaction)."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = con.execute(
+            "SELECT ts, committed_at FROM events WHERE type != 'audit.event'"
+        ).fetchall()
+    finally:
+        con.close()
+    parse = dt.datetime.fromisoformat
+    return sorted((parse(c) - parse(t)).total_seconds() * 1000 for t, c in rows)
+
+
+def phase_scale(bench: Bench, figures: dict[str, Any]) -> None:
+    """The drain into databases holding history. The largest is compared with an empty
+    database drained just before it (seconds apart, not minutes as the first phase is:
+    this machine's speed drifts by 10-20% over a run)."""
+    n = bench.sizes.drain
+    s = bench.settings("scale")
+    rate = empty = figures["drain_events_per_s"]
+    for seed, total in enumerate(bench.sizes.prefills, start=11):
+        with bench.console.status(f"scale: prefilling {total:,} events"):
+            scale.prefill(s.db, total)
+        stored = scale.stored_events(s.db)
+        if total == max(bench.sizes.prefills):
+            again = bench.settings("scale-empty")
+            with bench.console.status(f"scale: draining {n:,} events into an empty database"):
+                empty = drain.run_drain(
+                    bench.client, again, wire_events(n, seed=seed), bench.workdir / "e.log", 0
+                ).events_per_s
+            again.db.unlink(missing_ok=True)
+            figures["scale_empty_adjacent_events_per_s"] = empty
+            bench.log(f"scale: {empty:,.0f} events/s into an empty database, just before")
+        with bench.console.status(f"scale: draining {n:,} events into {stored:,} stored"):
+            result = drain.run_drain(
+                bench.client, s, wire_events(n, seed=seed), bench.workdir / "scale.log", stored
+            )
+        figures["scale"][str(stored)] = result.events_per_s
+        rate = result.events_per_s
+        bench.log(f"scale: {result.events_per_s:,.0f} events/s with {stored:,} stored")
+    figures["scale_largest_vs_empty"] = rate / empty
+
+
+def phase_backlog(bench: Bench, figures: dict[str, Any]) -> None:
+    n = bench.sizes.backlog
+    if n == 0:
+        figures.update(
+            backlog_events=figures["drain_events"],
+            backlog_events_per_s=figures["drain_events_per_s"],
+            worker_peak_rss_mb=figures["drain_worker_rss_mb"],
+        )
+        return
+    s = bench.settings("backlog")
+    with bench.console.status(f"backlog: draining {n:,} events, watching the worker's memory"):
+        result = drain.run_drain(
+            bench.client, s, wire_events(n, seed=23), bench.workdir / "backlog.log", 0
+        )
+    figures.update(
+        backlog_events=n,
+        backlog_events_per_s=result.events_per_s,
+        worker_peak_rss_mb=result.peak_rss_mb,
+    )
+    bench.log(f"backlog: peak RSS {result.peak_rss_mb:.0f} MB draining {n:,} events")
+
+
+def phase_reads(bench: Bench, figures: dict[str, Any], quick: bool) -> None:
+    with bench.console.status("reads: building closed trades, timing every query case"):
+        result = reads.measure_reads(bench.workdir, quick, bench.sizes.reads_trades, bench.log)
+    figures["reads"] = result
+    figures["reads_slowest_ms"] = result["slowest_ms"]
+    bench.log(
+        f"reads: slowest {result['slowest_case']} {result['slowest_ms']:.1f} ms "
+        f"at {result['trades']:,} trades ({len(result['over_target'])} over target)"
+    )

@@ -1,0 +1,197 @@
+"""``tradescribe db ...``, ``tradescribe backup`` and ``tradescribe restore``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import redis
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from worker.cli.options import ConfigOpt, DbOpt, GroupOpt, JsonOpt, RedisOpt, StreamOpt
+from worker.settings import load_settings
+from worker.store import maintenance
+from worker.store.backup import BackupError, default_backup_dir, restore, take_backup
+from worker.store.schema import SCHEMA_VERSION
+
+db_app = typer.Typer(
+    help="Schema version, migrations and rebuilding projections.", no_args_is_help=True
+)
+
+
+def _db(config: Path | None, db: Path | None) -> Path:
+    return load_settings(config, db=db).db
+
+
+def _emit(result: dict[str, Any], as_json: bool, lines: list[str]) -> None:
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+    else:
+        for line in lines:
+            typer.echo(line)
+
+
+@db_app.command("version")
+def version(config: ConfigOpt = None, db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """The database's schema version and this tradescribe's; exit 1 if the database is newer."""
+    info = maintenance.version_info(_db(config, db))
+    _emit(
+        info,
+        as_json,
+        [
+            f"{info['db']}: schema version {info['version']} "
+            f"(this tradescribe: {info['code_version']}; {info['state']})"
+        ],
+    )
+    if info["version"] > info["code_version"]:
+        raise typer.Exit(1)
+
+
+@db_app.command("migrate")
+def migrate(
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List pending migrations only.")
+    ] = False,
+    backup_dir: Annotated[
+        Path | None, typer.Option(help="Where the automatic backup goes.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Apply pending migrations (worker stopped), each in a transaction, after a backup."""
+    path = _db(config, db)
+    result = anyio.run(lambda: maintenance.migrate(path, dry_run=dry_run, backup_dir=backup_dir))
+    lines = [
+        f"{path}: schema version {result['before']} -> "
+        f"{SCHEMA_VERSION if dry_run else result['after']}"
+    ]
+    lines += [
+        f"  {'would apply' if dry_run else 'applied'} migration {p['version']} "
+        f"({p['statements']} statements)"
+        for p in result["pending"]
+    ]
+    if not result["pending"]:
+        lines.append("  nothing to do: up to date")
+    if result["backup"]:
+        lines.append(f"  backup taken first: {result['backup']}")
+    _emit(result, as_json, lines)
+
+
+@db_app.command("rebuild")
+def rebuild(
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Rebuild a temporary copy and compare; change nothing."),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recompute every projection from the events log (worker stopped), or --check it."""
+    path = _db(config, db)
+    if not check:
+        result = anyio.run(lambda: maintenance.rebuild(path))
+        counts = ", ".join(f"{t} {n}" for t, n in result["tables"].items())
+        _emit(
+            result, as_json, [f"rebuilt {path} from {result['events_replayed']} events: {counts}"]
+        )
+        return
+    result = anyio.run(lambda: maintenance.rebuild_check(path))
+    if as_json:
+        _emit(result, True, [])
+    else:
+        table = Table(
+            "table",
+            "live",
+            "rebuilt",
+            "missing",
+            "extra",
+            title=f"rebuild check of {path} ({result['events_replayed']} events)",
+        )
+        for name, t in result["tables"].items():
+            table.add_row(name, *(str(t[k]) for k in ("live", "rebuilt", "missing", "extra")))
+        Console().print(table)
+        typer.echo(
+            "EQUAL: the rebuilt projections match"
+            if result["equal"]
+            else "DIFFERENT: the rebuilt projections do not match the live ones"
+        )
+    if not result["equal"]:
+        raise typer.Exit(1)
+
+
+def backup(
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+    to: Annotated[
+        Path | None, typer.Option("--to", help="Folder (default: backups/ beside the db).")
+    ] = None,
+    keep: Annotated[int, typer.Option(min=0, help="Keep the newest N backups (0: all).")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """An online, consistent copy (SQLite backup API) while the worker keeps writing."""
+    settings = load_settings(config, db=db)
+    to_dir = to or settings.backup_dir or default_backup_dir(settings.db)
+    result = take_backup(settings.db, to_dir, keep)
+    lines = [
+        f"backup {result.path}: {result.events} events, last stream id "
+        f"{result.last_stream_id}, integrity {result.integrity}, {result.bytes} bytes"
+    ]
+    lines += [f"removed old backup {p}" for p in result.removed]
+    _emit(asdict(result), as_json, lines)
+
+
+def restore_command(
+    file: Annotated[Path, typer.Argument(help="A backup made by `tradescribe backup`.")],
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+    rewind_group: Annotated[
+        bool,
+        typer.Option(
+            "--rewind-group",
+            help="Point the consumer group back at the backup's last stream id, so the "
+            "worker re-reads what the stream still holds after it (duplicates are refused).",
+        ),
+    ] = False,
+    redis_url: RedisOpt = None,
+    stream: StreamOpt = None,
+    group: GroupOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replace the database with a backup (worker stopped; integrity checked first)."""
+    settings = load_settings(config, db=db, redis_url=redis_url, stream=stream, group=group)
+    if file.resolve() == settings.db.resolve():
+        raise BackupError(f"{file} is the database itself; give a backup file")
+    to_dir = settings.backup_dir or default_backup_dir(settings.db)
+    result = restore(file, settings.db, to_dir)
+    lines = [
+        f"restored {file} into {settings.db}: {result['events']} events, "
+        f"last stream id {result['last_stream_id']}"
+    ]
+    if result["previous_saved_as"]:
+        lines.append(f"the previous database was saved as {result['previous_saved_as']}")
+    if rewind_group:
+        last = str(result["last_stream_id"] or "0")
+        rewind(settings.redis_url, settings.stream, settings.group, last)
+        result["group_rewound_to"] = last
+        lines.append(f"group '{settings.group}' of '{settings.stream}' now reads after {last}")
+    _emit(result, as_json, lines)
+
+
+def rewind(redis_url: str, stream: str, group: str, last_id: str) -> None:
+    client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        client.xgroup_setid(stream, group, last_id)
+    except redis.RedisError as exc:
+        raise BackupError(
+            f"restored, but the group was not rewound ({exc}); run "
+            f"`redis-cli XGROUP SETID {stream} {group} {last_id}` before starting the worker"
+        ) from exc
+    finally:
+        client.close()
