@@ -128,7 +128,7 @@ class TokenStore:
         )
         with self._connect(write=True) as con:
             if con.execute("SELECT 1 FROM tokens WHERE name = ?", (name,)).fetchone():
-                raise TokenError(f"a token named {name!r} exists; revoke it or pick another name")
+                raise TokenError(f"a token named {name!r} exists (or was revoked); pick another")
             con.execute(
                 "INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
                 (principal.token_id, name, digest(token), json.dumps(accounts),
