@@ -46,6 +46,10 @@ class Filters(BaseModel):
     source: Name | None = None
     plugin_id: Name | None = None
     mode: Mode | None = None
+    # a reader's scope (set by the HTTP server from its token, never by a query's
+    # caller: no QuerySpec lists them): only these accounts / sources, when set
+    scope_accounts: tuple[str, ...] | None = None
+    scope_sources: tuple[str, ...] | None = None
     # read your own writes: wait until this event is committed before answering
     wait_for: EventId | None = None
     wait_timeout_s: float = Field(5.0, gt=0, le=60)

@@ -99,6 +99,9 @@ class Where:
             self.prefix = "+" + prefix
         for column in ROW_TENANCY:
             self.eq(column, getattr(f, column))
+        for column, scope in (("account", f.scope_accounts), ("source", f.scope_sources)):
+            if scope is not None:
+                self.among(column, scope)
         self.prefix = prefix
         return self
 

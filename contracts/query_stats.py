@@ -117,6 +117,10 @@ def _filters(f: Filters, prefix: str = "") -> tuple[list[str], list[Any]]:
         if value is not None:
             parts.append(f"{prefix}{column} = ?")
             params.append(value)
+    for column, scope in (("account", f.scope_accounts), ("source", f.scope_sources)):
+        if scope is not None:
+            parts.append(f"{prefix}{column} IN ({', '.join('?' * len(scope))})")
+            params.extend(scope)
     if f.strategy is not None:
         parts.append(f"{prefix}strategy = ?")
         params.append(f.strategy)

@@ -60,19 +60,41 @@ def money(value: float | None) -> str:
     return f'<span class="{cls}">{value:+,.2f}</span>'
 
 
+def _day(value: Any, name: str) -> dt.date | None:
+    if value is None or isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise ReportError(f"bad --{name} {value!r}: use YYYY-MM-DD") from None
+
+
 def gather(db: Path, filters: dict[str, Any], now: dt.datetime | None = None) -> dict[str, Any]:
-    """Every number the page shows, through the same queries as the CLI."""
+    """Every number the page shows, through the same queries as the CLI.
+
+    ``since`` / ``until`` (local days, inclusive) bound the history, the calendar and
+    the equity curve (default: the 53 weeks up to today); the P&L figures stay the
+    calendar's periods up to now.
+    """
     now = now or dt.datetime.now(dt.UTC)
     zone = ZoneInfo(filters.get("tz") or "UTC")
-    today = now.astimezone(zone).date()
-    first = today - dt.timedelta(days=today.weekday() + 7 * 52)
+    since, until = _day(filters.get("since"), "since"), _day(filters.get("until"), "until")
+    base = {k: v for k, v in filters.items() if k not in ("since", "until")}
+    today = until or now.astimezone(zone).date()
+    first = since or today - dt.timedelta(days=today.weekday() + 7 * 52)
+    if first > today:
+        raise ReportError(f"--since {first} is after --until {today}")
+    window = {k: v for k, v in (("since", since), ("until", until)) if v is not None}
+    before = run_query(db, "history", {**base, "until": first - dt.timedelta(days=1),
+                                       "limit": 1}, now=now).summary or {}  # fmt: skip
     return {
-        "pnl": run_query(db, "pnl", filters, now=now).as_dict(),
+        "pnl": run_query(db, "pnl", base, now=now).as_dict(),
         "calendar": run_query(
-            db, "calendar", {**filters, "since": first, "until": today}, now=now
+            db, "calendar", {**base, "since": first, "until": today}, now=now
         ).as_dict(),
-        "history": run_query(db, "history", {**filters, "limit": 50}, now=now).as_dict(),
-        "daily_loss": run_query(db, "daily-loss", filters, now=now).as_dict(),
+        "history": run_query(db, "history", {**base, **window, "limit": 50}, now=now).as_dict(),
+        "daily_loss": run_query(db, "daily-loss", base, now=now).as_dict(),
+        "start": before.get("net") or 0.0,
         "first": first,
         "today": today,
         "now": now,
@@ -153,29 +175,41 @@ def _pnl_card(data: dict[str, Any]) -> str:
         f"{r['trades']} trades</span></div>"
         for r in rows
     )
-    all_time = rows[0]["pnl"]
     days = data["calendar"]["rows"]
-    start = all_time - sum(d["pnl"] for d in days)
     return (
         f'<section id="widget-pnl" class="card"><h2>Cumulative realised P&amp;L</h2>'
         f'<div class="figures">{figures}</div>'
-        f"{equity_svg(days, start, data['first'], data['today'])}</section>"
+        f"{equity_svg(days, data['start'], data['first'], data['today'])}</section>"
     )
 
 
 def _loss_card(data: dict[str, Any]) -> str:
+    """Each account and bot against its own limit; the worst one drives the card (a
+    sum over bots would hide one past its limit behind the others' headroom)."""
     s = data["daily_loss"]["summary"]
-    if s["limit"] is None:
+    rows = sorted((r for r in data["daily_loss"]["rows"] if r["percent"] is not None),
+                  key=lambda r: -r["percent"])  # fmt: skip
+    if not rows:
         body = f"<p>No daily stats for {esc(s['date'])}.</p>"
     else:
-        pct = s["percent"] or 0.0
-        over = " over" if pct >= 100 or s["blocked"] else ""
+        worst = rows[0]
+        pct = worst["percent"]
+        blocked = bool(worst["trading_blocked"] or worst["loss_limit_hit"])
+        over = " over" if pct >= 100 or blocked else ""
+        who = f"{worst['account']} / {worst['source']}"
         body = (
-            f'<div class="figures"><div class="fig"><b>{s["used"]:,.2f} / {s["limit"]:,.2f}</b>'
-            f"<span>used of limit on {esc(s['date'])}</span></div></div>"
+            f'<div class="figures"><div class="fig"><b>{worst["daily_loss_used"] or 0:,.2f} / '
+            f"{worst['daily_loss_limit']:,.2f}</b><span>used of limit on {esc(s['date'])} · "
+            f"{esc(who)}</span></div></div>"
             f'<div class="bar"><div class="{over.strip()}" style="width:{min(pct, 100):.1f}%">'
-            f"</div></div><p>{pct:.1f}% used{' · trading blocked' if s['blocked'] else ''}</p>"
+            f"</div></div><p>{pct:.1f}% used{' · trading blocked' if blocked else ''}</p>"
         )
+        for r in rows[1:]:
+            body += (
+                f"<p>{esc(r['account'])} / {esc(r['source'])}: "
+                f"{r['daily_loss_used'] or 0:,.2f} / {r['daily_loss_limit']:,.2f} "
+                f"({r['percent']:.1f}%)</p>"
+            )
     return f'<section id="widget-daily-loss" class="card"><h2>Daily loss used</h2>{body}</section>'
 
 

@@ -15,6 +15,7 @@ from worker.cli.ops import check, config, ping, status
 from worker.cli.query import query, report
 from worker.cli.run import demo, worker
 from worker.errors import one_line
+from worker.http.cli import serve, token_app
 
 app = typer.Typer(
     name="tradescribe",
@@ -37,6 +38,8 @@ app.command()(query)
 app.command()(report)
 app.add_typer(dlq_app, name="dlq")
 app.command()(bench)
+app.command()(serve)
+app.add_typer(token_app, name="token")
 
 
 def main() -> None:

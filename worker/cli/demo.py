@@ -150,7 +150,16 @@ def _check_reachable(url: str) -> None:
         client.close()
 
 
-def run_demo(*, redis_url: str | None, db: Path, seconds: float, bots: int, as_json: bool) -> None:
+def run_demo(
+    *,
+    redis_url: str | None,
+    db: Path,
+    seconds: float,
+    bots: int,
+    as_json: bool,
+    port: int | None = None,
+    keep_serving: bool = False,
+) -> None:
     console = Console(stderr=True)
     if db.exists() or db.with_name(db.name + "-wal").exists():
         for suffix in ("", "-wal", "-shm", ".lock"):
@@ -165,7 +174,7 @@ def run_demo(*, redis_url: str | None, db: Path, seconds: float, bots: int, as_j
         redis_url = server.url
         console.print(f"started redis-server {server.version()} on {redis_url}")
     try:
-        summary = anyio.run(_run, redis_url, db, seconds, bots, console)
+        summary = anyio.run(_run, redis_url, db, seconds, bots, console, port)
     finally:
         if server is not None:
             server.cleanup()
@@ -173,9 +182,18 @@ def run_demo(*, redis_url: str | None, db: Path, seconds: float, bots: int, as_j
         print(json.dumps(summary, indent=2))
     else:
         _print_summary(summary, console=Console())
+    if port is not None and not keep_serving and not as_json:
+        again = f"tradescribe serve --db {db} (same token), or demo --keep-serving"
+        console.print(f"the dashboard stopped with the demo; again: {again}", soft_wrap=True)
+    if keep_serving and port is not None:
+        from worker.http.demo import serve_until_interrupted
+
+        serve_until_interrupted(db, summary["dashboard"], console)
 
 
-async def _run(url: str, db: Path, seconds: float, bots: int, console: Console) -> dict[str, Any]:
+async def _run(
+    url: str, db: Path, seconds: float, bots: int, console: Console, port: int | None
+) -> dict[str, Any]:
     stream = f"tradescribe:demo:{int(time.time())}"
     settings = load_settings(None, redis_url=url, db=db, stream=stream, group="demo",
                              consumer="demo", block_ms=100, trim_keep_s=0)  # fmt: skip
@@ -183,6 +201,13 @@ async def _run(url: str, db: Path, seconds: float, bots: int, console: Console) 
     async with anyio.create_task_group() as tg:
         worker = await tg.start(lambda **kw: run_worker(settings, handle_signals=False, **kw))
         await worker.ready.wait()
+        dashboard = None
+        if port is not None:  # the live dashboard (worker/http), for as long as the bots run
+            from worker.http.demo import DemoDashboard
+
+            dashboard = DemoDashboard(db, url, stream, port)
+            await tg.start(dashboard.run)
+            console.print(f"dashboard: {dashboard.url}  token: {dashboard.token}", soft_wrap=True)
         console.print(f"worker writing to {db}; {bots} bots trading for {seconds:g}s ...")
         started = time.monotonic()
 
@@ -199,8 +224,12 @@ async def _run(url: str, db: Path, seconds: float, bots: int, console: Console) 
                 await anyio.sleep(0.05)
         elapsed = time.monotonic() - started
         worker.stop()
+        if dashboard is not None:
+            dashboard.stop()
     summary = read_summary(db)
     summary.update(published=published, seconds=round(elapsed, 2), database=str(db))
+    if dashboard is not None:
+        summary["dashboard"] = {"url": dashboard.url, "token": dashboard.token}
     return summary
 
 

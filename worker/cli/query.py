@@ -14,6 +14,7 @@ from rich.text import Text as RichText
 
 from contracts.query import QUERIES, QueryError, run_query
 from worker.cli import output as safe_output
+from worker.cli.fit import fit_columns
 from worker.cli.options import ConfigOpt, DbOpt, JsonOpt
 
 Opt = typer.Option
@@ -138,13 +139,18 @@ def write_csv(result: dict[str, Any], out: Any) -> None:
     safe_output.write_csv(out, result["columns"], (row.values() for row in result["rows"]))
 
 
-def _table(title: str, rows: list[dict[str, Any]], columns: list[str] | None = None) -> Table:
+def _table(
+    title: str, rows: list[dict[str, Any]], columns: list[str] | None = None, width: int = 10**4
+) -> Table:
     columns = columns or (list(rows[0]) if rows else [])
     shown = [c for c in columns if any(r.get(c) not in (None, {}, [], "") for r in rows)]
     same = {c: rows[0].get(c) for c in shown if c in TENANCY and len(rows) > 1}
     same = {c: v for c, v in same.items() if all(r.get(c) == v for r in rows)}
-    shown = [c for c in shown if c not in same]
-    caption = "  ".join(f"{c}={v}" for c, v in same.items()) or None
+    shown, hidden = fit_columns(rows, [c for c in shown if c not in same], width, _cell)
+    notes = [f"{c}={v}" for c, v in same.items()]
+    if hidden:
+        notes.append(f"not shown: {', '.join(hidden)} (--json, --csv)")
+    caption = "  ".join(notes)
     table = Table(
         title=title,
         title_justify="left",
@@ -162,12 +168,13 @@ def _table(title: str, rows: list[dict[str, Any]], columns: list[str] | None = N
 def print_result(result: dict[str, Any], console: Console) -> None:
     rows = result["rows"]
     if rows:
-        console.print(_table(f"{result['name']} ({len(rows)} rows)", rows, result["columns"]))
+        title = f"{result['name']} ({len(rows)} rows)"
+        console.print(_table(title, rows, result["columns"], console.width))
     else:
         console.print(f"{result['name']}: no rows")
     for section, section_rows in result["sections"].items():
         if section_rows:
-            console.print(_table(section.replace("_", " "), section_rows))
+            console.print(_table(section.replace("_", " "), section_rows, width=console.width))
     if result["summary"]:
         line = RichText()
         for k, v in result["summary"].items():
@@ -185,12 +192,14 @@ def report(
     plugin_id: Text = None,
     mode: Annotated[str | None, Opt(help="live, paper or backtest.")] = None,
     tz: TzOpt = None,
+    since: Annotated[str | None, Opt(help="First day YYYY-MM-DD (history, calendar).")] = None,
+    until: Annotated[str | None, Opt(help="Last day YYYY-MM-DD (history, calendar).")] = None,
 ) -> None:
     """Write one self-contained HTML dashboard (opens offline): P&L and equity curve,
     trade history, P&L calendar, daily loss."""
     from worker.report import write_report
 
     filters = {"account": account, "source": source, "plugin_id": plugin_id, "mode": mode,
-               "tz": tz}  # fmt: skip
+               "tz": tz, "since": since, "until": until}  # fmt: skip
     path = write_report(_database(config, db), out, {k: v for k, v in filters.items() if v})
     Console(stderr=True).print(f"wrote {path} ({path.stat().st_size:,} bytes)")

@@ -98,9 +98,17 @@ def demo(
     seconds: Annotated[float, typer.Option(min=0.5, max=3600, help="How long bots run.")] = 5.0,
     bots: Annotated[int, typer.Option(min=1, max=50, help="Simulated bots.")] = 3,
     as_json: JsonOpt = False,
+    port: Annotated[int, typer.Option(help="Dashboard port (taken: a free one).")] = 8470,
+    dashboard: Annotated[bool, typer.Option(help="Serve the live dashboard meanwhile.")] = True,
+    keep_serving: Annotated[
+        bool, typer.Option("--keep-serving", help="Go on serving the dashboard until Ctrl-C.")
+    ] = False,
 ) -> None:
-    """Start an embedded redis-server, a worker and simulated bots; print what was stored."""
+    """Start an embedded redis-server, a worker and simulated bots; print what was stored.
+
+    Meanwhile the live dashboard runs on 127.0.0.1 (URL and token printed)."""
     from worker.cli.demo import run_demo
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    run_demo(redis_url=redis_url, db=db, seconds=seconds, bots=bots, as_json=as_json)
+    run_demo(redis_url=redis_url, db=db, seconds=seconds, bots=bots, as_json=as_json,
+             port=port if dashboard else None, keep_serving=keep_serving)  # fmt: skip

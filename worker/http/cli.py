@@ -1,0 +1,192 @@
+"""``tradescribe serve`` and ``tradescribe token``."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from contracts.errors import TradescribeError
+
+Opt = typer.Option
+ConfigOpt = Annotated[Path | None, Opt("--config", help="TOML settings file.")]
+DbOpt = Annotated[Path | None, Opt("--db", help="SQLite database file [env TRADESCRIBE_DB]")]
+TokensOpt = Annotated[
+    Path | None,
+    Opt("--tokens", help="Token file (default: <db stem>.tokens.db beside the database)."),
+]
+
+token_app = typer.Typer(help="Create, list and revoke the tokens `serve` accepts.",
+                        no_args_is_help=True)  # fmt: skip
+
+
+class ServeError(TradescribeError):
+    """``serve`` was asked for something unsafe or impossible."""
+
+
+def _paths(config: Path | None, db: Path | None, tokens: Path | None) -> tuple[Path, Path]:
+    from worker.http.tokens import default_path
+    from worker.settings import load_settings
+
+    database = load_settings(config, db=db).db
+    return database, tokens or default_path(database)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    tokens: TokensOpt = None,
+    host: Annotated[str, Opt(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, Opt(min=0, max=65535, help="Port to bind.")] = 8470,
+    redis_url: Annotated[
+        str | None,
+        Opt(
+            "--redis-url",
+            help="Redis for POST /api/v1/events and the pipeline's health "
+            "[env TRADESCRIBE_REDIS_URL]; without it, neither.",
+        ),
+    ] = None,
+    stream: Annotated[str | None, Opt(help="Stream key for POST /api/v1/events.")] = None,
+    group: Annotated[str | None, Opt(help="Consumer group (the pipeline's health).")] = None,
+    tls_cert: Annotated[Path | None, Opt("--tls-cert", help="TLS certificate (PEM).")] = None,
+    tls_key: Annotated[Path | None, Opt("--tls-key", help="TLS private key (PEM).")] = None,
+    insecure_bind: Annotated[
+        bool, Opt("--insecure-bind", help="Allow plain HTTP on a non-loopback address.")
+    ] = False,
+    behind_proxy: Annotated[
+        bool,
+        Opt(
+            "--behind-proxy",
+            help="A TLS reverse proxy on this host is in front: trust its "
+            "X-Forwarded-For, mark cookies Secure.",
+        ),
+    ] = False,
+    poll_ms: Annotated[int, Opt(min=20, max=5000, help="How often to look for commits.")] = 250,
+) -> None:
+    """Serve the dashboard, the JSON API and the live stream over HTTP (read-only).
+
+    Every request needs a token (tradescribe token create). Reads the database
+    file read-only through the query layer; publishing appends to the stream.
+    """
+    import uvicorn
+
+    from contracts.channelauth import ChannelKeyError
+    from worker.http.app import ServeConfig, create_app
+    from worker.ops.trust import client_key
+    from worker.settings import load_settings
+
+    if (tls_cert is None) != (tls_key is None):
+        raise ServeError("give both --tls-cert and --tls-key, or neither")
+    if not is_loopback(host) and tls_cert is None and not (insecure_bind or behind_proxy):
+        raise ServeError(
+            f"refusing to serve plain HTTP on {host}: tokens and session cookies would cross "
+            "the network in clear; give --tls-cert/--tls-key, or --behind-proxy (a TLS proxy "
+            "on this host), or --insecure-bind if you mean it"
+        )
+    settings = load_settings(config, db=db, redis_url=redis_url, stream=stream, group=group)
+    database, token_file = _paths(config, db, tokens)
+    # Redis only when one was named (flag, TRADESCRIBE_REDIS_URL, config file): a reader
+    # never talks to the default localhost:6379 on its own
+    named = settings.redis_url if "redis_url" in settings.model_fields_set else None
+    try:  # the worker's channel key, to verify its heartbeat for the admins' health
+        key: bytes | None = client_key(settings)
+    except ChannelKeyError:
+        key = None
+    app, server = create_app(ServeConfig(
+        db=database, tokens=token_file, redis_url=named, stream=settings.stream,
+        group=settings.group, heartbeat_ttl_s=settings.heartbeat_ttl_s, channel_key=key,
+        poll_s=poll_ms / 1000,
+        secure_cookie=tls_cert is not None or behind_proxy,
+    ))  # fmt: skip
+    scheme = "https" if tls_cert else "http"
+    typer.echo(f"tradescribe serve: {scheme}://{host}:{port}/ (database {database}, "
+               f"tokens {token_file})", err=True)  # fmt: skip
+    uvicorn_server = uvicorn.Server(uvicorn.Config(
+        app, host=host, port=port, log_level="info", access_log=False, proxy_headers=behind_proxy,
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None, timeout_graceful_shutdown=5,
+    ))  # fmt: skip
+    stop = uvicorn_server.handle_exit
+
+    def handle_exit(sig: int, frame: FrameType | None) -> None:
+        server.watch.closing = True  # end the live streams, or shutdown waits for them
+        stop(sig, frame)
+
+    uvicorn_server.handle_exit = handle_exit  # type: ignore[method-assign]
+    uvicorn_server.run()
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, Opt("--name", help="A name to list and revoke it by.")],
+    account: Annotated[list[str], Opt("--account", help="An account it may see (repeat).")] = [],  # noqa: B006
+    source: Annotated[
+        list[str], Opt("--source", help="A source it may see (repeat; none: all).")
+    ] = [],  # noqa: B006
+    publish: Annotated[bool, Opt("--publish", help="May POST events as its one --source.")] = False,
+    admin: Annotated[bool, Opt("--admin", help="Sees every tenant and dead letters.")] = False,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    tokens: TokensOpt = None,
+) -> None:
+    """Create a token and print it once (only its SHA-256 is kept)."""
+    from worker.http.tokens import TokenStore
+
+    _, path = _paths(config, db, tokens)
+    token, principal = TokenStore(path).create(name, account, source, publish=publish,
+                                               admin=admin)  # fmt: skip
+    typer.echo(token)
+    typer.echo(f"token {principal.name} ({principal.token_id}) saved in {path}; "
+               "this is the only time it is shown", err=True)  # fmt: skip
+
+
+@token_app.command("list")
+def token_list(
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    tokens: TokensOpt = None,
+    as_json: Annotated[bool, Opt("--json", help="Print as JSON.")] = False,
+) -> None:
+    """The tokens (names, scopes, dates; never the secrets)."""
+    from worker.http.tokens import TokenStore
+
+    _, path = _paths(config, db, tokens)
+    rows = TokenStore(path).list()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        scope = "admin" if r["admin"] else ",".join(r["accounts"])
+        if r["sources"]:
+            scope += " sources=" + ",".join(r["sources"])
+        flags = " publish" if r["publish"] else ""
+        state = f"revoked {r['revoked_at']}" if r["revoked_at"] else "live"
+        typer.echo(f"{r['token_id']}  {r['name']:<20} {scope}{flags}  {state}")
+
+
+@token_app.command("revoke")
+def token_revoke(
+    name: Annotated[str, typer.Argument(help="Name or id of the token.")],
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    tokens: TokensOpt = None,
+) -> None:
+    """Revoke a token: its requests and browser sessions stop at once."""
+    from worker.http.tokens import TokenStore
+
+    _, path = _paths(config, db, tokens)
+    TokenStore(path).revoke(name)
+    typer.echo(f"revoked {name}")

@@ -1,0 +1,87 @@
+"""How the server learns of commits, and the live stream it feeds.
+
+One task polls ``SELECT max(seq) FROM events`` on a read-only connection every
+``poll_s`` (250 ms): the worker pays nothing for it (no trigger, no notify, no
+extra write), and a commit reaches every open stream within one poll. Each
+stream then reads only the new events its principal may see and sends them as
+Server-Sent Events; one with nothing in scope sends nothing but a keep-alive
+comment every ``keepalive_s``, whatever the other tenants do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+
+from contracts.query import QueryError
+from worker.http.reads import events_since, max_seq
+from worker.http.tokens import Principal
+
+log = logging.getLogger(__name__)
+
+
+class CommitWatch:
+    """The latest committed ``seq``, and a way to wait for a newer one."""
+
+    def __init__(self, db: Path, poll_s: float = 0.25) -> None:
+        self.db = db
+        self.poll_s = poll_s
+        self.seq = 0
+        self.polls = 0
+        self.closing = False  # set on SIGTERM: open streams end so the server can stop
+        self._changed = anyio.Event()
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
+
+    async def run(self) -> None:
+        while not self.closing:
+            try:
+                seq = await anyio.to_thread.run_sync(max_seq, self.db)
+            except QueryError as exc:  # no file yet, or not migrated: wait for the worker
+                log.debug("commit watch: %s", exc)
+                seq = self.seq
+            self.polls += 1
+            if seq != self.seq:
+                self.seq = seq
+                self._wake()
+            await anyio.sleep(self.poll_s)
+        self._wake()
+
+    async def wait_past(self, seq: int) -> int:
+        while self.seq <= seq and not self.closing:
+            await self._changed.wait()
+        return self.seq
+
+
+async def event_stream(
+    watch: CommitWatch,
+    principal: Principal,
+    after: int | None,
+    still_allowed: Callable[[], Awaitable[bool]],
+    keepalive_s: float = 15.0,
+) -> AsyncIterator[str]:
+    """The SSE text for one client: a ``commit`` message per visible event. The
+    token is looked up again before each batch and keep-alive: a revoked token's
+    stream ends then."""
+    last = watch.seq if after is None else after
+    yield f"retry: 1000\nevent: hello\ndata: {json.dumps({'seq': last})}\n\n"
+    while True:
+        upto = None
+        with anyio.move_on_after(keepalive_s):
+            upto = await watch.wait_past(last)
+        if watch.closing or not await still_allowed():
+            return
+        if upto is None:
+            yield ": keep-alive\n\n"
+            continue
+        rows = await anyio.to_thread.run_sync(events_since, watch.db, principal, last, upto)
+        last = rows[-1]["seq"] if len(rows) == 1000 else upto
+        for row in rows:
+            yield f"id: {row['seq']}\nevent: commit\ndata: {json.dumps(row)}\n\n"

@@ -1,0 +1,259 @@
+"""The reads the server makes, each on a read-only connection, each scoped to a
+principal: the named queries of ``contracts.query``, seed 002's four shapes, the
+dashboard's bot table and the health strip.
+
+Scope is applied in SQL (``Filters.scope_accounts`` / ``scope_sources``), so a
+row of another tenant never leaves the database; it is not filtered afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from contracts.query import (
+    QUERIES,
+    Filters,
+    QueryError,
+    QuerySpec,
+    connect_readonly,
+    parse_filters,
+)
+from contracts.query_sql import ACTIVE_TRADE, summarise
+from contracts.query_stats import EMPTY, MIDNIGHT
+from worker.http.tokens import Principal
+
+# JSON numbers: the projections hold REAL; ten decimals drop the binary noise
+# (0.1 + 0.2) and keep every digit a price or P&L was sent with.
+DECIMALS = 10
+QUERY_NAMES = tuple(QUERIES)
+
+
+def clean(value: Any) -> Any:
+    """Floats rounded to ``DECIMALS`` (no 0.30000000000000004), recursively."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        rounded = round(value, DECIMALS)
+        return 0.0 if rounded == 0 else rounded
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean(v) for v in value]
+    return value
+
+
+def scoped(principal: Principal, name: str, params: dict[str, Any]) -> tuple[QuerySpec, Filters]:
+    """The query and its filters, narrowed to what ``principal`` may see."""
+    spec, f = parse_filters(name, params)
+    if principal.admin:
+        return spec, f
+    if f.wait_for:
+        # whether another tenant's event exists (or why it was dead-lettered) is theirs
+        raise QueryError("wait_for needs an admin token over HTTP; poll the query instead")
+    scope = {"scope_accounts": principal.accounts, "scope_sources": principal.sources or None}
+    return spec, f.model_copy(update=scope)
+
+
+def run_scoped(db: Path, principal: Principal, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """One named query as ``tradescribe query NAME --json`` prints it, scoped."""
+    from contracts.query import wait_for_event
+
+    spec, f = scoped(principal, name, params)
+    if f.wait_for and not wait_for_event(db, f.wait_for, f.wait_timeout_s):
+        raise QueryError(f"event {f.wait_for} was not committed within {f.wait_timeout_s:g}s")
+    with connect_readonly(db) as con:
+        result = spec.run(con, f, dt.datetime.now(dt.UTC)).as_dict()
+    return clean(result)  # type: ignore[no-any-return]
+
+
+def _scope_sql(principal: Principal) -> tuple[str, list[Any]]:
+    if principal.admin:
+        return "1", []
+    sql = f"account IN ({', '.join('?' * len(principal.accounts))})"
+    params: list[Any] = list(principal.accounts)
+    if principal.sources:
+        sql += f" AND source IN ({', '.join('?' * len(principal.sources))})"
+        params += list(principal.sources)
+    return sql, params
+
+
+def bots(db: Path, principal: Principal, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per bot (source) in scope: trades, win rate, net, profit factor (all
+    time, from ``trade_days``: one pass over a table ~1/10 the size of ``trades``),
+    open trades (the partial index of active trades), open positions, last activity
+    (the latest close on its last trading day, or a later update of an open trade)."""
+    where, args = _scope_sql(principal)
+    with connect_readonly(db) as con:
+        closed = {
+            r[0]: r[1:]
+            for r in con.execute(
+                f"""SELECT source, sum(trades), sum(wins), sum(losses), total(gross_profit),
+                total(gross_loss), max(best), min(worst), max(day) FROM trade_days
+                WHERE {where} GROUP BY source""",
+                args,
+            )
+        }
+        active = {
+            r[0]: r[1:]
+            for r in con.execute(
+                # GROUP BY +source: grouping by the key's first column would walk the whole
+                # primary key (1.2 s at 1,000,000 trades) instead of the partial index (1 ms)
+                f"SELECT source, count(*), max(updated_at) FROM trades WHERE {ACTIVE_TRADE}"
+                f" AND {_plus(where)} GROUP BY +source",
+                args,
+            )
+        }
+        positions = dict(con.execute(
+            f"SELECT source, count(*) FROM positions WHERE is_active = 1 AND {where}"
+            " GROUP BY source", args))  # fmt: skip
+        out = []
+        for source in sorted(set(closed) | set(active)):
+            record = closed.get(source)
+            summary = summarise(record[:7]) if record else summarise(EMPTY)
+            last = [active[source][1]] if source in active else []
+            if record:
+                day = record[7]
+                last.append(con.execute(
+                    f"""SELECT max(closed_at) FROM trades WHERE closed_at >= ? AND closed_at < ?
+                    AND +status = 'closed' AND +source = ? AND {_plus(where)}""",
+                    [day + MIDNIGHT, _next_day(day) + MIDNIGHT, source, *args],
+                ).fetchone()[0])  # fmt: skip
+            out.append({
+                "source": source, "trades": summary["count"], "win_rate": summary["win_rate"],
+                "net": summary["net"], "profit_factor": summary["profit_factor"],
+                "open_trades": active[source][0] if source in active else 0,
+                "open_positions": positions.get(source, 0),
+                "last_activity": max((t for t in last if t), default=None),
+            })  # fmt: skip
+    return out
+
+
+def _next_day(day: str) -> str:
+    return (dt.date.fromisoformat(day) + dt.timedelta(days=1)).isoformat()
+
+
+def _plus(where: str) -> str:
+    """The scope written ``+account``/``+source``: the query keeps to its own index."""
+    return where.replace("account IN", "+account IN").replace("source IN", "+source IN")
+
+
+@dataclass
+class Tally:
+    """Events per type and the last commit, in one scope, up to ``seq``."""
+
+    seq: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    last_commit_at: str | None = None
+
+
+# Per database and scope (accounts, sources; admin: all): the tally so far. Each refresh counts
+# only the events committed since (a range of the primary key), not the whole log.
+_TALLIES: dict[tuple[Any, ...], Tally] = {}
+
+
+def _tally(con: sqlite3.Connection, db: Path, principal: Principal) -> Tally:
+    scope = ("*",) if principal.admin else (principal.accounts, principal.sources)
+    key = (str(db), *scope)
+    known = _TALLIES.get(key) or Tally()
+    upto = int(con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+    if upto < known.seq:  # another database behind the same path: start over
+        known = Tally()
+    if upto == known.seq:
+        return known
+    where, args = _scope_sql(principal)
+    counts = dict(known.counts)
+    last = known.last_commit_at
+    for kind, n, newest in con.execute(
+        f"""SELECT type, count(*), max(committed_at) FROM events
+        WHERE seq > ? AND seq <= ? AND {where} GROUP BY type""",
+        [known.seq, upto, *args],
+    ):
+        counts[kind] = counts.get(kind, 0) + n
+        last = max(last or newest, newest)
+    tally = Tally(upto, dict(sorted(counts.items())), last)
+    _TALLIES[key] = tally
+    return tally
+
+
+def health(db: Path, principal: Principal) -> dict[str, Any]:
+    """The health strip: last commit and its age, events per type (in scope); for
+    an admin also the dead letters and the file itself."""
+    with connect_readonly(db) as con:
+        tally = _tally(con, db, principal)
+        out: dict[str, Any] = {
+            "last_commit_at": tally.last_commit_at,
+            "last_commit_age_s": _age(tally.last_commit_at) if tally.last_commit_at else None,
+            "events": sum(tally.counts.values()),
+            "events_by_type": tally.counts,
+        }
+        if principal.admin:
+            out["dead_letters"] = con.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+            out["schema_version"] = con.execute("PRAGMA user_version").fetchone()[0]
+            out["db_bytes"] = os.path.getsize(db)
+    return out
+
+
+def _age(moment: str) -> float:
+    at = dt.datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    return round((dt.datetime.now(dt.UTC) - at).total_seconds(), 3)
+
+
+def dead_letters(db: Path, limit: int) -> list[dict[str, Any]]:
+    """The latest dead letters (admin only), bytes shown as text."""
+    with connect_readonly(db) as con:
+        cur = con.execute("SELECT * FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,))
+        names = [d[0] for d in cur.description]
+        rows = [dict(zip(names, r, strict=True)) for r in cur]
+    for row in rows:
+        for k, v in row.items():
+            if isinstance(v, bytes):
+                row[k] = v.decode("utf-8", "replace")
+    return rows
+
+
+def events_since(db: Path, principal: Principal, after: int, upto: int) -> list[dict[str, Any]]:
+    """Committed events in (after, upto] that ``principal`` may see, for the live stream."""
+    where, args = _scope_sql(principal)
+    with connect_readonly(db) as con:
+        cur = con.execute(
+            f"""SELECT seq, event_id, type, source, account, subject, ts, committed_at
+            FROM events WHERE seq > ? AND seq <= ? AND {where} ORDER BY seq LIMIT 1000""",
+            [after, upto, *args],
+        )
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur]
+
+
+def max_seq(db: Path) -> int:
+    with connect_readonly(db) as con:
+        return int(con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+
+
+def pipeline(
+    redis_url: str | None, stream: str, group: str, heartbeat_ttl_s: float, key: bytes | None
+) -> dict[str, Any]:
+    """The worker's heartbeat (signed: checked with the channel ``key``) and the group's
+    pending entries, as ``tradescribe check`` judges them (admin only); what went wrong
+    when Redis or the key is missing."""
+    import redis
+
+    from worker.ops.health import check_health
+
+    if redis_url is None:
+        return {"ok": None, "reasons": ["no --redis-url: the pipeline cannot be asked"]}
+    if key is None:
+        return {"ok": None, "reasons": ["no channel key: the heartbeat cannot be verified"]}
+    client = redis.Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        return check_health(client, stream, group, key=key, max_beat_age_s=heartbeat_ttl_s,
+                            max_pending_age_s=300, error_window_s=60).as_dict()  # fmt: skip
+    except (redis.RedisError, OSError) as exc:
+        return {"ok": False, "reasons": [f"cannot reach Redis: {exc}"]}
+    finally:
+        client.close()

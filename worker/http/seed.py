@@ -1,0 +1,129 @@
+"""Seed 002's four dashboard routes in the shapes its plan names, and the one
+answer the dashboard page loads; all of them through the scoped query layer."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from worker.http.reads import bots, clean, health, run_scoped
+from worker.http.tokens import Principal
+
+TENANCY = ("account", "source", "plugin_id", "mode")
+
+
+def _pick(params: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {k: params[k] for k in (*TENANCY, *names) if params.get(k)}
+
+
+def _dates(params: dict[str, Any]) -> dict[str, Any]:
+    """Seed 002 says start_date / end_date; the query layer says since / until."""
+    out = {}
+    for seed_name, name in (("start_date", "since"), ("end_date", "until")):
+        if params.get(seed_name) or params.get(name):
+            out[name] = params.get(seed_name) or params.get(name)
+    return out
+
+
+def trades(db: Path, p: Principal, params: dict[str, Any]) -> list[dict[str, Any]]:
+    filters = {**_pick(params, "symbol", "limit", "offset", "tz", "side", "strategy"),
+               **_dates(params)}  # fmt: skip
+    rows = run_scoped(db, p, "history", filters)["rows"]
+    return [
+        {"id": r["trade_id"], "source": r["source"], "account": r["account"],
+         "symbol": r["symbol"], "entry_time": r["opened_at"], "exit_time": r["closed_at"],
+         "entry_price": r["entry_price"], "exit_price": r["exit_price"],
+         "quantity": r["quantity"], "pnl": r["realized_pnl"],
+         "type": (r["side"] or "").upper(), "is_profit": (r["realized_pnl"] or 0) > 0,
+         "exit_type": r["exit_reason"]}
+        for r in rows
+    ]  # fmt: skip
+
+
+def cumulative_pnl(db: Path, p: Principal, params: dict[str, Any]) -> dict[str, Any]:
+    result = run_scoped(db, p, "pnl", _pick(params, "tz"))
+    names = {"all_time": "all_time", "year": "year", "month": "month", "week": "week",
+             "today": "day"}  # fmt: skip
+    out: dict[str, Any] = {names[r["period"]]: r["pnl"] for r in result["rows"]}
+    out["trades"] = {names[r["period"]]: r["trades"] for r in result["rows"]}
+    out["tz"] = (result["summary"] or {}).get("tz")
+    return out
+
+
+def daily_stats(db: Path, p: Principal, params: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = run_scoped(db, p, "daily-loss", _pick(params, "tz", "date"))["rows"]
+    return [
+        {"broker_id": r["account"], "source": r["source"], "plugin_id": r["plugin_id"],
+         "mode": r["mode"], "date": r["date"], "loss_used": r["daily_loss_used"],
+         "loss_limit": r["daily_loss_limit"], "percentage": r["percent"],
+         "loss_limit_hit": bool(r["loss_limit_hit"]),
+         "trading_blocked": bool(r["trading_blocked"])}
+        for r in rows
+    ]  # fmt: skip
+
+
+def pnl_calendar(db: Path, p: Principal, params: dict[str, Any]) -> dict[str, Any]:
+    rows = run_scoped(db, p, "calendar", {**_pick(params, "tz"), **_dates(params)})["rows"]
+    return {r["date"]: r["pnl"] for r in rows}
+
+
+ROUTES: dict[str, Callable[[Path, Principal, dict[str, Any]], Any]] = {
+    "trades": trades,
+    "cumulative-pnl": cumulative_pnl,
+    "daily-stats": daily_stats,
+    "pnl-calendar": pnl_calendar,
+}
+
+
+def as_table(result: Any) -> dict[str, Any]:
+    """A seed route's answer as a query result, for ``?format=csv``."""
+    if isinstance(result, list):
+        rows = result
+    else:
+        rows = [{"key": k, "value": v} for k, v in result.items() if not isinstance(v, dict)]
+    columns = list(rows[0]) if rows else []
+    return {"name": "seed", "columns": columns, "rows": rows, "summary": None, "sections": {}}
+
+
+def equity(db: Path, p: Principal, tz: dict[str, Any], all_time: float) -> dict[str, Any]:
+    """Cumulative realised P&L: per day over the calendar's year, or per trade (the
+    last 500) when fewer than two days had trades."""
+    days = run_scoped(db, p, "calendar", tz)["rows"]
+    if len(days) >= 2:
+        level = all_time - sum(d["pnl"] for d in days)
+        points = []
+        for d in days:
+            level += d["pnl"]
+            points.append([d["date"], level])
+        return {"by": "day", "start": all_time - sum(d["pnl"] for d in days), "points": points}
+    closed = list(reversed(run_scoped(db, p, "history", {**tz, "limit": 500})["rows"]))
+    start = all_time - sum(r["realized_pnl"] or 0 for r in closed)
+    level, points = start, []
+    for r in closed:
+        level += r["realized_pnl"] or 0
+        points.append([r["closed_at"], level])
+    return {"by": "trade", "start": start, "points": points}
+
+
+def dashboard(db: Path, p: Principal, params: dict[str, Any]) -> dict[str, Any]:
+    """Everything the page shows, in one answer (one snapshot per refresh)."""
+    tz = _pick({"tz": params.get("tz")}, "tz")
+    history_filters = {**_pick(params, "tz", "symbol", "side", "strategy", "since", "until",
+                               "status", "offset"), "limit": params.get("limit") or 50}  # fmt: skip
+    pnl = run_scoped(db, p, "pnl", tz)
+    all_time = pnl["rows"][0]["pnl"] if pnl["rows"] else 0.0
+    out: dict[str, Any] = clean({
+        "whoami": p.as_dict(),
+        "now": dt.datetime.now(dt.UTC).isoformat(),
+        "health": health(db, p),
+        "pnl": pnl,
+        "bots": bots(db, p, tz),
+        "open_trades": run_scoped(db, p, "active-trades", {}),
+        "history": run_scoped(db, p, "history", history_filters),
+        "calendar": run_scoped(db, p, "calendar", tz),
+        "daily_loss": run_scoped(db, p, "daily-loss", tz),
+        "equity": equity(db, p, tz, all_time),
+    })  # fmt: skip
+    return out
