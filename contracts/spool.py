@@ -24,6 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from contracts.errors import PublishError
 from contracts.ids import event_id_time
@@ -65,6 +66,14 @@ class _File:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+class Chunk(NamedTuple):
+    """Lines to send, oldest first, and where the file stands once they are sent."""
+
+    file: _File
+    end: int
+    lines: list[str]
 
 
 def _lock(path: Path) -> int | None:
@@ -183,8 +192,8 @@ class Spool:
 
     # -- draining ----------------------------------------------------------------
 
-    def chunk(self, limit: int = 500) -> tuple[_File, int, list[str]] | None:
-        """The next lines to send: (file, end offset, lines), or None when all is sent."""
+    def chunk(self, limit: int = 500) -> Chunk | None:
+        """The next lines to send (``advance`` once they are sent), or None when all is sent."""
         with self.lock:
             for f in self._files:
                 if f.size > f.sent:
@@ -197,16 +206,17 @@ class Spool:
                     else:
                         raise PublishError(f"spool file {f.path} has a line over 16 MiB")
                     end = f.sent + sum(len(x) + 1 for x in lines)
-                    return f, end, [x.decode(errors="replace") for x in lines]
+                    return Chunk(f, end, [x.decode(errors="replace") for x in lines])
             return None
 
-    def advance(self, f: _File, end: int, count: int) -> None:
+    def advance(self, chunk: Chunk) -> None:
         """These lines were sent: move on; empty files are truncated or removed."""
+        f = chunk.file
         with self.lock:
             if f not in self._files:
                 return  # closed meanwhile; these lines are sent again on the next start
-            f.sent = end
-            f.events = max(0, f.events - count)
+            f.sent = chunk.end
+            f.events = max(0, f.events - len(chunk.lines))
             if f.sent >= f.size:
                 self._finish(f)
             nxt = self._head()
