@@ -28,7 +28,8 @@ def test_a_first_delay_above_the_cap_waits_the_cap() -> None:
 
 
 @pytest.mark.parametrize(
-    "first, factor, cap", [(0, 2.0, 1.0), (0.1, 0.5, 1.0), (0.1, 2.0, 0), (float("nan"), 2, 1)]
+    ("first", "factor", "cap"),
+    [(0, 2.0, 1.0), (0.1, 0.5, 1.0), (0.1, 2.0, 0), (float("nan"), 2, 1)],
 )
 def test_nonsense_settings_are_refused_with_what_is_needed(
     first: float, factor: float, cap: float

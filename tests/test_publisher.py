@@ -110,7 +110,7 @@ def test_option_keywords_are_exactly_the_options_fields() -> None:
 
 
 @pytest.mark.parametrize(
-    "arguments, message",
+    ("arguments", "message"),
     [
         ({}, r"Publisher\(\) needs source= \(the bot's name\) or options=PublisherOptions"),
         (
@@ -150,11 +150,13 @@ async def test_a_corrupt_spool_stops_the_drain_once_and_says_why(
         pub.publish("trade.opened", trade_id="T1", **TRADE)  # queued behind, not lost
         assert not pub.flush(timeout_s=0.2)  # no drain is started again ...
         status = pub.spool_status()
-        assert status is not None and status.events == 2
+        assert status is not None
+        assert status.events == 2
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1  # ... so it is said once, not once per publish or flush
     assert "spool drain of 'bot-c' stopped: spool file" in errors[0].getMessage()
-    assert "line over 16 MiB" in errors[0].getMessage() and errors[0].exc_info
+    assert "line over 16 MiB" in errors[0].getMessage()
+    assert errors[0].exc_info
 
 
 async def test_a_corrupt_spool_stops_the_async_drain_once_and_says_why(

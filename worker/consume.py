@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from contracts.backoff import Backoff
 from contracts.events import WIRE_FIELD
 from worker.entries import Entry, bounded, decode, store_error, unstorable, without_bytes
 from worker.errors import RedisSetupError
@@ -124,7 +125,7 @@ class Worker:
                 )
 
     async def _until_redis_answers(self, step: Any) -> None:
-        delay = 0.1
+        backoff = self._backoff(0.1)
         while True:
             try:
                 await step()
@@ -140,9 +141,12 @@ class Worker:
                 ) from exc
             except _TRANSIENT_REDIS as exc:
                 self.stats.note_error(_UNREACHABLE, exc)
+                delay = backoff.next()
                 log.warning("Redis unreachable (%s); retrying in %.1fs", exc, delay)
                 await anyio.sleep(delay)
-                delay = min(delay * 2, self.settings.retry_max_s)
+
+    def _backoff(self, first: float = 0.05) -> Backoff:
+        return Backoff(first=first, factor=2.0, cap=self.settings.retry_max_s)
 
     async def _ensure_group(self) -> None:
         s = self.settings
@@ -294,7 +298,7 @@ class Worker:
     async def _xreadgroup(self, after: str, block: int | None) -> list[Entry]:
         """One XREADGROUP, retried on transient errors; [] when stopping."""
         s = self.settings
-        delay = 0.05
+        backoff = self._backoff()
         while not self.stopping:
             try:
                 reply = await self.redis.xreadgroup(
@@ -304,6 +308,7 @@ class Worker:
                 return _entries(reply)
             except _TRANSIENT_REDIS as exc:
                 self.stats.note_error(_UNREACHABLE, exc)
+                delay = backoff.next()
                 log.warning("reading from Redis failed (%s); retrying in %.2fs", exc, delay)
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
@@ -312,7 +317,6 @@ class Worker:
                 await self._ensure_group()
                 continue
             await anyio.sleep(delay)
-            delay = min(delay * 2, s.retry_max_s)
         return []
 
     async def _deliveries(self, entries: list[Entry]) -> dict[str, int]:
@@ -357,7 +361,7 @@ class Worker:
         """
         if not good and not dead:
             return True
-        delay = 0.05
+        backoff = self._backoff()
         while True:
             try:
                 with anyio.CancelScope(shield=True):
@@ -386,11 +390,11 @@ class Worker:
                         dead = [without_bytes(d, exc) for d in dead]
                         continue
                 self.stats.note_error("database", exc)
+                delay = backoff.next()
                 log.warning("commit failed (%s); nothing acknowledged, retry in %.2fs", exc, delay)
             if self.stopping:
                 return False
             await anyio.sleep(delay)
-            delay = min(delay * 2, self.settings.retry_max_s)
 
     def _record(
         self,
@@ -421,7 +425,7 @@ class Worker:
 
     async def _ack(self, ids: list[str]) -> None:
         s = self.settings
-        delay = 0.05
+        backoff = self._backoff()
         while ids:
             try:
                 with anyio.CancelScope(shield=True):
@@ -436,8 +440,7 @@ class Worker:
                 self.stats.note_error(_UNREACHABLE, exc)
                 if self.stopping:
                     return
-                await anyio.sleep(delay)
-                delay = min(delay * 2, s.retry_max_s)
+                await anyio.sleep(backoff.next())
 
     # -- housekeeping ------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from anyio.abc import TaskGroup
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from redis.exceptions import RedisError
 
+from contracts.backoff import Backoff
 from contracts.channelauth import reply_header, sign
 from contracts.client import REPLY_KEY_PATTERN, REPLY_TTL_S, request_channel
 from contracts.errors import describe_validation_error
@@ -168,21 +169,22 @@ async def serve_requests(worker: Worker, key: bytes) -> None:
     Replies are signed with ``key`` (``contracts.channelauth``)."""
     await worker.ready.wait()
     channel = request_channel(worker.settings.stream, worker.settings.group)
-    delay = 0.1
+    backoff = Backoff(first=0.1, factor=2.0, cap=worker.settings.retry_max_s)
     async with anyio.create_task_group() as tg:  # handlers outlive a reconnect
         while True:
+            delay = backoff.next()
             try:
                 async with worker.redis.pubsub() as pubsub:
                     await pubsub.subscribe(channel)
                     log.info("answering requests on %s", channel)
-                    delay = 0.1
+                    backoff.reset()
+                    delay = backoff.next()
                     await _read_requests(worker, key, pubsub, tg)
             except (RedisError, OSError) as exc:
                 # The channel is a side door: its trouble must never stop the writer.
                 worker.stats.note_error("request channel", exc)
                 log.warning("request channel lost (%s); resubscribing in %.1fs", exc, delay)
             await anyio.sleep(delay)
-            delay = min(delay * 2, worker.settings.retry_max_s)
 
 
 async def _read_requests(worker: Worker, key: bytes, pubsub: Any, tg: TaskGroup) -> None:
