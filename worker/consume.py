@@ -245,6 +245,11 @@ class Worker:
             except _TRANSIENT_REDIS as exc:
                 self.stats.note_error(_UNREACHABLE, exc)
                 await anyio.sleep(self.settings.retry_max_s)
+            except ResponseError as exc:  # an ACL without the attempts key: do not count
+                log.warning("cannot count attempts at %s in %s (%s); decoding it uncounted "
+                            "(grant the worker's Redis user ~tradescribe:attempts:*)",
+                            stream_id, key, exc)  # fmt: skip
+                return 0
 
     async def _read(self) -> AsyncIterator[tuple[list[Entry], dict[str, int]]]:
         """Own pending entries first, then idle ones of dead consumers, then new ones."""
