@@ -210,3 +210,19 @@ async def test_check_refuses_a_replayed_heartbeat_old_or_redated(
     assert "s ago (bound 1 s)" in replayed.stdout, replayed.output
     assert forged_now.exit_code == 1, forged_now.output
     assert "not signed with the channel key" in forged_now.stdout
+
+
+async def test_check_refuses_a_genuine_heartbeat_set_again_at_the_default_age_bound(
+    fast_beat: Settings, sync_redis: redis.Redis
+) -> None:
+    """A copy of the worker's own beat is young enough for --max-beat-age's default, but
+    no worker answers the signed ping that check sends (found by a user's replay)."""
+    key = heartbeat_key(fast_beat.stream, fast_beat.group)
+    async with running_worker(fast_beat):
+        genuine: bytes = await wait_for(lambda: sync_redis.get(key), what="a heartbeat")
+        live = await cli("check", *_where(fast_beat))
+    sync_redis.set(key, genuine, ex=30)  # set again at once: as young as a live beat
+    replayed = await cli("check", "--ping-timeout", "0.5", *_where(fast_beat))
+    assert live.exit_code == 0, live.output
+    assert replayed.exit_code == 1, replayed.output
+    assert "no worker answered a signed ping within 0.5 s" in replayed.stdout

@@ -21,7 +21,7 @@ from contracts.errors import NoWorkerError, RedisUnreachableError
 from contracts.redisurl import mask_url
 from worker.cli.options import ConfigOpt, DbOpt, GroupOpt, JsonOpt, RedisOpt, StreamOpt
 from worker.cli.output import cell
-from worker.ops.health import check_health
+from worker.ops.health import Health, check_health
 from worker.ops.trust import client_key
 from worker.settings import Settings, load_settings
 
@@ -112,9 +112,20 @@ def check(
     error_window: Annotated[
         float, typer.Option("--error-window", min=0, help="A worker error this recent fails.")
     ] = 60.0,
+    ping_timeout: Annotated[
+        float,
+        typer.Option(
+            "--ping-timeout",
+            min=0.05,
+            max=60,
+            help="Seconds the worker has to answer a signed ping (a heartbeat alone can be "
+            "replayed for as long as it is young).",
+        ),
+    ] = 2.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Exit 0 if a worker beat recently and nothing is stuck, else 1 with the reasons."""
+    """Exit 0 if a worker beat recently, answers a signed ping now and nothing is stuck,
+    else 1 with the reasons."""
     s = _settings(config, redis_url=redis_url, stream=stream, group=group)
     key = client_key(s)
     client = redis.Redis.from_url(s.redis_url, socket_timeout=5, socket_connect_timeout=5)
@@ -134,8 +145,21 @@ def check(
         raise typer.Exit(1) from None
     finally:
         client.close()
+    if health.ok:
+        _answers_a_ping(s, ping_timeout, health)
     typer.echo(json.dumps(health.as_dict(), default=str) if as_json else health.summary())
     raise typer.Exit(0 if health.ok else 1)
+
+
+def _answers_a_ping(s: Settings, timeout: float, health: Health) -> None:
+    """A worker is alive only if it answers now: a signed reply is bound to this request,
+    whereas a copy of a genuine heartbeat, set again, verifies until it is too old."""
+    try:
+        with _client(s, timeout) as client:
+            client.request("ping")
+    except (NoWorkerError, RedisUnreachableError) as exc:
+        health.reasons.append(f"no worker answered a signed ping within {timeout:g} s: {exc}")
+        health.ok = False
 
 
 def config(
