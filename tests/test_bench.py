@@ -18,7 +18,7 @@ import pytest
 from bench import readdata
 from bench.workload import SourceFlow, check_sample, wire_events
 from contracts.query import QUERIES
-from tests.conftest import query
+from tests.helpers import query
 
 REQUIRED = (
     "drain_events_per_s",

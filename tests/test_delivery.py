@@ -17,16 +17,17 @@ import redis
 import redis.asyncio as aredis
 
 from contracts import AsyncPublisher, Publisher, build_event, new_event_id, to_wire
-from tests.conftest import (
+from tests.helpers import (
     WorkerProcess,
     count,
+    foreign_write_lock,
     make_settings,
     pending,
+    publish_many,
     query,
     running_worker,
     wait_for,
 )
-from tests.fault_helpers import foreign_write_lock
 from worker.consume import attempts_key
 from worker.lease import RedisLease, worker_identity
 from worker.settings import Settings
@@ -39,24 +40,6 @@ TS = "2026-11-22T10:00:00+00:00"
 def wire(event_type: str, source: str = "bot-a", **data: object) -> str:
     event = build_event(event_type, data, source=source, ts=dt.datetime.fromisoformat(TS))
     return to_wire(event)
-
-
-def publish_many(client: redis.Redis, stream: str, n: int, source: str = "bot-a") -> list[str]:
-    """n trade.opened events, sent in pipelined chunks; returns their ids."""
-    ids = []
-    for start in range(0, n, 1000):
-        pipe = client.pipeline(transaction=False)
-        for i in range(start, min(n, start + 1000)):
-            event = build_event(
-                "trade.opened",
-                {"trade_id": f"T{i}", "symbol": "BTCUSDT", "side": "buy", "quantity": "1",
-                 "entry_price": "100"},
-                source=source,
-            )  # fmt: skip
-            ids.append(event.id)
-            pipe.xadd(stream, {"event": to_wire(event)})
-        pipe.execute()
-    return ids
 
 
 ROUND_TRIP = [

@@ -20,20 +20,21 @@ import pytest
 import redis
 
 from contracts import Publisher
-from tests.conftest import (
+from tests.helpers import (
     WorkerProcess,
+    bulk_publish,
     count,
+    foreign_write_lock,
     make_settings,
     pending,
     query,
     running_worker,
     wait_for,
+    wire_events,
 )
-from tests.fault_helpers import bulk_publish, foreign_write_lock, own_redis, wire_events
 from worker.embedded import EmbeddedRedis
 from worker.settings import Settings
 
-__all__ = ["own_redis"]
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 OUTAGE_S = float(os.environ.get("TRADESCRIBE_FAULT_OUTAGE_S", "30"))  # as the issue asks

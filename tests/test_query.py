@@ -12,7 +12,7 @@ import pytest
 
 from contracts import AsyncPublisher, new_event_id
 from contracts.query import QUERIES, QueryError, Reader, run_query, wait_for_event
-from tests.conftest import running_worker
+from tests.helpers import running_worker
 from tests.querydata import NOW, seeded
 from worker.settings import Settings
 

@@ -14,10 +14,8 @@ import pytest
 import redis
 
 from bench.drain import child_pids
-from tests.conftest import WorkerProcess, count, pending, wait_for
-from tests.test_delivery import publish_many
+from tests.helpers import WorkerProcess, count, make_db, pending, publish_many, wait_for
 from worker.settings import Settings
-from worker.store.sqlite import SqliteStore
 from worker.store.write import Planned
 from worker.store.writer import WriterProcess
 
@@ -103,9 +101,7 @@ def _batch(*statements: tuple[str, list[tuple[object, ...]]]) -> Planned:
 
 async def test_writer_errors_keep_their_class_and_roll_back(tmp_path: Path) -> None:
     db = tmp_path / "w.db"
-    store = await SqliteStore.open(db)
-    await store.migrate()
-    await store.close()
+    await make_db(db)
     writer = WriterProcess(db, "FULL", 1000)
     writer.start()
     try:
