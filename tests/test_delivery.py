@@ -332,11 +332,17 @@ async def test_a_commit_stalled_past_claim_idle_does_not_claim_and_store_its_own
                         quantity="1", entry_price="1")  # fmt: skip
             bad = good.replace('"quantity":"1"', '"quantity":"-1"')
             bad_id = sync_redis.xadd(s.stream, {"event": bad}).decode()
-            await anyio.sleep(1.5)  # both batches idle well past claim_idle_ms
+            # The scenario, not a wait for a condition: time passes with the commit stalled,
+            # so both batches go idle well past claim_idle_ms (300 ms) and the claim loop
+            # (every 0.1 s) sees them several times.
+            await anyio.sleep(1.5)
         await wait_for(lambda: count(s.db, "events") == 2, what="the second event")
         await wait_for(lambda: count(s.db, "dead_letters") >= 1, what="the dead letter")
         await wait_for(lambda: pending(sync_redis, names) == 0, what="nothing pending")
-        await anyio.sleep(0.5)  # time for a wrongful claim to be committed
+        # Not a wait for a condition but a window in which nothing may happen: a wrongful
+        # claim taken before the acks would be committed in it (no counter tells us that a
+        # claim cycle ran, so there is no condition to wait for).
+        await anyio.sleep(0.5)
         assert worker.stats.dead_letters == 1
         assert worker.stats.duplicates == 0
     assert query(s.db, "SELECT stream_id FROM dead_letters") == [(bad_id,)]
