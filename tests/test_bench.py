@@ -57,7 +57,8 @@ def test_quick_bench_writes_every_figure_and_prints_the_targets(tmp_path: Path) 
     for key in REQUIRED:
         assert isinstance(figures[key], int | float), (key, figures.get(key))
         assert figures[key] > 0, (key, figures.get(key))
-    assert isinstance(figures["direct_lock_errors"], int)  # counted, whatever the count
+    # the old way's lock errors vary from run to run: the figure is the count the run reported
+    assert f", {figures['direct_lock_errors']} lock errors" in out.stderr, out.stderr[-2000:]
     assert figures["drain_lost_events"] == 0
     assert figures["drain_dead_letters"] == 0
     assert figures["commit_events"] == figures["publish_events"]
