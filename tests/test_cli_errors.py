@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -151,6 +152,8 @@ def not_redis() -> Iterator[int]:
     thread.start()
     yield server.getsockname()[1]
     done.set()
+    with contextlib.suppress(OSError):  # wakes the accept() at once; close() alone does not
+        server.shutdown(socket.SHUT_RDWR)
     server.close()
     thread.join(5)
 
