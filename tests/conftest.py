@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from tests.helpers import WorkerProcess, make_settings
+from tests.querydata import seeded
 from worker.embedded import EmbeddedRedis, find_redis_server
 from worker.settings import Settings
 
@@ -79,6 +80,13 @@ def names() -> dict[str, str]:
 @pytest.fixture
 def settings(tmp_path: Path, redis_url: str, names: dict[str, str]) -> Settings:
     return make_settings(tmp_path / "scribe.db", redis_url, names)
+
+
+@pytest.fixture
+async def history_db(settings: Settings) -> Path:
+    """The database of ``settings`` holding the history of tests/querydata.py."""
+    await seeded(settings)
+    return settings.db
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from contracts.errors import RequestFailedError
 from contracts.events import WIRE_FIELD
 from contracts.query import DeadLetteredError, Reader, run_query
 from tests.helpers import count, running_worker, tradescribe, wait_for, worker_listening
-from tests.querydata import seeded
 from worker.settings import Settings
 
 # A 200-column terminal, so a table row is one line; the suite's channel key, which the
@@ -52,21 +51,15 @@ async def ask(settings: Settings, call: Any) -> Any:
         return await anyio.to_thread.run_sync(call, client)
 
 
-@pytest.fixture
-async def db(settings: Settings) -> Path:
-    await seeded(settings)
-    return settings.db
-
-
 async def test_every_query_over_the_channel_equals_the_local_door(
-    settings: Settings, db: Path
+    settings: Settings, history_db: Path
 ) -> None:
     answers = {}
     async with running_worker(settings):
         await worker_listening(settings)
         for name, filters in SAME_ON_BOTH_DOORS:
             remote = await ask(settings, lambda c, n=name, f=filters: c.query(n, f))
-            local = json.loads(json.dumps(run_query(db, name, filters).as_dict()))
+            local = json.loads(json.dumps(run_query(history_db, name, filters).as_dict()))
             assert remote == local, name
             answers[name] = remote
     assert sorted(r["trade_id"] for r in answers["active-trades"]["rows"]) == ["T1"]
@@ -123,10 +116,10 @@ async def test_a_path_or_sql_in_the_arguments_is_refused(settings: Settings) -> 
 
 
 async def test_query_cli_over_redis_prints_what_the_db_door_prints(
-    settings: Settings, db: Path
+    settings: Settings, history_db: Path
 ) -> None:
     common = ["query", "active-trades", "--account", "ACC-1", "--json"]
-    local = wide_tradescribe(*common, "--db", db)
+    local = wide_tradescribe(*common, "--db", history_db)
     remote_args = ["--redis-url", settings.redis_url, "--stream", settings.stream,
                    "--group", settings.group]  # fmt: skip
     async with running_worker(settings):
@@ -135,7 +128,7 @@ async def test_query_cli_over_redis_prints_what_the_db_door_prints(
         table = await anyio.to_thread.run_sync(
             lambda: wide_tradescribe("query", "history", "--symbol", "btc", *remote_args)
         )
-        table_local = wide_tradescribe("query", "history", "--symbol", "btc", "--db", db)
+        table_local = wide_tradescribe("query", "history", "--symbol", "btc", "--db", history_db)
         csv_remote = await anyio.to_thread.run_sync(
             lambda: wide_tradescribe("query", "plugins", "--csv", *remote_args)
         )
@@ -147,7 +140,10 @@ async def test_query_cli_over_redis_prints_what_the_db_door_prints(
     assert [r["trade_id"] for r in json.loads(remote.stdout)["rows"]] == ["T1"]
     assert table.stdout == table_local.stdout
     assert "T2" in table.stdout
-    assert csv_remote.stdout == wide_tradescribe("query", "plugins", "--csv", "--db", db).stdout
+    assert (
+        csv_remote.stdout
+        == wide_tradescribe("query", "plugins", "--csv", "--db", history_db).stdout
+    )
     assert bad.returncode == 1
     assert bad.stderr.strip().startswith("error: query 'pnl' does not take --symbol")
 
