@@ -13,7 +13,7 @@ import datetime as dt
 from typing import Any
 
 from contracts import AsyncPublisher
-from tests.conftest import count, running_worker, wait_for
+from tests.helpers import count, running_worker, wait_for
 from worker.settings import Settings
 
 NOW = dt.datetime(2026, 11, 18, 12, 0, tzinfo=dt.UTC)

@@ -10,23 +10,18 @@ from pathlib import Path
 import anyio
 
 from contracts import AsyncPublisher
-from tests.clirun import CliResult, run_cli
-from tests.conftest import count, make_settings, query, running_worker, wait_for
+from tests.helpers import (
+    count,
+    make_db,
+    make_settings,
+    query,
+    run_cli,
+    run_cli_in_thread,
+    running_worker,
+    wait_for,
+)
 from worker.settings import Settings
 from worker.store.schema import MIGRATIONS, SCHEMA_VERSION
-from worker.store.sqlite import SqliteStore
-
-
-async def in_thread(*args: str) -> CliResult:
-    return await anyio.to_thread.run_sync(lambda: run_cli(*args))
-
-
-async def make_db(path: Path) -> None:
-    s = await SqliteStore.open(path)
-    try:
-        await s.migrate()
-    finally:
-        await s.close()
 
 
 def last_stream_id(db: Path) -> str:
@@ -58,7 +53,7 @@ async def test_backup_under_load_is_consistent_and_restores_to_its_counts(
             tg.start_soon(load)
             await wait_for(lambda: count(settings.db, "events") >= 200, what="200 events")
             for _ in range(3):
-                result = await in_thread("backup", "--db", db, "--to", str(to), "--json")
+                result = await run_cli_in_thread("backup", "--db", db, "--to", str(to), "--json")
                 assert result.code == 0, result.err
                 results.append(result.json())
             target = published + 100
@@ -76,7 +71,7 @@ async def test_backup_under_load_is_consistent_and_restores_to_its_counts(
         assert json.loads(Path(r["meta"]).read_text())["events"] == r["events"]
     assert 200 <= results[0]["events"] <= results[-1]["events"] < published
 
-    restored = await in_thread(
+    restored = await run_cli_in_thread(
         "restore", results[-1]["path"], "--db", db, "--rewind-group",
         "--redis-url", settings.redis_url, "--stream", settings.stream, "--group", settings.group,
     )  # fmt: skip
@@ -114,9 +109,11 @@ def test_backups_are_private_and_only_the_newest_are_kept(tmp_path: Path) -> Non
 
 async def test_restore_refuses_while_a_worker_runs(settings: Settings, tmp_path: Path) -> None:
     async with running_worker(settings):
-        backup = await in_thread("backup", "--db", str(settings.db), "--json")
+        backup = await run_cli_in_thread("backup", "--db", str(settings.db), "--json")
         assert backup.code == 0, backup.err
-        refused = await in_thread("restore", backup.json()["path"], "--db", str(settings.db))
+        refused = await run_cli_in_thread(
+            "restore", backup.json()["path"], "--db", str(settings.db)
+        )
     assert refused.code == 1
     assert refused.err.startswith("error: a worker (pid ")
     assert f"is running on {settings.db}; stop it before restoring" in refused.err

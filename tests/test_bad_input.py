@@ -18,8 +18,15 @@ from hypothesis import strategies as st
 
 from contracts.events import WIRE_FIELD
 from contracts.vocabulary import EVENT_TYPES
-from tests.conftest import count, make_settings, pending, query, running_worker, wait_for
-from tests.fault_helpers import wire_events
+from tests.helpers import (
+    count,
+    make_settings,
+    pending,
+    query,
+    running_worker,
+    wait_for,
+    wire_events,
+)
 from worker.settings import Settings
 
 MAX_BYTES = 20_000

@@ -18,7 +18,7 @@ import pytest
 from bench import readdata
 from bench.workload import SourceFlow, check_sample, wire_events
 from contracts.query import QUERIES
-from tests.conftest import query
+from tests.helpers import query
 
 REQUIRED = (
     "drain_events_per_s",
@@ -57,7 +57,8 @@ def test_quick_bench_writes_every_figure_and_prints_the_targets(tmp_path: Path) 
     for key in REQUIRED:
         assert isinstance(figures[key], int | float), (key, figures.get(key))
         assert figures[key] > 0, (key, figures.get(key))
-    assert isinstance(figures["direct_lock_errors"], int)  # counted, whatever the count
+    # the old way's lock errors vary from run to run: the figure is the count the run reported
+    assert f", {figures['direct_lock_errors']} lock errors" in out.stderr, out.stderr[-2000:]
     assert figures["drain_lost_events"] == 0
     assert figures["drain_dead_letters"] == 0
     assert figures["commit_events"] == figures["publish_events"]

@@ -3,31 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-
-def tradescribe(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("TRADESCRIBE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args],
-        env={**clean, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def assert_one_clear_line(out: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
-    assert out.returncode == code, out.stderr
-    assert "Traceback" not in out.stderr + out.stdout
-    for needle in needles:
-        assert needle in out.stderr, out.stderr
+from tests.helpers import assert_one_clear_line, tradescribe
 
 
 def test_wrong_flag_value_names_the_flag() -> None:

@@ -3,21 +3,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import sqlite3
 import stat
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.test_cli import assert_one_clear_line, tradescribe
-from tests.test_deploy import _service
+from tests.helpers import assert_one_clear_line, tradescribe, unit_service
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -91,31 +90,18 @@ def test_worker_leaves_a_file_that_is_not_its_database_untouched(
     assert_one_clear_line(not_sqlite, 6, f"--db {README} is not an SQLite database")
 
 
-def _as_unprivileged(args: list[str]) -> list[str]:
+def _as_unprivileged() -> list[str]:
     """Root writes any file: run root without the capabilities that let it (setpriv)."""
     if os.geteuid() != 0:
-        return args
+        return []
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         pytest.skip("running as root without setpriv: a read-only file is writable here")
-    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search", *args]
+    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
 
 
 def _worker(db: Path, redis_url: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("TRADESCRIBE_")}
-    argv = [
-        sys.executable,
-        "-m",
-        "worker.cli",
-        "worker",
-        "--db",
-        str(db),
-        "--redis-url",
-        redis_url,
-    ]
-    return subprocess.run(
-        _as_unprivileged(argv), env=clean, capture_output=True, text=True, timeout=60
-    )
+    return tradescribe("worker", "--db", db, "--redis-url", redis_url, prefix=_as_unprivileged())
 
 
 def test_worker_on_a_read_only_database_exits_4_naming_the_fix(
@@ -127,7 +113,7 @@ def test_worker_on_a_read_only_database_exits_4_naming_the_fix(
     out = _worker(db, redis_url)
     assert_one_clear_line(out, 4, f"the database file {db} is read-only", "chmod u+rw")
     one_line(out)
-    assert "4" in _service()["RestartPreventExitStatus"].split()  # systemd stops retrying
+    assert "4" in unit_service()["RestartPreventExitStatus"].split()  # systemd stops retrying
 
 
 def test_worker_in_a_read_only_folder_exits_4_naming_the_fix(
@@ -166,6 +152,8 @@ def not_redis() -> Iterator[int]:
     thread.start()
     yield server.getsockname()[1]
     done.set()
+    with contextlib.suppress(OSError):  # wakes the accept() at once; close() alone does not
+        server.shutdown(socket.SHUT_RDWR)
     server.close()
     thread.join(5)
 

@@ -15,8 +15,7 @@ import anyio
 import pytest
 
 from contracts import Publisher
-from tests.conftest import WorkerProcess, count, wait_for
-from tests.test_status import cli
+from tests.helpers import WorkerProcess, cli, count, wait_for
 from worker.settings import Settings
 
 

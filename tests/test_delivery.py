@@ -17,16 +17,17 @@ import redis
 import redis.asyncio as aredis
 
 from contracts import AsyncPublisher, Publisher, build_event, new_event_id, to_wire
-from tests.conftest import (
+from tests.helpers import (
     WorkerProcess,
     count,
+    foreign_write_lock,
     make_settings,
     pending,
+    publish_many,
     query,
     running_worker,
     wait_for,
 )
-from tests.fault_helpers import foreign_write_lock
 from worker.consume import attempts_key
 from worker.lease import RedisLease, worker_identity
 from worker.settings import Settings
@@ -39,24 +40,6 @@ TS = "2026-11-22T10:00:00+00:00"
 def wire(event_type: str, source: str = "bot-a", **data: object) -> str:
     event = build_event(event_type, data, source=source, ts=dt.datetime.fromisoformat(TS))
     return to_wire(event)
-
-
-def publish_many(client: redis.Redis, stream: str, n: int, source: str = "bot-a") -> list[str]:
-    """n trade.opened events, sent in pipelined chunks; returns their ids."""
-    ids = []
-    for start in range(0, n, 1000):
-        pipe = client.pipeline(transaction=False)
-        for i in range(start, min(n, start + 1000)):
-            event = build_event(
-                "trade.opened",
-                {"trade_id": f"T{i}", "symbol": "BTCUSDT", "side": "buy", "quantity": "1",
-                 "entry_price": "100"},
-                source=source,
-            )  # fmt: skip
-            ids.append(event.id)
-            pipe.xadd(stream, {"event": to_wire(event)})
-        pipe.execute()
-    return ids
 
 
 ROUND_TRIP = [
@@ -219,7 +202,7 @@ def test_second_worker_on_the_same_database_refuses_to_start(
     settings: Settings, tmp_path: Path, worker_process: Callable[..., WorkerProcess]
 ) -> None:
     first = worker_process()
-    anyio.run(wait_for, lambda: count(settings.db, "events", "0") == 0 and settings.db.exists())
+    anyio.run(wait_for, settings.db.exists)
     anyio.run(wait_for, lambda: "started" in first.output())
     other_stream = settings.model_copy(update={"stream": settings.stream + ":2"})
     second = worker_process(other_stream, "second.log")
@@ -349,11 +332,17 @@ async def test_a_commit_stalled_past_claim_idle_does_not_claim_and_store_its_own
                         quantity="1", entry_price="1")  # fmt: skip
             bad = good.replace('"quantity":"1"', '"quantity":"-1"')
             bad_id = sync_redis.xadd(s.stream, {"event": bad}).decode()
-            await anyio.sleep(1.5)  # both batches idle well past claim_idle_ms
+            # The scenario, not a wait for a condition: time passes with the commit stalled,
+            # so both batches go idle well past claim_idle_ms (300 ms) and the claim loop
+            # (every 0.1 s) sees them several times.
+            await anyio.sleep(1.5)
         await wait_for(lambda: count(s.db, "events") == 2, what="the second event")
         await wait_for(lambda: count(s.db, "dead_letters") >= 1, what="the dead letter")
         await wait_for(lambda: pending(sync_redis, names) == 0, what="nothing pending")
-        await anyio.sleep(0.5)  # time for a wrongful claim to be committed
+        # Not a wait for a condition but a window in which nothing may happen: a wrongful
+        # claim taken before the acks would be committed in it (no counter tells us that a
+        # claim cycle ran, so there is no condition to wait for).
+        await anyio.sleep(0.5)
         assert worker.stats.dead_letters == 1
         assert worker.stats.duplicates == 0
     assert query(s.db, "SELECT stream_id FROM dead_letters") == [(bad_id,)]

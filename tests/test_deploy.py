@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import configparser
 import os
 import shlex
 import shutil
@@ -13,20 +12,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import wait_for
+from tests.helpers import DEPLOY, UNIT, unit_service, wait_for
 from worker.embedded import find_redis_server, free_port
 from worker.settings import load_settings
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
-UNIT = DEPLOY / "tradescribe.service"
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
-
-
-def _service() -> configparser.SectionProxy:
-    parser = configparser.ConfigParser(strict=False, interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    parser.read(UNIT)
-    return parser["Service"]
 
 
 def _tradescribe_bin() -> Path:
@@ -34,7 +24,7 @@ def _tradescribe_bin() -> Path:
 
 
 def test_unit_execstart_runs_the_tradescribe_worker_command() -> None:
-    argv = shlex.split(_service()["ExecStart"])
+    argv = shlex.split(unit_service()["ExecStart"])
     assert Path(argv[0]).name == "tradescribe"
     assert argv[1:] == ["worker"]
     help_run = subprocess.run(
@@ -45,7 +35,7 @@ def test_unit_execstart_runs_the_tradescribe_worker_command() -> None:
 
 
 def test_unit_has_the_service_and_hardening_settings() -> None:
-    service = _service()
+    service = unit_service()
     expected = {
         "Type": "notify",
         "Restart": "on-failure",

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import anyio.to_thread
@@ -12,8 +10,15 @@ import redis
 from typer.testing import CliRunner
 
 from contracts.events import WIRE_FIELD
-from tests.conftest import count, make_settings, query, running_worker, wait_for
-from tests.fault_helpers import wire_events
+from tests.helpers import (
+    count,
+    make_settings,
+    query,
+    running_worker,
+    tradescribe,
+    wait_for,
+    wire_events,
+)
 from worker.cli.app import app
 from worker.settings import Settings
 
@@ -68,8 +73,7 @@ def test_dlq_mistakes_are_one_clear_line(settings: Settings, tmp_path: Path) -> 
         (["purge", "--before", "someday", "--db", str(missing)], "error: --before 'someday'"),
         (["replay", "--db", str(missing)], "error: name the dead letters to replay"),
     ):
-        proc = subprocess.run([sys.executable, "-m", "worker.cli", "dlq", *args],
-                              capture_output=True, text=True)  # fmt: skip
+        proc = tradescribe("dlq", *args)
         assert proc.returncode == 1, proc.stderr
         assert proc.stderr.startswith(expected), proc.stderr
         assert "Traceback" not in proc.stderr

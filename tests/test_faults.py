@@ -20,20 +20,21 @@ import pytest
 import redis
 
 from contracts import Publisher
-from tests.conftest import (
+from tests.helpers import (
     WorkerProcess,
+    bulk_publish,
     count,
+    foreign_write_lock,
     make_settings,
     pending,
     query,
     running_worker,
     wait_for,
+    wire_events,
 )
-from tests.fault_helpers import bulk_publish, foreign_write_lock, own_redis, wire_events
 from worker.embedded import EmbeddedRedis
 from worker.settings import Settings
 
-__all__ = ["own_redis"]
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 OUTAGE_S = float(os.environ.get("TRADESCRIBE_FAULT_OUTAGE_S", "30"))  # as the issue asks
@@ -75,7 +76,8 @@ async def test_worker_killed_five_times_during_100k_ingest_loses_nothing(
     kills = sorted(rng.sample(range(2_000, 95_000), 5))
     for at in kills:
         await wait_for(lambda at=at: stored_so_far(s.db) >= at, 60, f"{at} events stored")
-        await anyio.sleep(rng.random() * 0.05)  # a random moment inside the next batch
+        # The scenario: the kill lands at a random moment inside the next batch.
+        await anyio.sleep(rng.random() * 0.05)
         proc.kill()
         print(f"{time.monotonic() - t0:.1f}s killed at {stored_so_far(s.db)} stored")
         await wait_for(lambda: not sync_redis.exists(lease), 10, "the dead worker's lease")
@@ -127,7 +129,7 @@ def _keep_publishing(
             pub.publish("trade.opened", trade_id=f"{source}-{n:06d}", symbol="BTCUSDT",
                         side="buy", quantity="1", entry_price="100")  # fmt: skip
             n += 1
-            time.sleep(0.002)
+            time.sleep(0.002)  # the bot's rate, not a wait for a condition
         assert pub.flush(timeout_s=60), pub.spool_status()
     return n
 
@@ -148,15 +150,17 @@ async def test_redis_down_while_four_publishers_publish_everything_arrives_once_
         async with anyio.create_task_group() as tg:
             for i in range(4):
                 tg.start_soon(bot, f"bot-{i}")
-            await anyio.sleep(1)  # publishing normally
+            # The timeline of the scenario, not waits for a condition: a second of normal
+            # publishing, the outage (the bots keep publishing into the spool), a second after.
+            await anyio.sleep(1)
             own_redis.stop()
-            await anyio.sleep(OUTAGE_S)  # the outage: the bots keep publishing into the spool
+            await anyio.sleep(OUTAGE_S)
             files = list((tmp_path / "spool").glob("*.spool"))
             waiting = sum(f.stat().st_size for f in files)
             print(f"\noutage {OUTAGE_S}s: {len(files)} spool files, {waiting} bytes waiting; "
                   f"worker last_error={worker.stats.last_error!r}")  # fmt: skip
             own_redis.start()
-            await anyio.sleep(1)  # publishing after the outage
+            await anyio.sleep(1)
             stop.set()
         total = sum(sent.values())
         await wait_for(lambda: count(s.db, "events") >= total, 60, "every event stored")

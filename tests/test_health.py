@@ -19,8 +19,7 @@ import redis
 
 from contracts import AsyncPublisher
 from contracts.channelauth import heartbeat_header, sign
-from tests.conftest import make_settings, running_worker, wait_for
-from tests.test_status import cli
+from tests.helpers import cli, make_settings, running_worker, wait_for, where_flags
 from worker.ops.health import heartbeat_key
 from worker.settings import Settings
 
@@ -30,10 +29,6 @@ def fast_beat(tmp_path: Path, redis_url: str, names: dict[str, str]) -> Settings
     return make_settings(
         tmp_path / "h.db", redis_url, names, heartbeat_interval_s=0.05, busy_timeout_ms=0
     )
-
-
-def _where(s: Settings) -> list[str]:
-    return ["--redis-url", s.redis_url, "--stream", s.stream, "--group", s.group]
 
 
 def _beat(client: redis.Redis, s: Settings) -> dict[str, Any] | None:
@@ -65,13 +60,13 @@ async def test_check_passes_while_a_worker_beats(
 ) -> None:
     async with running_worker(fast_beat):
         await wait_for(lambda: _beat(sync_redis, fast_beat), what="a heartbeat")
-        result = await cli("check", *_where(fast_beat))
+        result = await cli("check", *where_flags(fast_beat))
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("ok: worker ")
 
 
 async def test_check_fails_without_a_worker_and_says_why(settings: Settings) -> None:
-    result = await cli("check", "--json", *_where(settings))
+    result = await cli("check", "--json", *where_flags(settings))
     assert result.exit_code == 1
     report = json.loads(result.stdout)
     assert report["ok"] is False
@@ -90,7 +85,7 @@ async def test_check_fails_when_an_entry_is_pending_too_long(
     sync_redis.xreadgroup(s.group, "crashed-consumer", {s.stream: ">"})
     async with running_worker(s):
         await wait_for(lambda: _beat(sync_redis, s), what="a heartbeat")
-        result = await cli("check", "--max-pending-age", "60", *_where(s))
+        result = await cli("check", "--max-pending-age", "60", *where_flags(s))
     assert result.exit_code == 1
     assert "1 entries pending, the oldest (1000-0)" in result.stdout
 
@@ -109,13 +104,13 @@ async def test_check_fails_while_the_database_is_locked_and_passes_after(
             await wait_for(
                 lambda: (b := _beat(sync_redis, fast_beat)) and b["last_error"], what="error beat"
             )
-            failing = await cli("check", *_where(fast_beat))
+            failing = await cli("check", *where_flags(fast_beat))
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()
         await wait_for(lambda: worker.stats.committed == 1, what="the commit after unlocking")
         await wait_for(lambda: (b := _beat(sync_redis, fast_beat)) and not b["last_error"])
-        passing = await cli("check", *_where(fast_beat))
+        passing = await cli("check", *where_flags(fast_beat))
     assert failing.exit_code == 1
     assert "database is locked" in failing.stdout
     assert passing.exit_code == 0, passing.output
@@ -183,7 +178,7 @@ async def test_check_refuses_a_hand_set_heartbeat(
     if how == "another key":
         text = sign(b"not-the-worker-key-0123456789", heartbeat_header(key), text)
     sync_redis.set(key, text, ex=30)  # and no worker runs
-    result = await cli("check", *_where(settings))
+    result = await cli("check", *where_flags(settings))
     assert result.exit_code == 1, result.output
     assert "is not signed with the channel key" in result.stdout
     assert "forged" in result.stdout
@@ -195,16 +190,16 @@ async def test_check_refuses_a_replayed_heartbeat_old_or_redated(
     key = heartbeat_key(fast_beat.stream, fast_beat.group)
     async with running_worker(fast_beat):
         genuine: bytes = await wait_for(lambda: sync_redis.get(key), what="a heartbeat")
-        live = await cli("check", *_where(fast_beat))
+        live = await cli("check", *where_flags(fast_beat))
     assert sync_redis.exists(key) == 0  # the clean stop removed it
     at = float(json.loads(re.sub(rb'^\{"sig":"[0-9a-f]{64}",', b"{", genuine))["at"])
     sync_redis.set(key, genuine, ex=30)  # the worker's own words, set again after its stop
     await wait_for(lambda: time.time() > at + 1.5, what="the beat to be 1.5 s old")
-    replayed = await cli("check", "--max-beat-age", "1", *_where(fast_beat))
+    replayed = await cli("check", "--max-beat-age", "1", *where_flags(fast_beat))
     redated = genuine.replace(f'"at": {at!r}'.encode(), f'"at": {time.time()!r}'.encode())
     assert redated != genuine
     sync_redis.set(key, redated, ex=30)
-    forged_now = await cli("check", "--max-beat-age", "1", *_where(fast_beat))
+    forged_now = await cli("check", "--max-beat-age", "1", *where_flags(fast_beat))
     assert live.exit_code == 0, live.output
     assert replayed.exit_code == 1, replayed.output
     assert "s ago (bound 1 s)" in replayed.stdout, replayed.output
@@ -220,9 +215,9 @@ async def test_check_refuses_a_genuine_heartbeat_set_again_at_the_default_age_bo
     key = heartbeat_key(fast_beat.stream, fast_beat.group)
     async with running_worker(fast_beat):
         genuine: bytes = await wait_for(lambda: sync_redis.get(key), what="a heartbeat")
-        live = await cli("check", *_where(fast_beat))
+        live = await cli("check", *where_flags(fast_beat))
     sync_redis.set(key, genuine, ex=30)  # set again at once: as young as a live beat
-    replayed = await cli("check", "--ping-timeout", "0.5", *_where(fast_beat))
+    replayed = await cli("check", "--ping-timeout", "0.5", *where_flags(fast_beat))
     assert live.exit_code == 0, live.output
     assert replayed.exit_code == 1, replayed.output
     assert "no worker answered a signed ping within 0.5 s" in replayed.stdout

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import anyio
 import pytest
 import redis
 from rich.console import Console
 
-from tests.clirun import CliResult, run_cli
-from tests.conftest import count, pending, query, running_worker, wait_for
+from tests.helpers import (
+    count,
+    pending,
+    query,
+    run_cli,
+    run_cli_in_thread,
+    running_worker,
+    wait_for,
+)
 from worker.importers import FORMATS, ImportContext
 from worker.importers.run import Report, collect, progress_bar, publish
 from worker.settings import Settings
@@ -50,17 +56,13 @@ def importing(settings: Settings, fmt: str, *args: str) -> list[str]:
     ]  # fmt: skip
 
 
-async def in_thread(*args: str) -> CliResult:
-    return await anyio.to_thread.run_sync(lambda: run_cli(*args))
-
-
 @pytest.mark.parametrize("fmt", list(CASES))
 async def test_importing_a_format_twice_stores_its_records_once(
     settings: Settings, fmt: str
 ) -> None:
     _, read, events, skipped = CASES[fmt]
     async with running_worker(settings):
-        first = await in_thread(*importing(settings, fmt), "--allow-skips", "--json")
+        first = await run_cli_in_thread(*importing(settings, fmt), "--allow-skips", "--json")
         assert first.code == 0, first.out + first.err
         report = first.json()
         assert (report["records_read"], report["events"], len(report["skipped"])) == (
@@ -75,7 +77,7 @@ async def test_importing_a_format_twice_stores_its_records_once(
         )
         assert count(settings.db, "events") == events
 
-        second = await in_thread(*importing(settings, fmt), "--allow-skips", "--json")
+        second = await run_cli_in_thread(*importing(settings, fmt), "--allow-skips", "--json")
         assert second.code == 0, second.out + second.err
         again = second.json()
         assert (again["already_stored"], again["published"], again["committed"]) == (
@@ -91,7 +93,7 @@ async def test_skipped_records_fail_the_import_and_name_file_line_and_reason(
     settings: Settings,
 ) -> None:
     async with running_worker(settings):
-        result = await in_thread(*importing(settings, "csv-trades"))
+        result = await run_cli_in_thread(*importing(settings, "csv-trades"))
     assert result.code == 1
     assert f"skipped {LEGACY / 'trades.csv'}:22: 'n/a' is not a number" in result.out
     assert f"{LEGACY / 'trades.csv'}:23: status 'PENDING?'" in result.out
@@ -127,7 +129,7 @@ async def test_sqlite_legacy_maps_logic_type_to_plugin_id_with_the_toml_override
     settings: Settings,
 ) -> None:
     async with running_worker(settings):
-        result = await in_thread(*importing(settings, "sqlite-legacy"), "--allow-skips")
+        result = await run_cli_in_thread(*importing(settings, "sqlite-legacy"), "--allow-skips")
         assert result.code == 0, result.out + result.err
     rows = query(
         settings.db,
@@ -155,7 +157,7 @@ async def test_sqlite_legacy_maps_logic_type_to_plugin_id_with_the_toml_override
 
 async def test_plays_keep_their_status_history(settings: Settings) -> None:
     async with running_worker(settings):
-        result = await in_thread(*importing(settings, "plays"), "--allow-skips")
+        result = await run_cli_in_thread(*importing(settings, "plays"), "--allow-skips")
         assert result.code == 0, result.out + result.err
     statuses = query(settings.db, "SELECT status, count(*) FROM trades GROUP BY 1 ORDER BY 1")
     assert statuses == [("closed", 4), ("expired", 4), ("open", 4), ("pending", 4)]
@@ -271,8 +273,8 @@ async def test_import_without_db_verifies_through_the_worker(
             settings.redis_url, "--stream", settings.stream, "--wait-s", "10",
             "--allow-skips", "--json"]  # fmt: skip
     async with running_worker(settings):
-        first = await in_thread(*args)
-        again = await in_thread(*args)
+        first = await run_cli_in_thread(*args)
+        again = await run_cli_in_thread(*args)
     assert first.code == 0, first.out + first.err
     report = first.json()
     assert (report["verified_by"], report["committed"], report["dead_lettered"]) == (

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts import AsyncPublisher
-from tests.conftest import make_settings, running_worker, wait_for
+from tests.helpers import make_settings, running_worker, wait_for
 from worker.embedded import free_port
 from worker.errors import ConfigError
 from worker.service import run_worker

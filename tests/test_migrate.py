@@ -12,24 +12,19 @@ import anyio
 import pytest
 
 from contracts import AsyncPublisher
-from tests.clirun import CliResult, run_cli
-from tests.conftest import WorkerProcess, count, query, running_worker, wait_for
+from tests.helpers import (
+    WorkerProcess,
+    count,
+    make_db,
+    query,
+    run_cli,
+    run_cli_in_thread,
+    running_worker,
+    wait_for,
+)
 from worker.settings import Settings
 from worker.store import maintenance, sqlite
 from worker.store.schema import MIGRATIONS, SCHEMA_VERSION
-from worker.store.sqlite import SqliteStore
-
-
-async def make_db(path: Path) -> None:
-    s = await SqliteStore.open(path)
-    try:
-        await s.migrate()
-    finally:
-        await s.close()
-
-
-async def in_thread(*args: str) -> CliResult:
-    return await anyio.to_thread.run_sync(lambda: run_cli(*args))
 
 
 def test_version_then_migrate_then_up_to_date(tmp_path: Path) -> None:
@@ -153,11 +148,11 @@ async def test_rebuild_refuses_while_the_worker_runs_then_rebuilds_equal_tables(
     async with running_worker(settings):
         await publish_trades(settings, 20)
         await wait_for(lambda: count(settings.db, "events") == 71, what="71 events")
-        refused = await in_thread("db", "rebuild", "--db", str(settings.db))
+        refused = await run_cli_in_thread("db", "rebuild", "--db", str(settings.db))
         assert refused.code == 1
         assert f"is running on {settings.db}; stop it before rebuilding" in refused.err
         # The check works on a snapshot, so it may run beside the worker.
-        check = await in_thread("db", "rebuild", "--check", "--db", str(settings.db))
+        check = await run_cli_in_thread("db", "rebuild", "--check", "--db", str(settings.db))
         assert check.code == 0, check.out + check.err
         assert "EQUAL" in check.out
     con = sqlite3.connect(settings.db)
@@ -166,7 +161,7 @@ async def test_rebuild_refuses_while_the_worker_runs_then_rebuilds_equal_tables(
     con.execute("DELETE FROM journal_entries WHERE text = 'note 4'")
     con.commit()
     con.close()
-    broken = await in_thread("db", "rebuild", "--check", "--json", "--db", str(settings.db))
+    broken = await run_cli_in_thread("db", "rebuild", "--check", "--json", "--db", str(settings.db))
     assert broken.code == 1
     tables = broken.json()["tables"]
     assert tables["trades"]["missing"] == 1
@@ -177,9 +172,9 @@ async def test_rebuild_refuses_while_the_worker_runs_then_rebuilds_equal_tables(
     assert tables["trade_days"]["extra"] == 1
     assert tables["trade_months"] == {"live": 1, "rebuilt": 1, "missing": 0, "extra": 0}
 
-    rebuilt = await in_thread("db", "rebuild", "--db", str(settings.db))
+    rebuilt = await run_cli_in_thread("db", "rebuild", "--db", str(settings.db))
     assert rebuilt.code == 0, rebuilt.err
     assert f"rebuilt {settings.db} from 71 events" in rebuilt.out
     assert query(settings.db, "SELECT status FROM trades WHERE trade_id = 'T3'") == [("closed",)]
     assert count(settings.db, "journal_entries") == 20
-    assert (await in_thread("db", "rebuild", "--check", "--db", str(settings.db))).code == 0
+    assert (await run_cli_in_thread("db", "rebuild", "--check", "--db", str(settings.db))).code == 0

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from contracts import AsyncPublisher, build_event
 from contracts.events import AnyEvent
-from tests.conftest import count, make_settings, query, running_worker, wait_for
+from tests.helpers import count, make_settings, query, running_worker, wait_for
 from worker.settings import Settings
 from worker.store.projections import TRADES, project
 from worker.store.rows import merge, new_row, row_from_db, row_values

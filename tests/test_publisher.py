@@ -16,7 +16,7 @@ import redis
 from contracts import AsyncPublisher, Publisher
 from contracts.publisher import PublisherOptions
 from contracts.publisher_core import PublisherKeywords
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from worker.embedded import free_port
 
 TRADE = {"symbol": "BTCUSDT", "side": "buy", "quantity": "1", "entry_price": "100"}

@@ -10,52 +10,41 @@ import re
 import shutil
 import stat
 import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 
-from tests.querydata import NOW, seeded
+from tests.helpers import tradescribe
+from tests.querydata import NOW
 from worker.report import WIDGETS, gather, render
-from worker.settings import Settings
 
+# A 200-column terminal, so a table row is one line; the suite's channel key, as a
+# deployment's shell has it.
+wide_tradescribe = partial(tradescribe, columns=200, channel_key=True)
 BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]  # fmt: skip
 
 
-@pytest.fixture
-async def db(settings: Settings) -> Path:
-    await seeded(settings)
-    return settings.db
-
-
-def tradescribe(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADESCRIBE_")}
-    env["TRADESCRIBE_CHANNEL_KEY"] = os.environ["TRADESCRIBE_CHANNEL_KEY"]  # the suite's key
-    env["COLUMNS"] = "200"
-    return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *map(str, args)],
-        capture_output=True, text=True, timeout=60, env=env,
-    )  # fmt: skip
-
-
-async def test_query_prints_a_table_json_and_csv(db: Path) -> None:
-    table = tradescribe("query", "active-trades", "--db", db, "--source", "bot-a")
+async def test_query_prints_a_table_json_and_csv(history_db: Path) -> None:
+    table = wide_tradescribe("query", "active-trades", "--db", history_db, "--source", "bot-a")
     assert table.returncode == 0, table.stderr
     assert re.search(r"│ T1 .*│ BTCUSDT .*│ open ", table.stdout)
 
-    as_json = tradescribe("query", "history", "--db", db, "--symbol", "btc", "--json")
+    as_json = wide_tradescribe("query", "history", "--db", history_db, "--symbol", "btc", "--json")
     result = json.loads(as_json.stdout)
     assert [r["trade_id"] for r in result["rows"]] == ["T2", "T1"]
     assert result["summary"]["net"] == 15.0
 
-    as_csv = tradescribe("query", "plugins", "--db", db, "--csv")
+    as_csv = wide_tradescribe("query", "plugins", "--db", history_db, "--csv")
     rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
     assert [(r["plugin_id"], r["count"]) for r in rows] == [("p2", "1"), ("p1", "3")]
 
 
-async def test_trade_query_shows_history_and_events_tables(db: Path) -> None:
-    out = tradescribe("query", "trade", "--db", db, "--trade-id", "T2", "--source", "bot-a")
+async def test_trade_query_shows_history_and_events_tables(history_db: Path) -> None:
+    out = wide_tradescribe(
+        "query", "trade", "--db", history_db, "--trade-id", "T2", "--source", "bot-a"
+    )
     assert out.returncode == 0, out.stderr
     assert "status history" in out.stdout
     assert "events" in out.stdout
@@ -72,15 +61,17 @@ async def test_trade_query_shows_history_and_events_tables(db: Path) -> None:
         (["query", "pnl", "--tz", "Mars/Base"], "unknown time zone 'Mars/Base'"),
     ],
 )
-async def test_wrong_query_input_is_one_clear_line(db: Path, args: list[str], message: str) -> None:
-    out = tradescribe(*args, "--db", db)
+async def test_wrong_query_input_is_one_clear_line(
+    history_db: Path, args: list[str], message: str
+) -> None:
+    out = wide_tradescribe(*args, "--db", history_db)
     assert out.returncode == 1
     assert message in out.stderr
     assert "Traceback" not in out.stderr
 
 
 def test_missing_database_is_one_clear_line(tmp_path: Path) -> None:
-    out = tradescribe("query", "pnl", "--db", tmp_path / "nope.db")
+    out = wide_tradescribe("query", "pnl", "--db", tmp_path / "nope.db")
     assert out.returncode == 1
     assert "nope.db does not exist; pass the worker's file with --db" in out.stderr
 
@@ -92,9 +83,11 @@ def find_browser() -> str | None:
     return None
 
 
-async def test_report_is_one_offline_file_with_the_four_widgets(db: Path, tmp_path: Path) -> None:
+async def test_report_is_one_offline_file_with_the_four_widgets(
+    history_db: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "report.html"
-    done = tradescribe("report", "--db", db, "--out", out)
+    done = wide_tradescribe("report", "--db", history_db, "--out", out)
     assert done.returncode == 0, done.stderr
     page = out.read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page), "external resource"
@@ -107,7 +100,7 @@ async def test_report_is_one_offline_file_with_the_four_widgets(db: Path, tmp_pa
 
 
 async def test_report_is_readable_by_its_owner_only_like_the_database(
-    db: Path, tmp_path: Path
+    history_db: Path, tmp_path: Path
 ) -> None:
     fresh, earlier = tmp_path / "fresh.html", tmp_path / "earlier.html"
     earlier.write_text("an older report")
@@ -115,7 +108,7 @@ async def test_report_is_readable_by_its_owner_only_like_the_database(
     previous = os.umask(0o022)
     try:
         for out in (fresh, earlier):
-            done = tradescribe("report", "--db", db, "--out", out)
+            done = wide_tradescribe("report", "--db", history_db, "--out", out)
             assert done.returncode == 0, done.stderr
     finally:
         os.umask(previous)
@@ -124,8 +117,8 @@ async def test_report_is_readable_by_its_owner_only_like_the_database(
     assert 'id="widget-pnl"' in earlier.read_text()
 
 
-async def test_report_shows_the_numbers_of_the_queries(db: Path) -> None:
-    page = render(gather(db, {"tz": "Europe/Berlin"}, now=NOW), {"tz": "Europe/Berlin"})
+async def test_report_shows_the_numbers_of_the_queries(history_db: Path) -> None:
+    page = render(gather(history_db, {"tz": "Europe/Berlin"}, now=NOW), {"tz": "Europe/Berlin"})
     assert "1,250.00 / 5,000.00" in page
     assert "25.0% used" in page
     assert "+75.00</span></b><span>All time · 4 trades" in page
@@ -134,12 +127,12 @@ async def test_report_shows_the_numbers_of_the_queries(db: Path) -> None:
     assert "2026-11-18: +20.00 (1 trades)" in page
 
 
-async def test_report_renders_in_headless_chromium(db: Path, tmp_path: Path) -> None:
+async def test_report_renders_in_headless_chromium(history_db: Path, tmp_path: Path) -> None:
     browser = find_browser()
     if browser is None:
         pytest.skip("no chromium on PATH (Debian: apt-get install -y chromium)")
     out = tmp_path / "report.html"
-    assert tradescribe("report", "--db", db, "--out", out).returncode == 0
+    assert wide_tradescribe("report", "--db", history_db, "--out", out).returncode == 0
     shot = tmp_path / "report.png"
     profile = tmp_path / "profile"
     flags = [*BROWSER_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=2000"]

@@ -21,15 +21,15 @@ import pytest
 from bench import readdata
 from bench.ceiling import create_schema
 from contracts.query import parse_filters, run_query
-from contracts.query_model import QueryResult, utc_text
+from contracts.query_model import utc_text
 from contracts.query_sql import HISTORY_ORDER, TRADE_ROW
 from contracts.query_stats import distinct_trades, raw_where, resolve_symbols, skip_days
-from tests.test_query_sums import summary_from_rows
+from tests.helpers import summary_from_rows, summary_shown
+from tests.querydata import NOW
 from worker.store import aggregates
 from worker.store.projections import TRADES
 from worker.store.write import load_rows
 
-NOW = dt.datetime(2026, 11, 18, 12, 0, tzinfo=dt.UTC)
 ZONES = ("UTC", "Europe/Berlin", "Asia/Kolkata", "America/New_York", "Pacific/Chatham")
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "btc-perp", "XAUUSD", "EURUSD", None]
 
@@ -84,12 +84,6 @@ def _closed(rows: list[dict[str, Any]], **eq: Any) -> list[dict[str, Any]]:
     ]
 
 
-def _shown(result: QueryResult) -> tuple[Any, ...]:
-    s = result.summary or {}
-    keys = ("count", "wins", "losses", "gross_profit", "gross_loss", "best", "worst")
-    return tuple(s[k] for k in keys)
-
-
 def _newest_first(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
     ordered = sorted(rows, key=lambda r: (r["closed_at"], r["trade_id"]), reverse=True)
     return [(r["source"], r["trade_id"]) for r in ordered]
@@ -104,7 +98,7 @@ def test_a_symbol_substring_gives_the_rows_and_summary_of_the_substring_test(
     for offset, limit in [(0, 100), (40, 7), (0, 3000)]:
         filters = {"symbol": text, "offset": offset, "limit": limit}
         result = run_query(db, "history", filters, now=NOW)
-        assert _shown(result) == summary_from_rows(matching), filters
+        assert summary_shown(result.summary or {}) == summary_from_rows(matching), filters
         got = [(r["source"], r["trade_id"]) for r in result.rows]
         assert got == _newest_first(matching)[offset : offset + limit], filters
     plugins = run_query(db, "plugins", {"symbol": text}, now=NOW).rows
@@ -141,7 +135,7 @@ def test_every_page_and_the_summary_equal_the_trades(
     for offset in (0, 1, 99, len(expected) // 2, len(expected) - 1, len(expected) + 5):
         result = run_query(db, "history", {**filters, "offset": offset, "limit": 50}, now=NOW)
         assert [(r["source"], r["trade_id"]) for r in result.rows] == expected[offset:][:50]
-        assert _shown(result) == summary_from_rows(matching)
+        assert summary_shown(result.summary or {}) == summary_from_rows(matching)
 
 
 def test_skipping_whole_days_by_trade_days_names_the_same_page(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,12 @@ from contracts.client import REPLY_PREFIX, Client, request_channel
 from contracts.errors import RequestFailedError
 from contracts.events import WIRE_FIELD
 from contracts.query import DeadLetteredError, Reader, run_query
-from tests.conftest import count, running_worker, wait_for, worker_listening
-from tests.querydata import seeded
-from tests.test_query_cli import tradescribe
+from tests.helpers import count, running_worker, tradescribe, wait_for, worker_listening
 from worker.settings import Settings
+
+# A 200-column terminal, so a table row is one line; the suite's channel key, which the
+# remote queries need.
+wide_tradescribe = partial(tradescribe, columns=200, channel_key=True)
 
 SAME_ON_BOTH_DOORS: list[tuple[str, dict[str, Any]]] = [
     ("active-trades", {}),
@@ -48,21 +51,15 @@ async def ask(settings: Settings, call: Any) -> Any:
         return await anyio.to_thread.run_sync(call, client)
 
 
-@pytest.fixture
-async def db(settings: Settings) -> Path:
-    await seeded(settings)
-    return settings.db
-
-
 async def test_every_query_over_the_channel_equals_the_local_door(
-    settings: Settings, db: Path
+    settings: Settings, history_db: Path
 ) -> None:
     answers = {}
     async with running_worker(settings):
         await worker_listening(settings)
         for name, filters in SAME_ON_BOTH_DOORS:
             remote = await ask(settings, lambda c, n=name, f=filters: c.query(n, f))
-            local = json.loads(json.dumps(run_query(db, name, filters).as_dict()))
+            local = json.loads(json.dumps(run_query(history_db, name, filters).as_dict()))
             assert remote == local, name
             answers[name] = remote
     assert sorted(r["trade_id"] for r in answers["active-trades"]["rows"]) == ["T1"]
@@ -119,31 +116,34 @@ async def test_a_path_or_sql_in_the_arguments_is_refused(settings: Settings) -> 
 
 
 async def test_query_cli_over_redis_prints_what_the_db_door_prints(
-    settings: Settings, db: Path
+    settings: Settings, history_db: Path
 ) -> None:
     common = ["query", "active-trades", "--account", "ACC-1", "--json"]
-    local = tradescribe(*common, "--db", db)
+    local = wide_tradescribe(*common, "--db", history_db)
     remote_args = ["--redis-url", settings.redis_url, "--stream", settings.stream,
                    "--group", settings.group]  # fmt: skip
     async with running_worker(settings):
         await worker_listening(settings)
-        remote = await anyio.to_thread.run_sync(lambda: tradescribe(*common, *remote_args))
+        remote = await anyio.to_thread.run_sync(lambda: wide_tradescribe(*common, *remote_args))
         table = await anyio.to_thread.run_sync(
-            lambda: tradescribe("query", "history", "--symbol", "btc", *remote_args)
+            lambda: wide_tradescribe("query", "history", "--symbol", "btc", *remote_args)
         )
-        table_local = tradescribe("query", "history", "--symbol", "btc", "--db", db)
+        table_local = wide_tradescribe("query", "history", "--symbol", "btc", "--db", history_db)
         csv_remote = await anyio.to_thread.run_sync(
-            lambda: tradescribe("query", "plugins", "--csv", *remote_args)
+            lambda: wide_tradescribe("query", "plugins", "--csv", *remote_args)
         )
         bad = await anyio.to_thread.run_sync(
-            lambda: tradescribe("query", "pnl", "--symbol", "BTC", *remote_args)
+            lambda: wide_tradescribe("query", "pnl", "--symbol", "BTC", *remote_args)
         )
     assert remote.returncode == 0, remote.stderr
     assert remote.stdout == local.stdout
     assert [r["trade_id"] for r in json.loads(remote.stdout)["rows"]] == ["T1"]
     assert table.stdout == table_local.stdout
     assert "T2" in table.stdout
-    assert csv_remote.stdout == tradescribe("query", "plugins", "--csv", "--db", db).stdout
+    assert (
+        csv_remote.stdout
+        == wide_tradescribe("query", "plugins", "--csv", "--db", history_db).stdout
+    )
     assert bad.returncode == 1
     assert bad.stderr.strip().startswith("error: query 'pnl' does not take --symbol")
 
@@ -151,15 +151,15 @@ async def test_query_cli_over_redis_prints_what_the_db_door_prints(
 async def test_query_cli_without_a_worker_is_one_line_and_exit_2(settings: Settings) -> None:
     args = ["--redis-url", settings.redis_url, "--stream", settings.stream,
             "--group", settings.group]  # fmt: skip
-    out = tradescribe("query", "active-trades", *args)
-    status = tradescribe("status", *args)
+    out = wide_tradescribe("query", "active-trades", *args)
+    status = wide_tradescribe("status", *args)
     assert out.returncode == 2
     assert status.returncode == 2
     assert out.stderr == status.stderr
     assert out.stderr.startswith("error: no worker is listening on tradescribe:requests:")
     assert out.stderr.count("\n") == 1
     assert out.stdout == ""
-    both = tradescribe("query", "active-trades", *args, "--db", settings.db)
+    both = wide_tradescribe("query", "active-trades", *args, "--db", settings.db)
     assert both.returncode == 1
     assert both.stderr.strip() == (
         "error: give --db (read the file here) or --redis-url (ask the worker), not both"

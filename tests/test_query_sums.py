@@ -12,31 +12,12 @@ import pytest
 from contracts import AsyncPublisher
 from contracts.events import build_event, to_wire
 from contracts.query import run_query
-from tests.conftest import count, query, running_worker, wait_for
+from tests.helpers import count, query, running_worker, summary_from_rows, summary_shown, wait_for
 from tests.querydata import NOW
 from worker.settings import Settings
 from worker.store.batch import Decoded
 
 ZONES = ("UTC", "Europe/Berlin", "Asia/Kolkata", "America/New_York")
-
-
-def summary_from_rows(rows: list[dict[str, Any]]) -> tuple[Any, ...]:
-    """count, wins, losses, gross profit, gross loss, best, worst, summed in Python."""
-    pnl = [r["realized_pnl"] for r in rows if r["realized_pnl"] is not None]
-    return (
-        len(rows),
-        sum(p > 0 for p in pnl),
-        sum(p < 0 for p in pnl),
-        round(sum(p for p in pnl if p > 0), 2),
-        round(sum(p for p in pnl if p < 0), 2),
-        max(pnl, default=None),
-        min(pnl, default=None),
-    )
-
-
-def summary_shown(s: dict[str, Any]) -> tuple[Any, ...]:
-    return (s["count"], s["wins"], s["losses"], s["gross_profit"], s["gross_loss"], s["best"],
-            s["worst"])  # fmt: skip
 
 
 async def test_summaries_match_the_trades_in_every_zone_and_range(settings: Settings) -> None:

@@ -4,14 +4,17 @@ first; --since/--until bound the history, the calendar and the equity curve."""
 from __future__ import annotations
 
 import datetime as dt
+from functools import partial
 from pathlib import Path
 
 from contracts import AsyncPublisher
-from tests.conftest import count, running_worker, wait_for
+from tests.helpers import count, running_worker, wait_for
+from tests.helpers import tradescribe as _tradescribe
 from tests.querydata import seeded
-from tests.test_query_cli import tradescribe
 from worker.report import gather, render
 from worker.settings import Settings
+
+tradescribe = partial(_tradescribe, columns=200, channel_key=True)
 
 
 async def test_a_bot_past_its_own_limit_drives_the_card_not_the_sum(settings: Settings) -> None:

@@ -24,7 +24,7 @@ from contracts.errors import (
     RedisUnreachableError,
     RequestFailedError,
 )
-from tests.conftest import make_settings, running_worker, wait_for, worker_listening
+from tests.helpers import make_settings, running_worker, wait_for, worker_listening
 from worker.embedded import EmbeddedRedis, find_redis_server, free_port
 from worker.ops.responder import MAX_PER_CLIENT, MAX_SLOW_IN_HAND
 from worker.settings import Settings

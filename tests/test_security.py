@@ -18,15 +18,15 @@ import redis
 from contracts import Publisher
 from contracts.channelauth import ChannelKeyError
 from contracts.client import REPLY_PREFIX, Client, request_channel
-from tests.conftest import (
+from tests.helpers import (
     WorkerProcess,
+    cli,
     count,
     make_settings,
     running_worker,
     wait_for,
     worker_listening,
 )
-from tests.test_status import cli
 from worker.embedded import EmbeddedRedis, find_redis_server, free_port
 from worker.ops.health import heartbeat_key
 from worker.settings import Settings

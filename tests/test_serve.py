@@ -20,6 +20,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,10 @@ import pytest
 import trustme
 
 from contracts import AsyncPublisher
-from tests.conftest import make_settings, running_worker, wait_for
+from tests.helpers import make_settings, running_worker, wait_for
+from tests.helpers import tradescribe as _tradescribe
 from tests.querydata import seeded
 from tests.servefix import ServeProcess, http, serve_process, token
-from tests.test_query_cli import tradescribe
 from worker.cli.query import fetch
 from worker.embedded import EmbeddedRedis
 from worker.http.reads import clean
@@ -44,6 +45,8 @@ TENANT_A_MARKERS = ("bot-a", "ACC-1", "XAUUSD", "ETHUSDT", "SOLUSDT", "closed T2
                     "morning plan", "1250")  # fmt: skip
 PARAMS = {"date": "2026-11-18", "trade_id": "T2", "since": "2025-01-01", "until": "2026-12-31",
           "start_date": "2025-01-01", "end_date": "2026-12-31"}  # fmt: skip
+
+tradescribe = partial(_tradescribe, columns=200, channel_key=True)
 
 
 @dataclass

@@ -8,6 +8,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,10 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from contracts import Publisher
 from contracts.query import wait_for_event
-from tests.conftest import WorkerProcess
+from tests.helpers import WorkerProcess
+from tests.helpers import tradescribe as _tradescribe
 from tests.querydata import seeded
 from tests.servefix import ServeProcess, serve_process, token
-from tests.test_query_cli import tradescribe
 from worker.settings import Settings
 
 __all__ = ["serve_process"]
@@ -28,6 +29,8 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
         "--disable-background-networking", "--disable-component-update",
         "--disable-sync"]  # fmt: skip
 SCREENSHOT = Path(__file__).parents[1] / "docs" / "img" / "dashboard.png"
+
+tradescribe = partial(_tradescribe, columns=200, channel_key=True)
 
 
 def chromium() -> str | None:

@@ -13,7 +13,7 @@ from typing import Any
 import redis
 
 from contracts.query import run_query
-from tests.conftest import count, running_worker, wait_for
+from tests.helpers import count, running_worker, wait_for
 from tests.servefix import ServeProcess, http, serve_process, token
 from worker.settings import Settings
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contracts import AsyncPublisher
-from tests.conftest import count, query, running_worker, wait_for
+from tests.helpers import count, query, running_worker, wait_for
 from worker.settings import Settings
 
 

@@ -11,10 +11,7 @@ import pytest
 import redis
 
 from contracts import AsyncPublisher, Publisher, PublishError
-from tests.fault_helpers import own_redis
 from worker.embedded import EmbeddedRedis, free_port
-
-__all__ = ["own_redis"]
 
 
 def _stream_trade_ids(url: str, stream: str) -> list[str]:

@@ -7,15 +7,19 @@ import socket
 import time
 from typing import Any
 
-import anyio
 import pytest
 import redis
 import redis.asyncio as aredis
-from typer.testing import CliRunner
 
 from contracts import AsyncPublisher
-from tests.conftest import make_settings, running_worker, wait_for, worker_listening
-from worker.cli.app import app
+from tests.helpers import (
+    cli,
+    make_settings,
+    running_worker,
+    wait_for,
+    where_flags,
+    worker_listening,
+)
 from worker.embedded import free_port
 from worker.ops.status import group_lag
 from worker.settings import Settings
@@ -28,15 +32,6 @@ STATUS_KEYS = {
     "commit_ms_p50", "commit_ms_p99", "db_path", "db_bytes", "wal_bytes",
     "schema_version", "last_error",
 }  # fmt: skip
-
-
-def _where(s: Settings) -> list[str]:
-    return ["--redis-url", s.redis_url, "--stream", s.stream, "--group", s.group]
-
-
-async def cli(*args: str) -> Any:
-    runner = CliRunner()
-    return await anyio.to_thread.run_sync(lambda: runner.invoke(app, list(args)))
 
 
 async def _publish_three_trades_and_one_bad(s: Settings) -> None:
@@ -57,7 +52,7 @@ async def test_status_json_reports_counters_backlog_and_database(settings: Setti
         await _publish_three_trades_and_one_bad(settings)
         await wait_for(lambda: worker.stats.batches and worker.stats.dead_letters == 1)
         await wait_for(lambda: worker.stats.committed == 3, what="three commits")
-        result = await cli("status", "--json", *_where(settings))
+        result = await cli("status", "--json", *where_flags(settings))
     assert result.exit_code == 0, result.output
     status = json.loads(result.stdout)
     assert not STATUS_KEYS - status.keys()
@@ -79,7 +74,7 @@ async def test_status_json_reports_counters_backlog_and_database(settings: Setti
 async def test_status_table_shows_the_counters_to_a_person(settings: Settings) -> None:
     async with running_worker(settings):
         await worker_listening(settings)
-        result = await cli("status", *_where(settings))
+        result = await cli("status", *where_flags(settings))
     assert result.exit_code == 0, result.output
     for label in ("committed events", "pending", "lag", "commit ms p50 / p99", "schema version"):
         assert label in result.stdout
@@ -87,7 +82,7 @@ async def test_status_table_shows_the_counters_to_a_person(settings: Settings) -
 
 
 async def test_status_without_a_worker_exits_2_with_one_line(settings: Settings) -> None:
-    result = await cli("status", "--timeout", "0.5", *_where(settings))
+    result = await cli("status", "--timeout", "0.5", *where_flags(settings))
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1
     assert "no worker" in result.stderr
@@ -106,7 +101,7 @@ async def test_status_with_unreachable_redis_exits_3_with_another_line(
 async def test_ping_reports_the_round_trip_and_exits_0(settings: Settings) -> None:
     async with running_worker(settings):
         await worker_listening(settings)
-        result = await cli("ping", "--json", *_where(settings))
+        result = await cli("ping", "--json", *where_flags(settings))
     assert result.exit_code == 0, result.output
     reply = json.loads(result.stdout)
     assert reply["ok"] is True
@@ -114,7 +109,7 @@ async def test_ping_reports_the_round_trip_and_exits_0(settings: Settings) -> No
 
 
 async def test_ping_without_a_worker_exits_2(settings: Settings) -> None:
-    result = await cli("ping", *_where(settings))
+    result = await cli("ping", *where_flags(settings))
     assert result.exit_code == 2
     assert "no worker" in result.stderr
 
@@ -128,7 +123,7 @@ async def test_status_reports_entries_pending_at_another_consumer(
     sync_redis.xreadgroup(s.group, "crashed-consumer", {s.stream: ">"})
     async with running_worker(s):
         await worker_listening(s)
-        result = await cli("status", "--json", *_where(s))
+        result = await cli("status", "--json", *where_flags(s))
     status = json.loads(result.stdout)
     assert status["pending"] == 1
     assert status["oldest_pending_id"] == "1000-0"

@@ -20,9 +20,16 @@ from pydantic import ValidationError
 from contracts import Publisher
 from contracts.errors import PublishError
 from contracts.events import WIRE_FIELD, build_event, parse_event, to_wire
-from tests.clirun import run_cli
-from tests.conftest import count, pending, query, running_worker, wait_for
-from tests.fault_helpers import foreign_write_lock, wire_events
+from tests.helpers import (
+    count,
+    foreign_write_lock,
+    pending,
+    query,
+    run_cli,
+    running_worker,
+    wait_for,
+    wire_events,
+)
 from worker.settings import Settings
 from worker.store.batch import Decoded
 from worker.store.maintenance import rebuild_check

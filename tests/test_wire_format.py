@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from contracts import Publisher, PublishError, parse_event
 from contracts.schema import render, schemas
-from tests.conftest import count, running_worker, wait_for
+from tests.helpers import count, running_worker, wait_for
 from worker.embedded import bundled_redis_server
 from worker.settings import Settings
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,10 +13,17 @@ import pytest
 import redis
 
 from bench.drain import child_pids
-from tests.conftest import WorkerProcess, count, pending, query, running_worker, wait_for
-from tests.test_delivery import publish_many
+from tests.helpers import (
+    WorkerProcess,
+    count,
+    make_db,
+    pending,
+    publish_many,
+    query,
+    running_worker,
+    wait_for,
+)
 from worker.settings import Settings
-from worker.store.sqlite import SqliteStore
 from worker.store.write import Planned
 from worker.store.writer import WriterProcess
 
@@ -33,19 +39,28 @@ def alive(pid: int) -> bool:
 
 
 def writer_of(proc: WorkerProcess, timeout: float = 20.0) -> int:
+    """The pid of the worker's write process, once there is one."""
     assert proc.process is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        kids = child_pids(proc.process.pid)
-        if kids:
-            return kids[0]
-        time.sleep(0.05)
-    raise AssertionError(f"no write process under the worker: {proc.output()[-500:]}")
+    pid = proc.process.pid
+    try:
+        kids = anyio.run(wait_for, lambda: child_pids(pid), timeout)
+    except AssertionError:
+        raise AssertionError(f"no write process under the worker: {proc.output()[-500:]}") from None
+    return int(kids[0])
+
+
+def bytes_read(pid: int) -> int:
+    """What ``pid`` has read so far, its stdin included (Linux /proc)."""
+    fields = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return int(fields["rchar"])
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
 def test_worker_killed_takes_its_writer_with_it(
-    settings: Settings, sync_redis: redis.Redis, worker_process: Callable[..., WorkerProcess]
+    settings: Settings,
+    sync_redis: redis.Redis,
+    names: dict[str, str],
+    worker_process: Callable[..., WorkerProcess],
 ) -> None:
     # The writer waits for a lock held by another process (busy_timeout 5 s) with a
     # batch in hand when the worker is killed. Ending its stdin would not stop it
@@ -57,14 +72,24 @@ def test_worker_killed_takes_its_writer_with_it(
     foreign = sqlite3.connect(settings.db, isolation_level=None)
     foreign.execute("BEGIN IMMEDIATE")
     try:
+        idle_at = bytes_read(writer)
         publish_many(sync_redis, settings.stream, 10, source="bot-b")
-        time.sleep(1.0)  # read, planned, and waiting for the lock
+        # read by the worker, and the batch in the writer's hands (it read its stdin): it
+        # is waiting for the lock
+        anyio.run(
+            wait_for,
+            lambda: pending(sync_redis, names) == 10 and bytes_read(writer) > idle_at,
+            10,
+            "the second batch sent to the write process",
+        )
         assert alive(writer)
         proc.kill()
-        deadline = time.monotonic() + 1.5
-        while alive(writer) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not alive(writer), "the write process outlived a worker killed with -9"
+        anyio.run(
+            wait_for,
+            lambda: not alive(writer),
+            1.5,
+            "the write process to die with a worker killed with -9",
+        )
     finally:
         foreign.execute("ROLLBACK")
         foreign.close()
@@ -81,17 +106,26 @@ def test_writer_killed_mid_stream_is_restarted_and_loses_nothing(
     sent = 20_000
     publish_many(sync_redis, settings.stream, sent)
     proc = worker_process()
+    assert proc.process is not None
+    worker_pid = proc.process.pid
     kills = 0
-    while kills < 3 and count(settings.db, "events") < sent:
+    while kills < 3 and (stored := count(settings.db, "events")) < sent:
         writer = writer_of(proc)
-        time.sleep(0.05)
+        # started and mid-stream: it has committed a batch (and has the next one in hand)
+        anyio.run(wait_for, lambda: count(settings.db, "events") > stored, 20, "a commit")
         os.kill(writer, signal.SIGKILL)
         kills += 1
-        deadline = time.monotonic() + 20
-        while writer_of(proc) == writer and time.monotonic() < deadline:
-            time.sleep(0.02)
+        anyio.run(
+            wait_for,
+            lambda w=writer: (
+                set(child_pids(worker_pid)) - {w} or count(settings.db, "events") == sent
+            ),
+            20,
+            "a new write process (or the kill came after the last commit)",
+        )
     anyio.run(wait_for, lambda: count(settings.db, "events") == sent)
     anyio.run(wait_for, lambda: pending(sync_redis, names) == 0)
+    print(f"sent {sent}, killed the write process {kills} times mid-stream")
     assert count(settings.db, "trades") == sent
     assert kills >= 1
     assert "the write process exited" in proc.output()
@@ -103,9 +137,7 @@ def _batch(*statements: tuple[str, list[tuple[object, ...]]]) -> Planned:
 
 async def test_writer_errors_keep_their_class_and_roll_back(tmp_path: Path) -> None:
     db = tmp_path / "w.db"
-    store = await SqliteStore.open(db)
-    await store.migrate()
-    await store.close()
+    await make_db(db)
     writer = WriterProcess(db, "FULL", 1000)
     writer.start()
     try:
