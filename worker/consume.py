@@ -185,13 +185,23 @@ class Worker:
             async for entries, deliveries in self._read():
                 self._in_flight.update(i for i, _ in entries)
                 suspects = _suspects(entries, deliveries, s.max_deliveries)
+                counted: list[str] = []
                 if suspects:
-                    entries = [e for e in entries if e[0] not in suspects]
-                    async for alone in self._isolate(suspects, deliveries):
+                    # One whose attempt did not end before (a worker died decoding its
+                    # batch) is decoded alone; the others together, each counted.
+                    left = await self._attempts_left(list(suspects))
+                    crashed = {i: e for i, e in suspects.items() if i in left}
+                    entries = [e for e in entries if e[0] not in crashed]
+                    async for alone in self._isolate(crashed, deliveries):
                         await send.send(alone)
+                    counted = [i for i in suspects if i not in crashed]
+                    await self._count_attempts(counted)
                 batch: _Batch | None = None
                 while entries:
                     batch, entries = self._batch(entries, deliveries)
+                    if counted:  # decoded and planned: the attempt ended
+                        await self._forget_attempts(counted)
+                        counted = []
                     await send.send(batch)
                 batch = None  # so that it is freed with the spent batches, in one go
                 self._spent.clear()
@@ -210,13 +220,15 @@ class Worker:
     async def _isolate(
         self, suspects: dict[str, Entry], deliveries: dict[str, int]
     ) -> AsyncIterator[_Batch]:
-        """Entries delivered more than ``max_deliveries`` times, each decoded on its own.
+        """Suspect entries whose counted attempt did not end, each decoded on its own.
 
         Redelivery alone proves nothing (restarts, a locked database, a full disk all
-        redeliver), so such an entry is simply processed again, alone, with an attempt
-        counted in Redis around the part that could kill the process (decoding and
-        planning, with no await between). Only an entry whose attempts did not end,
-        ``max_deliveries`` times, is dead-lettered for it.
+        redeliver): an entry delivered more than ``max_deliveries`` times is decoded
+        with its batch, its attempt counted in Redis around the decoding and planning.
+        If the worker died there, the count is left behind, and next time each such
+        entry is decoded alone, counted the same way, so that the one that kills the
+        worker is found and its neighbours are not blamed. Only an entry whose attempts
+        did not end more than ``max_deliveries`` times is dead-lettered for it.
         """
         s = self.settings
         for stream_id, entry in suspects.items():
@@ -232,6 +244,35 @@ class Worker:
             await self._attempt(stream_id, 0)
             batch.ids = [stream_id]
             yield batch
+
+    async def _attempts_left(self, ids: list[str]) -> set[str]:
+        """Of these entries, those with an attempt counted and never ended."""
+        key = attempts_key(self.settings.stream, self.settings.group)
+        try:
+            counts = await self.redis.hmget(key, ids)
+        except (*_TRANSIENT_REDIS, ResponseError) as exc:
+            log.warning("cannot read attempts in %s (%s); decoding each suspect alone", key, exc)
+            return set(ids)
+        return {i for i, n in zip(ids, counts, strict=True) if n is not None}
+
+    async def _count_attempts(self, ids: list[str]) -> None:
+        await self._pipelined_attempts(ids, add=True)
+
+    async def _forget_attempts(self, ids: list[str]) -> None:
+        await self._pipelined_attempts(ids, add=False)
+
+    async def _pipelined_attempts(self, ids: list[str], add: bool) -> None:
+        if not ids:
+            return
+        key = attempts_key(self.settings.stream, self.settings.group)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for i in ids:
+                    pipe.hincrby(key, i, 1) if add else pipe.hdel(key, i)
+                await pipe.execute()
+        except (*_TRANSIENT_REDIS, ResponseError) as exc:
+            # Uncounted: a crash now would go unattributed once; never a wrong dead letter.
+            log.warning("cannot count attempts in %s (%s)", key, exc)
 
     async def _attempt(self, stream_id: str, add: int) -> int:
         """Count an attempt at a suspect entry (``add`` 1), or forget its count (0)."""
