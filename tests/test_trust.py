@@ -158,6 +158,9 @@ async def test_a_reused_id_with_another_body_is_an_id_conflict_and_changes_nothi
         same_batch = xadd(sync_redis, s.stream, twin_conflict)
         upper = {**first, "id": first["id"].upper()}
         xadd(sync_redis, s.stream, upper)  # the same event: a duplicate, not a conflict
+        assert first["ts"].endswith("Z")
+        respelled = {**first, "ts": first["ts"][:-1] + "+00:00"}  # one instant, as ts
+        xadd(sync_redis, s.stream, respelled)  # a duplicate too
         await wait_for(lambda: count(s.db, "dead_letters") == 2)
         await wait_for(lambda: pending(sync_redis, names) == 0)
     reasons = dead_reasons(s.db)

@@ -24,7 +24,9 @@ connection, so the usual batch reads nothing before writing.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
+import re
 import sqlite3
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
@@ -393,19 +395,37 @@ def _not_new(
 
 
 def same_event(a: str, b: str) -> bool:
-    """Two bodies of one event id say the same (byte for byte, or as JSON with the
-    id's spelling aside: a UUID's case is not part of it)."""
+    """Two bodies of one event id say the same: byte for byte, or as JSON once the
+    spellings that do not change an event are set aside (a UUID's case; a time's
+    offset: ``...Z`` and ``...+00:00`` are one instant, as the projections see it)."""
     if a == b:
         return True
     try:
         x, y = json.loads(a), json.loads(b)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
-    if isinstance(x, dict) and isinstance(y, dict):
-        for value in (x, y):
-            if isinstance(value.get("id"), str):
-                value["id"] = value["id"].lower()
-    return bool(x == y)
+    for value in (x, y):
+        if isinstance(value, dict) and isinstance(value.get("id"), str):
+            value["id"] = value["id"].lower()
+    return bool(_instants(x) == _instants(y))
+
+
+_TIME_TEXT = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d.*(Z|[+-]\d\d:?\d\d)", re.IGNORECASE)
+
+
+def _instants(value: Any) -> Any:
+    """``value`` with every aware time text replaced by the instant it names."""
+    if isinstance(value, dict):
+        return {k: _instants(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_instants(v) for v in value]
+    if isinstance(value, str) and _TIME_TEXT.fullmatch(value):
+        try:
+            moment = dt.datetime.fromisoformat(value)
+            return moment.astimezone(dt.UTC) if moment.tzinfo else value
+        except (ValueError, OverflowError):
+            return value
+    return value
 
 
 # -- reading stored rows --------------------------------------------------------------
