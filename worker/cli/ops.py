@@ -16,17 +16,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from contracts.client import Client
 from contracts.errors import NoWorkerError, RedisUnreachableError
 from contracts.redisurl import mask_url
 from worker.cli.options import ConfigOpt, DbOpt, GroupOpt, JsonOpt, RedisOpt, StreamOpt
 from worker.cli.output import cell
+from worker.cli.remote import exits_unanswered, worker_client
 from worker.ops.health import Health, check_health
 from worker.ops.trust import client_key
 from worker.settings import Settings, load_settings
-
-EXIT_NO_WORKER = 2
-EXIT_NO_REDIS = 3
 
 TimeoutOpt = Annotated[
     float, typer.Option("--timeout", min=0.05, max=300, help="Seconds to wait for the worker.")
@@ -37,30 +34,12 @@ def _settings(config: Path | None, **flags: Any) -> Settings:
     return load_settings(config, **flags)
 
 
-def _client(s: Settings, timeout: float) -> Client:
-    return Client(
-        s.redis_url,
-        stream=s.stream,
-        group=s.group,
-        timeout_s=timeout,
-        connect_timeout_s=timeout,
-        channel_key=client_key(s),
-    )
-
-
 def _ask(s: Settings, timeout: float, command: str) -> tuple[dict[str, Any], float]:
     """The worker's answer and the round trip, or exit 2 (no worker) / 3 (no Redis)."""
-    try:
-        with _client(s, timeout) as client:
-            started = time.perf_counter()
-            result = client.request(command)
-            return result, time.perf_counter() - started
-    except NoWorkerError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(EXIT_NO_WORKER) from None
-    except RedisUnreachableError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(EXIT_NO_REDIS) from None
+    with exits_unanswered(), worker_client(s, timeout) as client:
+        started = time.perf_counter()
+        result = client.request(command)
+        return result, time.perf_counter() - started
 
 
 def status(
@@ -155,7 +134,7 @@ def _answers_a_ping(s: Settings, timeout: float, health: Health) -> None:
     """A worker is alive only if it answers now: a signed reply is bound to this request,
     whereas a copy of a genuine heartbeat, set again, verifies until it is too old."""
     try:
-        with _client(s, timeout) as client:
+        with worker_client(s, timeout) as client:
             client.request("ping")
     except (NoWorkerError, RedisUnreachableError) as exc:
         health.reasons.append(f"no worker answered a signed ping within {timeout:g} s: {exc}")

@@ -7,6 +7,8 @@ exactly as the ``--db`` door prints a local result.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +17,34 @@ import typer
 from contracts.client import Client
 from contracts.errors import NoWorkerError, RedisUnreachableError, RequestFailedError
 from contracts.query import QueryError
+from worker.errors import EXIT_NO_REDIS, EXIT_NO_WORKER
 from worker.ops.trust import client_key
-from worker.settings import load_settings
+from worker.settings import Settings, load_settings
 
-EXIT_NO_WORKER = 2  # the same codes and wording as `tradescribe status`
-EXIT_NO_REDIS = 3
+
+def worker_client(s: Settings, timeout_s: float) -> Client:
+    """A request-channel client that checks replies with this host's channel key."""
+    return Client(
+        s.redis_url,
+        stream=s.stream,
+        group=s.group,
+        timeout_s=timeout_s,
+        connect_timeout_s=timeout_s,
+        channel_key=client_key(s),
+    )
+
+
+@contextmanager
+def exits_unanswered() -> Iterator[None]:
+    """No worker answered: one line and exit 2; Redis unreachable: one line and exit 3."""
+    try:
+        yield
+    except NoWorkerError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(EXIT_NO_WORKER) from None
+    except RedisUnreachableError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(EXIT_NO_REDIS) from None
 
 
 def fetch_remote(
@@ -41,20 +66,7 @@ def fetch_remote(
         if filters.get("wait_timeout_s") is not None:
             wait["wait_timeout_s"] = filters["wait_timeout_s"]
     try:
-        with Client(
-            s.redis_url,
-            stream=s.stream,
-            group=s.group,
-            timeout_s=timeout_s,
-            connect_timeout_s=timeout_s,
-            channel_key=client_key(s),
-        ) as client:
+        with exits_unanswered(), worker_client(s, timeout_s) as client:
             return client.query(name, rest, **wait)
-    except NoWorkerError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(EXIT_NO_WORKER) from None
-    except RedisUnreachableError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(EXIT_NO_REDIS) from None
     except RequestFailedError as exc:
         raise QueryError(f"the worker refused the query: {exc.message}") from None
