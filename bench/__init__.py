@@ -58,6 +58,7 @@ def bench(
     rows += _cpu_rows(figures)
     rows += [(f"drain with {int(k):,} stored, events/s", v) for k, v in figures["scale"].items()]
     rows += _read_rows(figures.get("reads"))
+    rows += _http_rows(figures.get("http"))
     render(figures, rows, Console())
     if json_file is not None:
         write_json(json_file, figures)
@@ -106,6 +107,26 @@ def _read_rows(reads: dict[str, Any] | None) -> list[tuple[str, Any]]:
         ("reads: slowest case", reads["slowest_case"]),
     ]
     rows += [(f"read ms: {label}", ms) for label, ms in reads["median_ms"].items()]
+    return rows
+
+
+def _http_rows(http: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    if not http:
+        return [("http", "not measured")]
+    rows: list[tuple[str, Any]] = [
+        ("http: slowest p99 / 100 ms target", http["p99_vs_target"]),
+    ]
+    rows += [
+        (f"http {label}", f"p50 {r['p50_ms']:.0f} / p99 {r['p99_ms']:.0f} ms ({r['n']})")
+        for label, r in http["routes"].items()
+    ]
+    rows += [
+        ("http: drain alone, events/s", http["drain_alone_events_per_s"]),
+        ("http: drain beside dashboards, events/s", http["drain_beside_dashboards_events_per_s"]),
+        ("http: dashboard fetches during that drain", http["dashboard_fetches_during_drain"]),
+        ("http: their p50 / p99 ms", f"{http['dashboard_p50_ms_during_drain'] or 0:.0f} / "
+         f"{http['dashboard_p99_ms_during_drain'] or 0:.0f}"),
+    ]  # fmt: skip
     return rows
 
 

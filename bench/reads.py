@@ -23,8 +23,11 @@ def measure_reads(
     quick: bool,
     trades: int | None = None,
     log: Callable[[str], None] | None = None,
+    *,
+    keep: bool = False,
 ) -> dict[str, Any]:
-    """Build ``workdir/reads.db`` and time every read case; the ``reads`` figures."""
+    """Build ``workdir/reads.db`` and time every read case; the ``reads`` figures.
+    ``keep``: leave the file for the HTTP phase (which calls :func:`remove`)."""
     if trades is None:
         trades = QUICK_TRADES if quick else FULL_TRADES
     db = workdir / "reads.db"
@@ -33,6 +36,13 @@ def measure_reads(
         log(f"reads: built {trades:,} closed trades in {built.seconds:.1f} s")
     timings = readdata.measure(db, trades, runs=3 if quick else 5)
     figures = readdata.summary(built, timings)
-    for suffix in ("", "-wal", "-shm"):  # up to a GB at full size; rebuilt in under a minute
-        db.with_name(db.name + suffix).unlink(missing_ok=True)
+    if not keep:
+        remove(db)
     return figures
+
+
+def remove(db: Path) -> None:
+    """The database and what SQLite and the worker keep beside it (up to a GB at full
+    size; rebuilt in under a minute)."""
+    for suffix in ("", "-wal", "-shm", ".lock", ".channel-key"):
+        db.with_name(db.name + suffix).unlink(missing_ok=True)

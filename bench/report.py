@@ -65,6 +65,8 @@ TARGETS = (
     Target("worker_peak_rss_mb", "worker peak RSS, backlog", "<=", 200.0, " MB"),
     Target("scale_largest_vs_empty", "drain at largest prefill / empty", ">=", 0.8),
     Target("reads_slowest_ms", "slowest read query (median)", "<=", 100.0, " ms"),
+    Target("http_slowest_p99_ms", "HTTP p99, slowest route", "<=", 100.0, " ms"),
+    Target("http_drain_ratio", "drain, 20 dashboards/alone", ">=", 0.9),
 )
 
 

@@ -6,7 +6,9 @@
 4. publishers: 8 processes at 1,250 events/s each through ``Publisher``, a worker running;
 5. scale: the drain again with history already in the database;
 6. backlog: the worker's peak RSS draining a large backlog;
-7. reads: every read-side query case timed on 1,000,000 closed trades (``reads.py``).
+7. reads: every read-side query case timed on 1,000,000 closed trades (``reads.py``);
+8. http: ``tradescribe serve`` on that database, 20 clients, and the drain beside 20
+   dashboards (``httpload.py``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import redis
 from pydantic import ValidationError
 from rich.console import Console
 
-from bench import ceiling, drain, oldway, reads, report, scale
+from bench import ceiling, drain, httpload, oldway, reads, report, scale
 from bench.errors import BenchError
 from bench.workload import SOURCES, check_sample, wire_events
 from worker.embedded import EmbeddedRedis, find_redis_server
@@ -39,12 +41,16 @@ class Sizes:
     publish_s: float
     publish_rate: float = 10_000.0  # offered in total, split over the 8 publishers
     reads_trades: int = reads.FULL_TRADES  # closed trades the reads phase queries
+    http_s: float = 30.0  # the HTTP clients' time on the routes
+    http_drain: int = 200_000  # events drained alone, then again beside the dashboards
 
 
 FULL = Sizes(500_000, (1_000_000, 5_000_000), 1_000_000, 10.0, 10.0)
 # backlog 0: the peak RSS is the drain phase's (no separate backlog run)
-QUICK = Sizes(25_000, (50_000, 250_000), 0, 2.0, 1.5, reads_trades=reads.QUICK_TRADES)
-SMOKE = Sizes(4_000, (8_000, 40_000), 0, 1.0, 1.0, reads_trades=5_000)  # test suite size
+QUICK = Sizes(25_000, (50_000, 250_000), 0, 2.0, 1.5, reads_trades=reads.QUICK_TRADES,
+              http_s=6.0, http_drain=25_000)  # fmt: skip
+SMOKE = Sizes(4_000, (8_000, 40_000), 0, 1.0, 1.0, reads_trades=5_000,
+              http_s=3.0, http_drain=4_000)  # test suite size  # fmt: skip
 _BYTES_PER_EVENT = 1000  # database + WAL, generously
 _BYTES_PER_READ_TRADE = 800  # the reads phase's database (removed after)
 
@@ -120,6 +126,7 @@ def run_bench(workdir: Path, sizes: Sizes, console: Console, quick: bool) -> dic
         phase_scale(bench, figures)
         phase_backlog(bench, figures)
         phase_reads(bench, figures, quick)
+        phase_http(bench, figures)
         figures["targets"] = report.verdicts(figures)
         return figures
     finally:
@@ -305,10 +312,32 @@ def phase_backlog(bench: Bench, figures: dict[str, Any]) -> None:
 
 def phase_reads(bench: Bench, figures: dict[str, Any], quick: bool) -> None:
     with bench.console.status("reads: building closed trades, timing every query case"):
-        result = reads.measure_reads(bench.workdir, quick, bench.sizes.reads_trades, bench.log)
+        result = reads.measure_reads(
+            bench.workdir, quick, bench.sizes.reads_trades, bench.log, keep=True
+        )
     figures["reads"] = result
     figures["reads_slowest_ms"] = result["slowest_ms"]
     bench.log(
         f"reads: slowest {result['slowest_case']} {result['slowest_ms']:.1f} ms "
         f"at {result['trades']:,} trades ({len(result['over_target'])} over target)"
+    )
+
+
+def phase_http(bench: Bench, figures: dict[str, Any]) -> None:
+    """``tradescribe serve`` on the reads phase's database (removed after)."""
+    sz = bench.sizes
+    s = bench.settings("reads")  # the worker drains into reads.db, serve reads it
+    try:
+        with bench.console.status(
+            f"http: {httpload.CLIENTS} clients for {sz.http_s:g}s, then the drain of "
+            f"{sz.http_drain:,} events alone and beside {httpload.CLIENTS} dashboards"
+        ):
+            result = httpload.measure_http(bench.client, s, sz.http_s, sz.http_drain, bench.log)
+    finally:
+        reads.remove(s.db)
+    figures["http"] = result
+    figures.update(
+        http_slowest_p99_ms=result["slowest_p99_ms"],
+        http_p99_vs_target=result["p99_vs_target"],
+        http_drain_ratio=result["drain_ratio"],
     )

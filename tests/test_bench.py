@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from bench import readdata
+from bench.serve_http import CASES
 from bench.workload import SourceFlow, check_sample, wire_events
 from contracts.query import QUERIES
 from tests.helpers import query
@@ -94,7 +95,25 @@ def test_quick_bench_writes_every_figure_and_prints_the_targets(tmp_path: Path) 
     assert figures["reads_slowest_ms"] == reads["slowest_ms"] == max(reads["median_ms"].values())
     assert "reads_slowest_ms" in {v["key"] for v in figures["targets"]}
     assert "slowest read query" in out.stdout
-    assert not (tmp_path / "reads.db").exists()  # removed after the phase
+    assert not (tmp_path / "reads.db").exists()  # removed after the HTTP phase
+    # the HTTP phase: serve on that database, 20 clients, the drain beside dashboards
+    http = figures["http"]
+    labels = {f"{who} {path}" for who, path in CASES}
+    assert http["routes"]
+    assert set(http["routes"]) <= labels
+    assert all(0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"] for r in http["routes"].values())
+    assert figures["http_slowest_p99_ms"] == max(r["p99_ms"] for r in http["routes"].values())
+    assert figures["http_p99_vs_target"] == figures["http_slowest_p99_ms"] / 100
+    assert http["drain_alone_events_per_s"] > 0
+    assert http["drain_beside_dashboards_events_per_s"] > 0
+    assert figures["http_drain_ratio"] == (
+        http["drain_beside_dashboards_events_per_s"] / http["drain_alone_events_per_s"]
+    )
+    assert http["dashboard_fetches_during_drain"] > 0
+    assert {"http_slowest_p99_ms", "http_drain_ratio"} <= {v["key"] for v in figures["targets"]}
+    assert "HTTP p99, slowest route" in out.stdout
+    assert "drain, 20 dashboards/alone" in out.stdout
+    assert not (tmp_path / "http-tokens.db").exists()
 
 
 def assert_ceiling_wrote_the_workers_rows(worker_db: Path, ceiling_db: Path) -> None:

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -176,6 +177,28 @@ def test_bots_agree_with_each_bots_history_and_active_trades(site: Site) -> None
     assert (a["trades"], a["net"], a["open_trades"], a["open_positions"]) == (3, 80.0, 1, 1)
     assert a["last_activity"] == "2026-11-18T09:00:00.000000Z"  # T1 opened after T2 closed
     assert site.get("/api/v1/bots", site.b).json()["rows"] == [bots[1]]
+
+
+def test_bots_from_trade_months_agree_with_trade_days(site: Site, tmp_path: Path) -> None:
+    """The bot table sums trade_months (and finds the last day in the last month); on a
+    file without that table (before schema 5) it sums trade_days: the same rows."""
+    from worker.http.reads import bots as bot_rows
+    from worker.http.tokens import Principal
+
+    older = tmp_path / "older.db"
+    source = sqlite3.connect(f"file:{site.settings.db}?mode=ro", uri=True)
+    target = sqlite3.connect(older)
+    source.backup(target)
+    source.close()
+    target.execute("DROP TABLE trade_months")
+    target.commit()
+    target.close()
+    for who in (Principal("x", "admin", (), (), False, True),
+                Principal("y", "a", ("ACC-1",), (), False, False),
+                Principal("z", "b", ("ACC-2",), ("bot-b",), False, False)):  # fmt: skip
+        rows = bot_rows(site.settings.db, who, {})
+        assert rows, who
+        assert rows == bot_rows(older, who, {}), who
 
 
 def test_format_csv_gives_the_rows_as_csv(site: Site) -> None:

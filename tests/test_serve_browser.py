@@ -131,6 +131,9 @@ def test_dashboard_on_demo_data_screenshot_light_and_phone_dark(
         assert page.locator(f"#{widget}").bounding_box()["height"] > 40, widget  # type: ignore[index]
     assert page.locator("#equity-curve polyline").count() == 1
     assert page.locator("#equity-curve .zero").count() == 1
+    labels = page.evaluate("[...document.querySelectorAll('#equity-curve text')]"
+                           ".map(t => t.textContent)")  # fmt: skip
+    assert not [t for t in labels if t.lstrip("-\u2212") == "0" and t != "0"], labels
     assert page.locator("#bots tr").count() == 1 + 3
     worst = page.locator("#loss-worst")
     if float(worst.inner_text().split()[0]) > 100:

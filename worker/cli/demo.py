@@ -8,6 +8,7 @@ it is dead-lettered with its reason while everything around it is stored.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import random
 import shutil
@@ -25,10 +26,12 @@ from rich.table import Table
 
 from contracts import Publisher
 from contracts.redisurl import mask_url
+from worker.cli.demo_history import LOT, WEEKS, history_events, publish_history
 from worker.embedded import EmbeddedRedis, find_redis_server
 from worker.errors import WorkerError
 from worker.service import run_worker
 from worker.settings import load_settings
+from worker.stats import Stats
 
 SYMBOLS = {"BTCUSDT": 43000, "ETHUSDT": 2300, "SOLUSDT": 95, "XAUUSD": 2030, "EURUSD": 1.08}
 STRATEGIES = ("breakout", "mean-revert", "trend")
@@ -66,7 +69,7 @@ def simulate_bot(url: str, stream: str, index: int, seconds: float) -> int:
                     strategy=strategy,
                     confidence=rng.randint(50, 99),
                 )
-                quantity = Decimal(rng.randint(1, 10))
+                quantity = LOT[symbol] * rng.randint(1, 10)
                 pub.publish(
                     "trade.opened",
                     trade_id=trade_id,
@@ -85,12 +88,15 @@ def simulate_bot(url: str, stream: str, index: int, seconds: float) -> int:
                 t = open_trades.pop(trade_id)
                 exit_price = prices[t["symbol"]]
                 direction = 1 if t["side"] == "buy" else -1
-                day_pnl += (exit_price - t["entry"]) * t["quantity"] * direction
+                pnl = (exit_price - t["entry"]) * t["quantity"] * direction
+                day_pnl += pnl
+                # A take-profit is a win and a stop-loss a loss; by hand, either.
+                reason = "take_profit" if pnl > 0 else "stop_loss" if pnl < 0 else "manual"
                 pub.publish(
                     "trade.closed",
                     trade_id=trade_id,
                     exit_price=exit_price,
-                    exit_reason=rng.choice(("take_profit", "stop_loss", "manual")),
+                    exit_reason=reason if rng.random() < 0.7 else "manual",
                 )
                 pub.publish(
                     "journal.entry", text=f"closed {trade_id} at {exit_price}", trade_id=trade_id
@@ -208,8 +214,13 @@ async def _run(
             dashboard = DemoDashboard(db, url, stream, port)
             await tg.start(dashboard.run)
             console.print(f"dashboard: {dashboard.url}  token: {dashboard.token}", soft_wrap=True)
-        console.print(f"worker writing to {db}; {bots} bots trading for {seconds:g}s ...")
         started = time.monotonic()
+        # The bots' past first, so that every chart has weeks to show from the start.
+        past = history_events(bots, {s: float(p) for s, p in SYMBOLS.items()},
+                              dt.datetime.now(dt.UTC).date())  # fmt: skip
+        history = await anyio.to_thread.run_sync(publish_history, url, stream, past)
+        console.print(f"worker writing to {db}; published {history} events of {WEEKS} weeks' "
+                      f"history; {bots} bots trading for {seconds:g}s ...")  # fmt: skip
 
         async def bot(i: int) -> None:
             counts.append(await anyio.to_thread.run_sync(simulate_bot, url, stream, i, seconds))
@@ -218,19 +229,26 @@ async def _run(
             for i in range(1, bots + 1):
                 bots_tg.start_soon(bot, i)
         await anyio.to_thread.run_sync(send_malformed, url, stream)
-        published = sum(counts) + 1
+        published = history + sum(counts) + 1
         with anyio.fail_after(60):
-            while worker.stats.committed + worker.stats.dead_letters < published:  # noqa: ASYNC110 - polls another task's counters
+            while handled(worker.stats) < published:  # noqa: ASYNC110 - another task's counters
                 await anyio.sleep(0.05)
         elapsed = time.monotonic() - started
         worker.stop()
         if dashboard is not None:
             dashboard.stop()
     summary = read_summary(db)
-    summary.update(published=published, seconds=round(elapsed, 2), database=str(db))
+    summary.update(
+        published=published, history_events=history, seconds=round(elapsed, 2), database=str(db)
+    )
     if dashboard is not None:
         summary["dashboard"] = {"url": dashboard.url, "token": dashboard.token}
     return summary
+
+
+def handled(stats: Stats) -> int:
+    """Events the worker is done with: stored, refused as copies, or dead-lettered."""
+    return stats.committed + stats.duplicates + stats.dead_letters
 
 
 def read_summary(db: Path) -> dict[str, Any]:
@@ -252,9 +270,14 @@ def read_summary(db: Path) -> dict[str, Any]:
                       "journal_entries", "dead_letters")
         }  # fmt: skip
         dead = [r[0] for r in con.execute("SELECT reason FROM dead_letters ORDER BY id")]
+        first, last = con.execute("SELECT min(opened_at), max(closed_at) FROM trades").fetchone()
+        days = con.execute(
+            "SELECT count(DISTINCT substr(closed_at, 1, 10)) FROM trades WHERE status = 'closed'"
+        ).fetchone()[0]
     finally:
         con.close()
-    return {"bots": bots, "rows": tables, "dead_letter_reasons": dead}
+    span = {"first_opened": first, "last_closed": last, "days_with_closes": days}
+    return {"bots": bots, "rows": tables, "dead_letter_reasons": dead, "span": span}
 
 
 def _print_summary(summary: dict[str, Any], console: Console) -> None:
@@ -267,9 +290,16 @@ def _print_summary(summary: dict[str, Any], console: Console) -> None:
     console.print(table)
     rows = summary["rows"]
     console.print(
-        f"published {summary['published']} events in {summary['seconds']}s; "
-        f"stored {rows['events']} in the event log, {rows['dead_letters']} dead-lettered"
+        f"published {summary['published']} events ({summary['history_events']} of them "
+        f"history) in {summary['seconds']}s; stored {rows['events']} in the event log, "
+        f"{rows['dead_letters']} dead-lettered"
     )
+    span = summary["span"]
+    if span["first_opened"] is not None:
+        console.print(
+            f"trades from {span['first_opened'][:10]} to {str(span['last_closed'])[:10]}, "
+            f"closed on {span['days_with_closes']} days"
+        )
     console.print("rows: " + ", ".join(f"{k}={v}" for k, v in rows.items()))
     for reason in summary["dead_letter_reasons"]:
         console.print(f"dead letter: {reason}")

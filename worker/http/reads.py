@@ -25,7 +25,7 @@ from contracts.query import (
     parse_filters,
 )
 from contracts.query_sql import ACTIVE_TRADE, summarise
-from contracts.query_stats import EMPTY, MIDNIGHT
+from contracts.query_stats import EMPTY, MIDNIGHT, has_table
 from worker.http.tokens import Principal
 
 # JSON numbers: the projections hold REAL; ten decimals drop the binary noise
@@ -85,20 +85,13 @@ def _scope_sql(principal: Principal) -> tuple[str, list[Any]]:
 
 def bots(db: Path, principal: Principal, params: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per bot (source) in scope: trades, win rate, net, profit factor (all
-    time, from ``trade_days``: one pass over a table ~1/10 the size of ``trades``),
-    open trades (the partial index of active trades), open positions, last activity
-    (the latest close on its last trading day, or a later update of an open trade)."""
+    time, from ``trade_months``: one pass over a table ~1/40 the size of ``trades``;
+    ``trade_days``, ~1/10, on a schema without it), open trades (the partial index of
+    active trades), open positions, last activity (the latest close on its last
+    trading day, or a later update of an open trade)."""
     where, args = _scope_sql(principal)
     with connect_readonly(db) as con:
-        closed = {
-            r[0]: r[1:]
-            for r in con.execute(
-                f"""SELECT source, sum(trades), sum(wins), sum(losses), total(gross_profit),
-                total(gross_loss), max(best), min(worst), max(day) FROM trade_days
-                WHERE {where} GROUP BY source""",
-                args,
-            )
-        }
+        closed = _closed_by_source(con, where, args)
         active = {
             r[0]: r[1:]
             for r in con.execute(
@@ -131,6 +124,32 @@ def bots(db: Path, principal: Principal, params: dict[str, Any]) -> list[dict[st
                 "open_positions": positions.get(source, 0),
                 "last_activity": max((t for t in last if t), default=None),
             })  # fmt: skip
+    return out
+
+
+def _closed_by_source(
+    con: sqlite3.Connection, where: str, args: list[Any]
+) -> dict[str, tuple[Any, ...]]:
+    """Per source in scope: trades, wins, losses, gross profit and loss, best, worst,
+    and its last day in ``trade_days`` (a row kept with ``trades = 0`` included)."""
+    figures = "sum(trades), sum(wins), sum(losses), total(gross_profit), total(gross_loss), " \
+        "max(best), min(worst)"  # fmt: skip
+    if not has_table(con, "trade_months"):  # before schema 5
+        sql = f"SELECT source, {figures}, max(day) FROM trade_days WHERE {where} GROUP BY source"
+        return {r[0]: r[1:] for r in con.execute(sql, args)}
+    # The months hold the same sums as the days in a quarter of the rows (80 -> 15 ms
+    # at 1,000,000 trades). A source's last day lies in its last month (a day's row and
+    # its month's row are made, and kept, by the same trades): a range of the days'
+    # primary key, read from its end.
+    sql = f"SELECT source, {figures}, max(month) FROM trade_months WHERE {where} GROUP BY source"
+    out = {}
+    for source, *record, month in con.execute(sql, args).fetchall():
+        last = con.execute(
+            f"""SELECT day FROM trade_days WHERE day >= ? AND day < ? AND source = ?
+            AND {where} ORDER BY day DESC LIMIT 1""",
+            [f"{month}-01", f"{month}-32", source, *args],
+        ).fetchone()
+        out[source] = (*record, last[0] if last else None)
     return out
 
 

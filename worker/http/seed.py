@@ -87,10 +87,19 @@ def as_table(result: Any) -> dict[str, Any]:
     return {"name": "seed", "columns": columns, "rows": rows, "summary": None, "sections": {}}
 
 
-def equity(db: Path, p: Principal, tz: dict[str, Any], all_time: float) -> dict[str, Any]:
+def equity(
+    db: Path,
+    p: Principal,
+    tz: dict[str, Any],
+    all_time: float,
+    calendar: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Cumulative realised P&L: per day over the calendar's year, or per trade (the
-    last 500) when fewer than two days had trades."""
-    days = run_scoped(db, p, "calendar", tz)["rows"]
+    last 500) when fewer than two days had trades. ``calendar``: the calendar query's
+    answer for ``tz`` when the caller has it already."""
+    if calendar is None:
+        calendar = run_scoped(db, p, "calendar", tz)
+    days = calendar["rows"]
     if len(days) >= 2:
         level = all_time - sum(d["pnl"] for d in days)
         points = []
@@ -114,16 +123,19 @@ def dashboard(db: Path, p: Principal, params: dict[str, Any]) -> dict[str, Any]:
                                "status", "offset"), "limit": params.get("limit") or 50}  # fmt: skip
     pnl = run_scoped(db, p, "pnl", tz)
     all_time = pnl["rows"][0]["pnl"] if pnl["rows"] else 0.0
-    out: dict[str, Any] = clean({
-        "whoami": p.as_dict(),
+    calendar = run_scoped(db, p, "calendar", tz)  # the calendar card and the equity curve
+    # run_scoped's answers are clean already; the rest is cleaned here (cleaning the
+    # whole answer again walked its 140 kB a second time).
+    out: dict[str, Any] = {
+        "whoami": clean(p.as_dict()),
         "now": dt.datetime.now(dt.UTC).isoformat(),
-        "health": health(db, p),
+        "health": clean(health(db, p)),
         "pnl": pnl,
-        "bots": bots(db, p, tz),
+        "bots": clean(bots(db, p, tz)),
         "open_trades": run_scoped(db, p, "active-trades", {}),
         "history": run_scoped(db, p, "history", history_filters),
-        "calendar": run_scoped(db, p, "calendar", tz),
+        "calendar": calendar,
         "daily_loss": run_scoped(db, p, "daily-loss", tz),
-        "equity": equity(db, p, tz, all_time),
-    })  # fmt: skip
+        "equity": clean(equity(db, p, tz, all_time, calendar)),
+    }  # fmt: skip
     return out
