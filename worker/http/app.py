@@ -49,6 +49,7 @@ from worker.http.auth import (
 )
 from worker.http.ingest import MAX_BODY_BYTES, IngestError, append, token_in_body, validate
 from worker.http.live import CommitWatch, event_stream
+from worker.http.shared import SharedAnswers
 from worker.http.tokens import Principal, TokenStore
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class Server:
         self.tokens = TokenStore(config.tokens)
         self.sessions = Sessions()
         self.watch = CommitWatch(config.db, config.poll_s)
+        self.dashboards = SharedAnswers(ttl_s=1.0)
         self._redis: Any = None
 
     # --- who is asking ---------------------------------------------------------
@@ -227,10 +229,16 @@ class Server:
 
     async def dashboard(self, request: Request, principal: Principal) -> Response:
         params = query_params(request)
-        data = await self.run(seed.dashboard, self.config.db, principal, params)
-        if principal.admin:
-            data["health"]["pipeline"] = await self.pipeline()
-        return JSONResponse(data)
+        # Per token (the answer names it), filters and last commit seen.
+        key = (principal, json.dumps(params, sort_keys=True), self.watch.seq)
+
+        async def compute() -> dict[str, Any]:
+            data: dict[str, Any] = await self.run(seed.dashboard, self.config.db, principal, params)
+            if principal.admin:
+                data["health"]["pipeline"] = await self.pipeline()
+            return data
+
+        return JSONResponse(await self.dashboards.get(key, compute))
 
     async def pipeline(self) -> dict[str, Any]:
         c = self.config
