@@ -24,7 +24,7 @@ db_app = typer.Typer(
 )
 
 
-def _db(config: Path | None, db: Path | None) -> Path:
+def _db(config: Path | None, db: str | None) -> Path:
     return load_settings(config, db=db).db
 
 

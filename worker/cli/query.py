@@ -36,10 +36,18 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _database(config: Path | None, db: Path | None) -> Path:
+def _database(config: Path | None, db: str | None) -> Path:
     from worker.settings import load_settings
 
-    return load_settings(config, db=db).db
+    settings = load_settings(config, db=db)
+    if settings.database_url is not None:
+        from worker.errors import ConfigError
+
+        raise ConfigError(
+            "queries read the SQLite file; on PostgreSQL they are not supported yet "
+            "(docs/postgresql.md)"
+        )
+    return settings.db
 
 
 def check_filters(name: str, filters: dict[str, Any]) -> None:
