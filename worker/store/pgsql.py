@@ -76,10 +76,29 @@ def _numbered(sql: str) -> str:
     return _MARK.sub(lambda _: f"${next(counter)}", sql)
 
 
+def add_sql(a: Aggregate) -> str:
+    """:attr:`Aggregate.add_sql` with the stored row named (``a``): PostgreSQL finds a bare
+    column ambiguous in ``ON CONFLICT DO UPDATE``, where SQLite takes the stored one."""
+    key = ", ".join(a.key)
+    return f"""INSERT INTO {a.table} AS a ({key}, {", ".join(SUMS)})
+VALUES ({", ".join("?" * (len(a.key) + len(SUMS)))})
+ON CONFLICT ({key}) DO UPDATE SET trades = a.trades + excluded.trades,
+    wins = a.wins + excluded.wins, losses = a.losses + excluded.losses,
+    gross_profit = a.gross_profit + excluded.gross_profit,
+    gross_loss = a.gross_loss + excluded.gross_loss,
+    best = CASE WHEN excluded.best IS NOT NULL AND (a.best IS NULL OR excluded.best > a.best)
+        THEN excluded.best ELSE a.best END,
+    worst = CASE WHEN excluded.worst IS NOT NULL AND (a.worst IS NULL OR excluded.worst < a.worst)
+        THEN excluded.worst ELSE a.worst END"""
+
+
+_REWRITTEN = {a.add_sql: add_sql(a) for a in AGGREGATES}
+
+
 @functools.cache
 def translate(sql: str) -> str:
     """One of the planner's SQLite statements as PostgreSQL runs it (cached: few exist)."""
-    out = sql
+    out = _REWRITTEN.get(sql, sql)
     if out.startswith("INSERT OR IGNORE INTO"):
         out = "INSERT INTO" + out[len("INSERT OR IGNORE INTO") :] + " ON CONFLICT DO NOTHING"
     if out.startswith("INSERT INTO audit_log"):

@@ -31,7 +31,15 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import asyncpg
+
+try:
+    import asyncpg
+except ImportError as _missing:  # an extra: SQLite needs none of it
+    from worker.errors import ConfigError
+
+    raise ConfigError(
+        "PostgreSQL needs the asyncpg driver: pip install 'tradescribe[postgres]'"
+    ) from _missing
 
 from contracts.events import parse_event
 from worker.errors import AlreadyRunningError, DatabaseNewerError
