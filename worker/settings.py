@@ -184,6 +184,16 @@ class Settings(BaseSettings):
         """The database as a person may see it: the file, or the URL without password."""
         return str(self.db) if self.database_url is None else mask_url(self.database_url)
 
+    def sqlite_file(self, what: str) -> Path:
+        """The SQLite file, for a command that reads or writes the file itself; on
+        PostgreSQL a one-line ConfigError saying ``what`` is not supported there yet."""
+        if self.database_url is not None:
+            raise ConfigError(
+                f"{what} works on the SQLite file only; with PostgreSQL (--db {self.db_label}) "
+                "it is not supported yet (docs/postgresql.md)"
+            )
+        return self.db
+
     @model_validator(mode="after")
     def _password_into_url(self) -> Settings:
         """A password from the environment or a file joins the URL in memory only:

@@ -25,18 +25,6 @@ db_app = typer.Typer(
 )
 
 
-def _db(config: Path | None, db: str | None) -> Path:
-    settings = load_settings(config, db=db)
-    if settings.database_url is not None:
-        from worker.errors import ConfigError
-
-        raise ConfigError(
-            "this command works on the SQLite file; on PostgreSQL use pg_dump and "
-            "pg_restore (docs/postgresql.md)"
-        )
-    return settings.db
-
-
 def _target(config: Path | None, db: str | None) -> Path | str:
     """The SQLite file, or the PostgreSQL URL, the settings name."""
     settings = load_settings(config, db=db)
@@ -178,6 +166,7 @@ def backup(
 ) -> None:
     """An online, consistent copy (SQLite backup API) while the worker keeps writing."""
     settings = load_settings(config, db=db)
+    settings.sqlite_file("tradescribe backup (on PostgreSQL: pg_dump)")
     to_dir = to or settings.backup_dir or default_backup_dir(settings.db)
     result = take_backup(settings.db, to_dir, keep)
     lines = [
@@ -207,6 +196,7 @@ def restore_command(
 ) -> None:
     """Replace the database with a backup (worker stopped; integrity checked first)."""
     settings = load_settings(config, db=db, redis_url=redis_url, stream=stream, group=group)
+    settings.sqlite_file("tradescribe restore (on PostgreSQL: pg_restore)")
     if file.resolve() == settings.db.resolve():
         raise BackupError(f"{file} is the database itself; give a backup file")
     to_dir = settings.backup_dir or default_backup_dir(settings.db)

@@ -39,15 +39,7 @@ def _flag(name: str) -> str:
 def _database(config: Path | None, db: str | None) -> Path:
     from worker.settings import load_settings
 
-    settings = load_settings(config, db=db)
-    if settings.database_url is not None:
-        from worker.errors import ConfigError
-
-        raise ConfigError(
-            "queries read the SQLite file; on PostgreSQL they are not supported yet "
-            "(docs/postgresql.md)"
-        )
-    return settings.db
+    return load_settings(config, db=db).sqlite_file("tradescribe query")
 
 
 def check_filters(name: str, filters: dict[str, Any]) -> None:
