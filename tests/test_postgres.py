@@ -70,6 +70,14 @@ async def wait_count(url: str, table: str, n: int, timeout: float = 30.0) -> Non
             await anyio.sleep(0.05)
 
 
+async def wait_at_least(url: str, table: str, n: int, timeout: float = 60.0) -> None:
+    with anyio.fail_after(timeout):
+        while True:
+            if await pg_count(url, table) >= n:
+                return
+            await anyio.sleep(0.02)
+
+
 async def test_worker_on_postgres_stores_published_events_exactly_once(
     pg_settings: Settings, sync_redis: redis.Redis, names: dict[str, str]
 ) -> None:
@@ -260,14 +268,7 @@ def test_postgres_worker_sigkilled_and_restarted_stores_every_event_exactly_once
     try:
         ids = publish_trades(sync_redis, s.stream, 20_000)
 
-        async def some_stored() -> None:
-            with anyio.fail_after(60):
-                while True:
-                    if await pg_count(url, "events") >= 4000:
-                        return
-                    await anyio.sleep(0.05)
-
-        anyio.run(some_stored)
+        anyio.run(wait_at_least, url, "events", 4000)
         first.kill()
         stored_at_kill = anyio.run(pg_count, url, "events")
         second = PgWorkerProcess(s, tmp_path / "w2.log").start()
@@ -375,3 +376,27 @@ def test_a_database_url_is_checked_with_a_one_line_error() -> None:
         assert why in str(err.value)
         assert "s3cret" not in str(err.value)
         assert "\n" not in str(err.value)
+
+
+async def test_a_terminated_postgres_session_is_reopened_and_nothing_is_lost_or_doubled(
+    pg_settings: Settings, sync_redis: redis.Redis, names: dict[str, str]
+) -> None:
+    s = pg_settings.model_copy(update={"batch_max": 200})
+    url = s.database_url
+    assert url is not None
+    ids = publish_trades(sync_redis, s.stream, 6000)
+    async with running_worker(s) as worker:
+        await wait_at_least(url, "events", 1000)
+        killed = await pg_fetch(
+            url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name LIKE 'tradescribe pid %' AND pid <> pg_backend_pid()",
+        )
+        assert killed == [(True,)]  # the worker's one session, its writer lock with it
+        await wait_count(url, "events", 6000, 60)
+        await wait_for(lambda: pending(sync_redis, names) == 0)
+        assert worker.stats.dead_letters == 0  # an outage of the store is never an entry's
+    stored = await pg_fetch(url, "SELECT event_id FROM events")
+    assert sorted(r[0] for r in stored) == sorted(ids)
+    assert await pg_count(url, "dead_letters") == 0
+    assert await pg_count(url, "trades") == 6000

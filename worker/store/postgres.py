@@ -145,13 +145,24 @@ class PostgresStore:
         self._locked = False
 
     async def _connected(self) -> asyncpg.Connection:
-        """The connection, opened again (and the lock taken again) after it was lost."""
-        if self._con.is_closed():
-            self._con = await _connect(self.url)
-            if self._locked:
-                self._locked = False
+        """The connection, opened again after it was lost (the server restarted, the
+        session was terminated), with the writer's lock and the session's table again.
+
+        The lock lost meanwhile to another worker is an outage of this store (OSError:
+        retried, nothing acknowledged), never the batch's fault."""
+        if not self._con.is_closed():
+            return self._con
+        con = await _connect(self.url)
+        self._con = con
+        if self._locked:
+            self._locked = False
+            try:
                 await self._lock()
-        return self._con
+            except AlreadyRunningError as exc:
+                await con.close()
+                raise ConnectionError(f"reconnected, but not the writer any more: {exc}") from exc
+        await con.execute(pgsql.STAGE)
+        return con
 
     # -- schema -----------------------------------------------------------------------
 
