@@ -15,9 +15,10 @@ import anyio
 import asyncpg
 import pytest
 import redis
+from typer.testing import CliRunner
 
 from bench.workload import wire_events
-from contracts import Publisher, build_event, to_wire
+from contracts import AsyncPublisher, Publisher, build_event, to_wire
 from tests.clirun import run_cli
 from tests.conftest import (
     WorkerProcess,
@@ -26,8 +27,10 @@ from tests.conftest import (
     pending,
     running_worker,
     wait_for,
+    worker_listening,
 )
 from tests.pgfix import create_database, postgres_admin_url
+from worker.cli.app import app
 from worker.errors import ConfigError
 from worker.settings import Settings, load_settings
 from worker.store.pgmaint import rebuild, rebuild_check
@@ -400,3 +403,31 @@ async def test_a_terminated_postgres_session_is_reopened_and_nothing_is_lost_or_
     assert sorted(r[0] for r in stored) == sorted(ids)
     assert await pg_count(url, "dead_letters") == 0
     assert await pg_count(url, "trades") == 6000
+
+
+async def test_status_reports_the_postgres_database_and_queries_say_they_read_sqlite(
+    pg_settings: Settings,
+) -> None:
+    s, url = pg_settings, pg_settings.database_url
+    assert url is not None
+    where = ["--redis-url", s.redis_url, "--stream", s.stream, "--group", s.group]
+    runner = CliRunner()
+
+    async def cli(*args: str) -> Any:
+        return await anyio.to_thread.run_sync(lambda: runner.invoke(app, [*args, *where]))
+
+    async with running_worker(s) as worker:
+        await worker_listening(s)
+        async with AsyncPublisher(s.redis_url, source="bot-st", stream=s.stream) as pub:
+            await pub.publish("journal.entry", text="hello")
+        await wait_for(lambda: worker.stats.committed == 1)
+        status = await cli("status", "--json")
+        remote = await cli("query", "active-trades")
+    assert status.exit_code == 0, status.output
+    got = json.loads(status.stdout)
+    assert got["db_path"] == s.db_label
+    assert got["events_stored"] == 1
+    assert got["schema_version"] == 1
+    assert got["db_bytes"] > 0
+    assert remote.exit_code != 0
+    assert "read SQLite only so far" in str(remote.exception)

@@ -302,10 +302,13 @@ async def _rows_for(
     found: dict[str, dict[Key, Row]] = {}
     for table, wanted in keys.items():
         entity = ENTITY_BY_TABLE[table]
-        columns = [[str(v) for v in column] for column in zip(*wanted, strict=True)]
+        # Keys are text columns: a key as its text finds the row, and maps it back to
+        # the key the planner holds.
+        as_text = {tuple(str(v) for v in key): key for key in wanted}
+        columns = [list(column) for column in zip(*as_text, strict=True)]
         width = len(entity.key)
         found[table] = {
-            tuple(record[:width]): row_from_db(entity, tuple(record))
+            as_text[tuple(record[:width])]: row_from_db(entity, tuple(record))
             for record in await con.fetch(_select_sql(entity), *columns)
         }
     return found
