@@ -431,3 +431,26 @@ async def test_status_reports_the_postgres_database_and_queries_say_they_read_sq
     assert got["db_bytes"] > 0
     assert remote.exit_code != 0
     assert "read SQLite only so far" in str(remote.exception)
+
+
+async def test_a_nul_character_postgres_text_cannot_hold_is_an_invalid_events_dead_letter(
+    pg_settings: Settings, sync_redis: redis.Redis, names: dict[str, str]
+) -> None:
+    """PostgreSQL's text holds no NUL character (SQLite's does); the contract refuses one
+    in any string, so such an entry is dead-lettered at decoding, as on SQLite."""
+    s, url = pg_settings, pg_settings.database_url
+    assert url is not None
+    body = json.loads(_wire("journal.entry", text="x"))
+    body["data"]["text"] = "x\u0000y"
+    sync_redis.xadd(s.stream, {"event": _wire("journal.entry", text="before")})
+    nul = sync_redis.xadd(s.stream, {"event": json.dumps(body)}).decode()
+    sync_redis.xadd(s.stream, {"event": _wire("journal.entry", text="after")})
+    async with running_worker(s):
+        await wait_count(url, "dead_letters", 1)
+        await wait_count(url, "journal_entries", 2)
+        await wait_for(lambda: pending(sync_redis, names) == 0)
+    rows = await pg_fetch(url, "SELECT stream_id, reason FROM dead_letters")
+    assert rows[0][0] == nul
+    assert rows[0][1].startswith("invalid event: data.text"), rows
+    assert "\\u0000" in json.dumps(body)  # a NUL, escaped on the wire
+    assert await pg_count(url, "events") == 2
