@@ -31,9 +31,9 @@ from tests.conftest import (
 )
 from tests.pgfix import create_database, postgres_admin_url
 from worker.cli.app import app
-from worker.errors import ConfigError
+from worker.errors import AlreadyRunningError, ConfigError
 from worker.settings import Settings, load_settings
-from worker.store.pgmaint import rebuild, rebuild_check
+from worker.store.pgmaint import migrate, rebuild, rebuild_check
 
 __all__ = ["postgres_admin_url"]  # the fixture, for the tests below
 pytestmark = pytest.mark.timeout(180)
@@ -454,3 +454,15 @@ async def test_a_nul_character_postgres_text_cannot_hold_is_an_invalid_events_de
     assert rows[0][1].startswith("invalid event: data.text"), rows
     assert "\\u0000" in json.dumps(body)  # a NUL, escaped on the wire
     assert await pg_count(url, "events") == 2
+
+
+async def test_migrate_and_rebuild_refuse_while_a_worker_writes_to_the_database(
+    pg_settings: Settings,
+) -> None:
+    url = pg_settings.database_url
+    assert url is not None
+    async with running_worker(pg_settings):
+        for step in (rebuild(url), migrate(url, dry_run=False)):
+            with pytest.raises(AlreadyRunningError, match="is writing to this PostgreSQL"):
+                await step
+    assert (await rebuild(url))["events_replayed"] == 0  # the worker gone, it runs
