@@ -85,6 +85,7 @@ def _from_initdb(folder: Path) -> tuple[str, Path] | None:
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> Iterator[str]:
     """The URL of the suite's own PostgreSQL server (its ``postgres`` database)."""
+    _reasons.clear()
     folder = Path(tempfile.mkdtemp(prefix="tradescribe-pg-"))
     folder.chmod(0o755)  # pgserver runs the server as its own user when we are root
     started = _from_pgserver(folder / "pgserver")
