@@ -55,7 +55,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRADESCRIBE_")}
     env.update(
         TRADESCRIBE_REDIS_URL=settings.redis_url,
-        TRADESCRIBE_DB=str(settings.db),
+        TRADESCRIBE_DB=settings.database_url or str(settings.db),
         TRADESCRIBE_STREAM=settings.stream,
         TRADESCRIBE_GROUP=settings.group,
         TRADESCRIBE_CONSUMER=settings.consumer,
@@ -65,6 +65,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
         TRADESCRIBE_TRIM_KEEP_S=str(settings.trim_keep_s),
         TRADESCRIBE_LOG_LEVEL="WARNING",
     )
+    if settings.channel_key is not None:  # PostgreSQL has no file to keep one beside
+        env["TRADESCRIBE_CHANNEL_KEY"] = settings.channel_key.get_secret_value()
     return env
 
 

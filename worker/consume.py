@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import redis.asyncio as aredis
@@ -26,10 +26,13 @@ from contracts.backoff import Backoff
 from contracts.events import WIRE_FIELD
 from worker.entries import Entry, bounded, decode, store_error, unstorable, without_bytes
 from worker.errors import RedisSetupError
-from worker.lease import FileLock, RedisLease, worker_identity
+from worker.lease import RedisLease, worker_identity
 from worker.settings import Settings
 from worker.stats import Stats
 from worker.store.sqlite import DeadLetter, Decoded, Prepared, SqliteStore, stream_order
+
+if TYPE_CHECKING:
+    from worker.store.postgres import PostgresStore
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,9 @@ class _Batch:
 class Worker:
     """The single writer. ``await worker.run()``; ``worker.stop()`` to end it cleanly."""
 
-    def __init__(self, settings: Settings, redis: aredis.Redis, store: SqliteStore) -> None:
+    def __init__(
+        self, settings: Settings, redis: aredis.Redis, store: SqliteStore | PostgresStore
+    ) -> None:
         self.settings = settings
         self.redis = redis
         self.store = store
@@ -84,8 +89,7 @@ class Worker:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         s = self.settings
-        lock = FileLock(s.db, self.identity)
-        lock.acquire()
+        await self.store.lock_writer(self.identity)  # the file's lock, or PostgreSQL's
         lease = RedisLease(self.redis, s.stream, s.group, self.identity, s.lease_ttl_ms)
         leased = False
         try:
@@ -99,7 +103,7 @@ class Worker:
                 s.consumer,
                 s.stream,
                 s.group,
-                s.db,
+                s.db_label,
             )
             self.ready.set()
             task_status.started()
@@ -115,7 +119,8 @@ class Worker:
                         await lease.release()
                     except RedisError:
                         log.warning("could not release the writer lease; it expires by itself")
-            lock.release()
+            with anyio.CancelScope(shield=True):
+                await self.store.unlock_writer()
             if self.ready.is_set():  # a worker that never started has nothing to report
                 log.info(
                     "worker %s stopped: %s",

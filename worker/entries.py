@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import sqlite3
+import sys
 from dataclasses import replace
 
 from pydantic import ValidationError
@@ -127,7 +128,22 @@ def store_error(exc: BaseException) -> bool:
     counts against an entry."""
     if isinstance(exc, OSError):
         return True
+    postgres = _postgres_store_error(exc)
+    if postgres is not None:
+        return postgres
     return isinstance(exc, sqlite3.Error) and not isinstance(exc, _DATA_ERRORS)
+
+
+def _postgres_store_error(exc: BaseException) -> bool | None:
+    """For an asyncpg error (None for any other): a value the database refused (SQLSTATE
+    class 22 data exception, 23 integrity, or a value the driver cannot encode) is the
+    entry's; anything else (connection, disk, locks, shutdown, schema) is the store's."""
+    asyncpg = sys.modules.get("asyncpg")  # loaded only by the PostgreSQL store
+    if asyncpg is None or not isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+        return None
+    if isinstance(exc, asyncpg.exceptions._base.DataError):
+        return False
+    return str(getattr(exc, "sqlstate", "") or "")[:2] not in ("22", "23")
 
 
 _DATA_ERRORS = (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from typing import TYPE_CHECKING
 
 import anyio
 import redis.asyncio as aredis
@@ -26,6 +27,9 @@ from worker.settings import Settings
 from worker.store.backup import backup_periodically
 from worker.store.sqlite import SqliteStore
 
+if TYPE_CHECKING:
+    from worker.store.postgres import PostgresStore
+
 log = logging.getLogger(__name__)
 
 
@@ -40,6 +44,21 @@ def redis_client(settings: Settings) -> aredis.Redis:
     )
 
 
+async def open_store(settings: Settings) -> SqliteStore | PostgresStore:
+    """The engine the settings name: PostgreSQL for a database URL, else the SQLite file."""
+    if settings.database_url is not None:
+        from worker.store.postgres import PostgresStore
+
+        return await PostgresStore.open(settings.database_url)
+    return await SqliteStore.open(
+        settings.db,
+        synchronous=settings.synchronous,
+        busy_timeout_ms=settings.busy_timeout_ms,
+        cache_rows=max(settings.cache_rows, 3 * settings.batch_max),
+        writer_process=settings.writer_process,
+    )
+
+
 async def run_worker(
     settings: Settings,
     *,
@@ -47,14 +66,8 @@ async def run_worker(
     task_status: TaskStatus[Worker] = anyio.TASK_STATUS_IGNORED,
 ) -> Worker:
     """Run the worker until it is stopped (SIGTERM/SIGINT when ``handle_signals``)."""
+    store = await open_store(settings)
     client = redis_client(settings)
-    store = await SqliteStore.open(
-        settings.db,
-        synchronous=settings.synchronous,
-        busy_timeout_ms=settings.busy_timeout_ms,
-        cache_rows=max(settings.cache_rows, 3 * settings.batch_max),
-        writer_process=settings.writer_process,
-    )
     worker = Worker(settings, client, store)
     try:
         key = worker_key(settings)  # made beside the database if none is configured
@@ -69,7 +82,8 @@ async def run_worker(
                 tg.start_soon(log_ready, worker)
                 tg.start_soon(refresh_backlog, worker, metrics)
                 tg.start_soon(notify_systemd, worker)
-                tg.start_soon(backup_periodically, settings)
+                if settings.database_url is None:  # PostgreSQL: pg_dump (docs/postgresql.md)
+                    tg.start_soon(backup_periodically, settings)
                 task_status.started(worker)  # await worker.ready.wait() to know it reads
                 await worker.run()
                 tg.cancel_scope.cancel()

@@ -49,7 +49,16 @@ class Settings(BaseSettings):
     redis_password_file: Path | None = Field(
         None, description="A file holding the Redis password (its first line)."
     )
-    db: Path = Field(Path("tradescribe.db"), description="The SQLite database file.")
+    db: Path = Field(
+        Path("tradescribe.db"),
+        description="The SQLite database file; a postgres:// or postgresql:// URL given "
+        "here selects PostgreSQL instead (kept in database_url).",
+    )
+    database_url: str | None = Field(
+        None,
+        description="PostgreSQL to write to (postgresql://user@host/dbname); unset: SQLite "
+        "at db. Only the write path runs on PostgreSQL so far (docs/postgresql.md).",
+    )
     stream: str = Field(DEFAULT_STREAM, min_length=1, description="Stream key bots publish to.")
     group: str = Field("tradescribe", min_length=1, description="Consumer group name.")
     consumer: str = Field(
@@ -141,6 +150,50 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
         return url
 
+    @model_validator(mode="before")
+    @classmethod
+    def _url_as_db(cls, values: Any) -> Any:
+        """``--db postgresql://...`` (or TRADESCRIBE_DB) is a database URL, not a path."""
+        if not isinstance(values, dict):
+            return values
+        db = values.get("db")
+        if isinstance(db, str) and db.startswith(PG_SCHEMES):
+            if values.get("database_url") is not None:
+                raise ValueError("a PostgreSQL URL is given twice (db and database_url)")
+            values = {k: v for k, v in values.items() if k != "db"}
+            values["database_url"] = db
+        elif isinstance(db, str) and "://" in db:
+            raise ValueError(
+                f"db must be a file path or a postgresql:// URL, not {db.split('://')[0]}://"
+            )
+        return values
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            check_postgres_url(url)
+        return url
+
+    @property
+    def engine(self) -> Literal["sqlite", "postgresql"]:
+        return "sqlite" if self.database_url is None else "postgresql"
+
+    @property
+    def db_label(self) -> str:
+        """The database as a person may see it: the file, or the URL without password."""
+        return str(self.db) if self.database_url is None else mask_url(self.database_url)
+
+    def sqlite_file(self, what: str) -> Path:
+        """The SQLite file, for a command that reads or writes the file itself; on
+        PostgreSQL a one-line ConfigError saying ``what`` is not supported there yet."""
+        if self.database_url is not None:
+            raise ConfigError(
+                f"{what} works on the SQLite file only; with PostgreSQL (--db {self.db_label}) "
+                "it is not supported yet (docs/postgresql.md)"
+            )
+        return self.db
+
     @model_validator(mode="after")
     def _password_into_url(self) -> Settings:
         """A password from the environment or a file joins the URL in memory only:
@@ -192,9 +245,29 @@ class Settings(BaseSettings):
         """The settings as a person may see them: secrets masked."""
         values = self.model_dump(mode="json")
         values["redis_url"] = mask_url(self.redis_url)
+        if self.database_url is not None:
+            values["database_url"] = mask_url(self.database_url)
         values["redis_password_source"] = self.redis_password_source()
         values["channel_key_source"] = key_source(self)
         return values
+
+
+PG_SCHEMES = ("postgres://", "postgresql://")
+
+
+def check_postgres_url(url: str) -> None:
+    """Raise ValueError (one line, no password) unless ``url`` names a PostgreSQL database."""
+    if not url.startswith(PG_SCHEMES):
+        raise ValueError("must start with postgresql:// or postgres://")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError as exc:
+        raise ValueError(f"is not a valid URL ({exc})") from None
+    if not parts.path.strip("/"):
+        raise ValueError("names no database: postgresql://user@host/dbname")
+    if not parts.hostname and "host=" not in parts.query:
+        raise ValueError("names no host: postgresql://user@host/dbname (or ?host=/socket/dir)")
 
 
 def load_settings(config: Path | None = None, **flags: Any) -> Settings:
@@ -243,13 +316,17 @@ def _describe(exc: ValidationError, config: Path | None, flags: set[str]) -> str
             known = ", ".join(sorted(Settings.model_fields))
             lines.append(f"unknown setting '{name}'{where}; known settings: {known}")
             continue
+        if not name:  # a check of several settings at once (the db's URL or path)
+            lines.append(f"bad value for setting 'db' (--db or TRADESCRIBE_DB): {err['msg']}")
+            continue
         hint = f" ({field.description})" if field and field.description else ""
         env = f"TRADESCRIBE_{name.upper()}"
-        where = f"--{name.replace('_', '-')} or {env}" if name in flags else env
+        flag = "db" if name == "database_url" else name  # a URL given as --db lands there
+        where = f"--{flag.replace('_', '-')} or {env}" if flag in flags else env
         if config is not None:
             where += f" or {name} in {config}"
         # A mistyped Redis URL may hold a password: never echo it, nor a secret.
-        secret = name in ("redis_url", "redis_password", "channel_key")
+        secret = name in ("redis_url", "redis_password", "channel_key", "database_url")
         got = "" if secret else f"; got {err.get('input')!r}"
         lines.append(f"bad value for setting '{name}' ({where}): {err['msg']}{got}{hint}")
     return "; ".join(lines)

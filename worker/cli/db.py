@@ -13,9 +13,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from contracts.redisurl import mask_url
 from worker.cli.options import ConfigOpt, DbOpt, GroupOpt, JsonOpt, RedisOpt, StreamOpt
 from worker.settings import load_settings
-from worker.store import maintenance
+from worker.store import maintenance, pgsql
 from worker.store.backup import BackupError, default_backup_dir, restore, take_backup
 from worker.store.schema import SCHEMA_VERSION
 
@@ -24,8 +25,21 @@ db_app = typer.Typer(
 )
 
 
-def _db(config: Path | None, db: Path | None) -> Path:
-    return load_settings(config, db=db).db
+def _target(config: Path | None, db: str | None) -> Path | str:
+    """The SQLite file, or the PostgreSQL URL, the settings name."""
+    settings = load_settings(config, db=db)
+    return settings.db if settings.database_url is None else settings.database_url
+
+
+def _pg() -> Any:
+    """The PostgreSQL maintenance module (imported only for a URL: it needs asyncpg)."""
+    from worker.store import pgmaint
+
+    return pgmaint
+
+
+def _label(target: Path | str) -> str:
+    return str(target) if isinstance(target, Path) else mask_url(target)
 
 
 def _emit(result: dict[str, Any], as_json: bool, lines: list[str]) -> None:
@@ -39,7 +53,12 @@ def _emit(result: dict[str, Any], as_json: bool, lines: list[str]) -> None:
 @db_app.command("version")
 def version(config: ConfigOpt = None, db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """The database's schema version and this tradescribe's; exit 1 if the database is newer."""
-    info = maintenance.version_info(_db(config, db))
+    target = _target(config, db)
+    info = (
+        maintenance.version_info(target)
+        if isinstance(target, Path)
+        else anyio.run(_pg().version_info, target)
+    )
     _emit(
         info,
         as_json,
@@ -65,11 +84,18 @@ def migrate(
     as_json: JsonOpt = False,
 ) -> None:
     """Apply pending migrations (worker stopped), each in a transaction, after a backup."""
-    path = _db(config, db)
-    result = anyio.run(lambda: maintenance.migrate(path, dry_run=dry_run, backup_dir=backup_dir))
+    path = _target(config, db)
+    if isinstance(path, Path):
+        latest = SCHEMA_VERSION
+        result = anyio.run(
+            lambda: maintenance.migrate(path, dry_run=dry_run, backup_dir=backup_dir)
+        )
+    else:
+        latest = pgsql.SCHEMA_VERSION
+        result = anyio.run(lambda: _pg().migrate(path, dry_run=dry_run))
     lines = [
-        f"{path}: schema version {result['before']} -> "
-        f"{SCHEMA_VERSION if dry_run else result['after']}"
+        f"{_label(path)}: schema version {result['before']} -> "
+        f"{latest if dry_run else result['after']}"
     ]
     lines += [
         f"  {'would apply' if dry_run else 'applied'} migration {p['version']} "
@@ -94,15 +120,18 @@ def rebuild(
     as_json: JsonOpt = False,
 ) -> None:
     """Recompute every projection from the events log (worker stopped), or --check it."""
-    path = _db(config, db)
+    path = _target(config, db)
+    engine: Any = maintenance if isinstance(path, Path) else _pg()
     if not check:
-        result = anyio.run(lambda: maintenance.rebuild(path))
+        result = anyio.run(engine.rebuild, path)
         counts = ", ".join(f"{t} {n}" for t, n in result["tables"].items())
         _emit(
-            result, as_json, [f"rebuilt {path} from {result['events_replayed']} events: {counts}"]
+            result,
+            as_json,
+            [f"rebuilt {_label(path)} from {result['events_replayed']} events: {counts}"],
         )
         return
-    result = anyio.run(lambda: maintenance.rebuild_check(path))
+    result = anyio.run(engine.rebuild_check, path)
     if as_json:
         _emit(result, True, [])
     else:
@@ -112,7 +141,7 @@ def rebuild(
             "rebuilt",
             "missing",
             "extra",
-            title=f"rebuild check of {path} ({result['events_replayed']} events)",
+            title=f"rebuild check of {_label(path)} ({result['events_replayed']} events)",
         )
         for name, t in result["tables"].items():
             table.add_row(name, *(str(t[k]) for k in ("live", "rebuilt", "missing", "extra")))
@@ -137,6 +166,7 @@ def backup(
 ) -> None:
     """An online, consistent copy (SQLite backup API) while the worker keeps writing."""
     settings = load_settings(config, db=db)
+    settings.sqlite_file("tradescribe backup (on PostgreSQL: pg_dump)")
     to_dir = to or settings.backup_dir or default_backup_dir(settings.db)
     result = take_backup(settings.db, to_dir, keep)
     lines = [
@@ -166,6 +196,7 @@ def restore_command(
 ) -> None:
     """Replace the database with a backup (worker stopped; integrity checked first)."""
     settings = load_settings(config, db=db, redis_url=redis_url, stream=stream, group=group)
+    settings.sqlite_file("tradescribe restore (on PostgreSQL: pg_restore)")
     if file.resolve() == settings.db.resolve():
         raise BackupError(f"{file} is the database itself; give a backup file")
     to_dir = settings.backup_dir or default_backup_dir(settings.db)

@@ -47,6 +47,7 @@ class DeadLetterError(WorkerError):
 
 @contextlib.contextmanager
 def _connect(settings: Settings, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+    settings.sqlite_file("tradescribe dlq")
     if not settings.db.is_file():
         raise DeadLetterError(f"database {settings.db} does not exist (fix --db or TRADESCRIBE_DB)")
     mode = "rw" if write else "ro"

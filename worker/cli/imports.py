@@ -131,6 +131,8 @@ def run_import(
     via_worker: bool = False,
 ) -> Report:
     redis_url, stream, db = settings.redis_url, settings.stream, settings.db
+    if not via_worker:  # the ids already stored are looked up in the file
+        settings.sqlite_file("tradescribe import's look-up of stored ids")
     report = Report(ctx.fmt, [str(p) for p in paths], dry_run)
     console = Console(stderr=True)
     with progress_bar(console) as progress:

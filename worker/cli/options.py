@@ -20,8 +20,12 @@ RedisOpt = Annotated[
     typer.Option("--redis-url", help="Redis URL [env TRADESCRIBE_REDIS_URL].", show_default=False),
 ]
 DbOpt = Annotated[
-    Path | None,
-    typer.Option("--db", help="SQLite database file [env TRADESCRIBE_DB].", show_default=False),
+    str | None,  # a path, or a postgresql:// URL (Path would fold its "//")
+    typer.Option(
+        "--db",
+        help="SQLite database file, or postgresql://user@host/dbname [env TRADESCRIBE_DB].",
+        show_default=False,
+    ),
 ]
 StreamOpt = Annotated[
     str | None,

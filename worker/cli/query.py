@@ -36,10 +36,10 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _database(config: Path | None, db: Path | None) -> Path:
+def _database(config: Path | None, db: str | None) -> Path:
     from worker.settings import load_settings
 
-    return load_settings(config, db=db).db
+    return load_settings(config, db=db).sqlite_file("tradescribe query")
 
 
 def check_filters(name: str, filters: dict[str, Any]) -> None:

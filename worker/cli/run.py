@@ -81,7 +81,8 @@ def worker(
         log_format=log_format,
         metrics_port=metrics_port,
     )
-    check_worker_database(settings.db)
+    if settings.database_url is None:  # PostgreSQL: the connection itself says what is wrong
+        check_worker_database(settings.db)
     setup_logging(settings)
     tune_gc()
     anyio.run(lambda: run_worker(settings))

@@ -14,7 +14,7 @@ from contracts.errors import TradescribeError
 
 Opt = typer.Option
 ConfigOpt = Annotated[Path | None, Opt("--config", help="TOML settings file.")]
-DbOpt = Annotated[Path | None, Opt("--db", help="SQLite database file [env TRADESCRIBE_DB]")]
+DbOpt = Annotated[str | None, Opt("--db", help="SQLite database file [env TRADESCRIBE_DB]")]
 TokensOpt = Annotated[
     Path | None,
     Opt("--tokens", help="Token file (default: <db stem>.tokens.db beside the database)."),
@@ -28,11 +28,11 @@ class ServeError(TradescribeError):
     """``serve`` was asked for something unsafe or impossible."""
 
 
-def _paths(config: Path | None, db: Path | None, tokens: Path | None) -> tuple[Path, Path]:
+def _paths(config: Path | None, db: str | None, tokens: Path | None) -> tuple[Path, Path]:
     from worker.http.tokens import default_path
     from worker.settings import load_settings
 
-    database = load_settings(config, db=db).db
+    database = load_settings(config, db=db).sqlite_file("tradescribe serve")
     return database, tokens or default_path(database)
 
 

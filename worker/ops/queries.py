@@ -85,6 +85,7 @@ async def wait_committed(worker: Worker, event_id: str, timeout_s: float) -> boo
 @command("wait", WaitArgs)
 async def wait(worker: Worker, args: WaitArgs) -> dict[str, Any]:
     """Is ``event_id`` committed (waiting up to ``timeout_s``), or dead-lettered and why?"""
+    _sqlite_only(worker)
     started = time.monotonic()
     reason = None
     try:
@@ -100,6 +101,16 @@ async def wait(worker: Worker, args: WaitArgs) -> dict[str, Any]:
         "reason": reason,
         "waited_s": round(time.monotonic() - started, 3),
     }
+
+
+def _sqlite_only(worker: Worker) -> None:
+    """The query layer reads the SQLite file; on PostgreSQL it is not ported yet."""
+    if worker.settings.database_url is not None:
+        raise RequestError(
+            "unavailable",
+            "this worker writes to PostgreSQL; queries over the request channel read "
+            "SQLite only so far (docs/postgresql.md)",
+        )
 
 
 def _split_wait(args: QueryArgs) -> tuple[dict[str, Any], str | None, float]:
@@ -128,6 +139,7 @@ def _split_wait(args: QueryArgs) -> tuple[dict[str, Any], str | None, float]:
 @command("query", QueryArgs)
 async def query(worker: Worker, args: QueryArgs) -> dict[str, Any]:
     """Run one named query on the worker's database: ``QueryResult.as_dict()``."""
+    _sqlite_only(worker)
     filters, wait_for, timeout_s = _split_wait(args)
     try:
         parse_filters(args.name, filters)  # a bad name or filter is the caller's mistake

@@ -162,6 +162,16 @@ async def group_lag(client: Any, stream: str, group: str) -> dict[str, Any]:
 
 
 async def database_status(worker: Worker) -> dict[str, Any]:
+    if worker.settings.database_url is not None:  # PostgreSQL: no file, no WAL beside it
+        store = worker.store
+        return {
+            "db_path": worker.settings.db_label,
+            "db_bytes": int(await store.scalar("SELECT pg_database_size(current_database())")),
+            "wal_bytes": None,
+            "schema_version": await store.schema_version(),
+            "events_stored": int(await store.scalar("SELECT coalesce(max(seq), 0) FROM events")),
+            "dead_letters": int(await store.scalar("SELECT count(*) FROM dead_letters")),
+        }
     path = Path(worker.settings.db)
     wal = path.with_name(path.name + "-wal")
     store = worker.store

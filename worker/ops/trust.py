@@ -36,6 +36,8 @@ def client_key(s: Settings) -> bytes:
         return check_key(s.channel_key.get_secret_value(), "channel_key")
     if s.channel_key_file is not None:
         return read_key_file(s.channel_key_file)
+    if s.database_url is not None:
+        raise ChannelKeyError(_NO_FILE)
     beside = key_file_path(s.db)
     if beside.exists():
         return read_key_file(beside)
@@ -47,10 +49,18 @@ def client_key(s: Settings) -> bytes:
     )
 
 
+_NO_FILE = (
+    "no channel key: with PostgreSQL there is no database file to keep one beside; set "
+    "TRADESCRIBE_CHANNEL_KEY or channel_key_file (the same on the worker and its clients)"
+)
+
+
 def worker_key(s: Settings) -> bytes:
     """The key the worker signs with; made beside the database when none is configured."""
     if s.channel_key is not None or s.channel_key_file is not None:
         return client_key(s)
+    if s.database_url is not None:
+        raise ChannelKeyError(_NO_FILE)
     path = key_file_path(s.db)
     if not path.exists():
         _create_key_file(path)

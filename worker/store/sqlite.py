@@ -20,6 +20,7 @@ import anyio
 
 from contracts.events import parse_event
 from worker.errors import DatabaseNewerError
+from worker.lease import FileLock
 from worker.store import aggregates
 from worker.store.batch import DeadLetter, Decoded, append_statements, plan_batch, stream_order
 from worker.store.projections import ENTITIES, project, utc_text
@@ -75,6 +76,7 @@ class SqliteStore:
         self.writer = writer
         self.migration_backup: str | None = None
         self.cache = RowCache(con, cache_rows)
+        self._lock: FileLock | None = None
 
     @classmethod
     async def open(
@@ -102,6 +104,16 @@ class SqliteStore:
             else None
         )
         return cls(db, con, path, cache_rows, writer)
+
+    async def lock_writer(self, identity: dict[str, Any]) -> None:
+        """The only writer of this file on this host: ``<db>.lock`` (see worker/lease.py)."""
+        self._lock = FileLock(self.path, identity)
+        self._lock.acquire()
+
+    async def unlock_writer(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def start_writer(self) -> None:
         """Start the write process (after :meth:`migrate`: it writes to the current schema)."""

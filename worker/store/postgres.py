@@ -1,0 +1,344 @@
+"""The PostgreSQL store: the same calls as :class:`worker.store.sqlite.SqliteStore`, the
+same guarantees, one transaction per batch.
+
+A batch commits as: its event rows COPYed into a session table, one ``INSERT ...
+SELECT ... ON CONFLICT (event_id) DO NOTHING RETURNING event_id`` (the ids the log took;
+an id it held already is a duplicate or, with another body, an id conflict: a dead
+letter, its changes dropped, as :func:`worker.store.write.write_planned` does); the
+entity rows the batch touches read ``FOR UPDATE`` inside the transaction and merged in
+Python by the same :func:`worker.store.rows.merge` (through the same planner,
+:func:`worker.store.write.plan_projections`, so ``trade_days``/``trade_months`` deltas
+come with it); the resulting statements pipelined with ``executemany``; dead letters;
+COMMIT. The stream entries are acknowledged after that, by the loop, as on SQLite.
+
+Why merge in Python rather than in SQL: the merge is per-field versions over a JSON
+column plus the terminal-status rule and derived P&L; written again in SQL it would be a
+second implementation to keep equal to the first. Reading the rows costs one query
+per table per batch. No row cache: a row read inside the transaction is never stale,
+whatever another session did.
+
+Only one writer per database: a session advisory lock, held by the store's connection.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+try:
+    import asyncpg
+except ImportError as _missing:  # an extra: SQLite needs none of it
+    from worker.errors import ConfigError
+
+    raise ConfigError(
+        "PostgreSQL needs the asyncpg driver: pip install 'tradescribe[postgres]'"
+    ) from _missing
+
+from contracts.events import parse_event
+from worker.errors import AlreadyRunningError, DatabaseNewerError
+from worker.store import pgsql
+from worker.store.batch import DeadLetter, Decoded, append_statements, plan_batch
+from worker.store.entities import Entity
+from worker.store.projections import ENTITIES, project, utc_text
+from worker.store.rows import ENTITY_BY_TABLE, Change, Key, Row, row_from_db
+from worker.store.sql import EVENT_COLUMNS, Statement
+from worker.store.write import Planned, plan_projections, same_event
+
+log = logging.getLogger(__name__)
+
+PROJECTION_TABLES = (
+    *(e.table for e in ENTITIES),
+    "trade_status_history",
+    "journal_entries",
+    "audit_log",
+)
+
+
+class _Fetched:
+    """The rows a batch touches, read before the planner merges into them (a
+    :class:`worker.store.write.RowSource`)."""
+
+    def __init__(self, rows: dict[str, dict[Key, Row]]) -> None:
+        self._rows = rows
+
+    def rows(self, entity: Entity, keys: set[Key]) -> dict[Key, Row]:
+        have = self._rows.get(entity.table, {})
+        return {k: have[k] for k in keys if k in have}
+
+    def keep(self, entity: Entity, rows: dict[Key, Row]) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+
+def _select_sql(entity: Entity) -> str:
+    cols = ", ".join(f"t.{c}" for c in entity.all_columns)
+    arrays = ", ".join(f"${i}::text[]" for i in range(1, len(entity.key) + 1))
+    keys = ", ".join(entity.key)
+    match = " AND ".join(f"t.{k} = k.{k}" for k in entity.key)
+    return (
+        f"SELECT {cols} FROM {entity.table} t JOIN unnest({arrays}) AS k({keys}) "
+        f"ON {match} FOR UPDATE OF t"
+    )
+
+
+class PostgresStore:
+    """Owns one connection to a PostgreSQL database, which holds the writer's lock."""
+
+    migration_backup: str | None = None
+    writer = None  # merges run in the worker's process: no write process to start
+
+    def __init__(self, con: asyncpg.Connection, url: str) -> None:
+        self._con = con
+        self.url = url
+        self._locked = False
+        # One operation at a time on the connection: the heartbeat's and status's
+        # reads wait for the batch in hand (asyncpg refuses overlapping operations).
+        self._turn = anyio.Lock()
+
+    @classmethod
+    async def open(cls, url: str) -> PostgresStore:
+        return cls(await _connect(url), url)
+
+    def start_writer(self) -> None:
+        """Nothing to start (kept for the loop, which calls it after :meth:`migrate`)."""
+
+    async def close(self) -> None:
+        if not self._con.is_closed():
+            await self._con.close()
+
+    # -- the one writer ---------------------------------------------------------------
+
+    async def lock_writer(self, identity: dict[str, Any]) -> None:
+        """Take the database's writer lock, or raise AlreadyRunningError naming who has it."""
+        async with self._turn:
+            await self._lock()
+
+    async def _lock(self) -> None:
+        if await self._con.fetchval("SELECT pg_try_advisory_lock($1, $2)", *pgsql.LOCK_KEYS):
+            self._locked = True
+            return
+        holder = await self._con.fetchrow(pgsql.LOCK_HOLDER, *pgsql.LOCK_KEYS)
+        who = (
+            f"{holder['application_name'] or 'a session'} (server pid {holder['pid']}"
+            f"{', from ' + holder['client_addr'] if holder['client_addr'] else ''})"
+            if holder
+            else "another session"
+        )
+        raise AlreadyRunningError(
+            f"another worker, {who}, is writing to this PostgreSQL database; stop it "
+            "first, or give this one another database"
+        )
+
+    async def unlock_writer(self) -> None:
+        if self._locked and not self._con.is_closed():
+            async with self._turn:
+                await self._con.execute("SELECT pg_advisory_unlock($1, $2)", *pgsql.LOCK_KEYS)
+        self._locked = False
+
+    async def _connected(self) -> asyncpg.Connection:
+        """The connection, opened again after it was lost (the server restarted, the
+        session was terminated), with the writer's lock and the session's table again.
+
+        The lock lost meanwhile to another worker is an outage of this store (OSError:
+        retried, nothing acknowledged), never the batch's fault."""
+        if not self._con.is_closed():
+            return self._con
+        con = await _connect(self.url)
+        self._con = con
+        if self._locked:
+            self._locked = False
+            try:
+                await self._lock()
+            except AlreadyRunningError as exc:
+                await con.close()
+                raise ConnectionError(f"reconnected, but not the writer any more: {exc}") from exc
+        await con.execute(pgsql.STAGE)
+        return con
+
+    # -- schema -----------------------------------------------------------------------
+
+    async def schema_version(self) -> int:
+        async with self._turn:
+            return await self._version(await self._connected())
+
+    async def _version(self, con: asyncpg.Connection) -> int:
+        if await con.fetchval("SELECT to_regclass('schema_migrations')") is None:
+            return 0
+        return int(await con.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
+
+    async def migrate(self, *, backup_dir: Path | None = None) -> tuple[int, int]:
+        """Bring the schema up to date, each migration in its own transaction; returns
+        (version before, version after). No automatic backup: take a ``pg_dump`` first
+        (docs/postgresql.md); ``backup_dir`` is not used."""
+        async with self._turn:
+            return await self._migrate(await self._connected())
+
+    async def _migrate(self, con: asyncpg.Connection) -> tuple[int, int]:
+        before = await self._version(con)
+        if before > pgsql.SCHEMA_VERSION:
+            raise DatabaseNewerError(
+                f"this PostgreSQL database has schema version {before}, newer than this "
+                f"tradescribe ({pgsql.SCHEMA_VERSION}); upgrade tradescribe first"
+            )
+        for version in range(before + 1, pgsql.SCHEMA_VERSION + 1):
+            async with con.transaction():
+                await con.execute(pgsql.VERSION_TABLE)
+                await con.execute(pgsql.MIGRATIONS[version - 1])
+                await con.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+                    version,
+                    utc_text(dt.datetime.now(dt.UTC)),
+                )
+            log.info("migrated PostgreSQL to schema version %d", version)
+        await con.execute(pgsql.STAGE)
+        return before, pgsql.SCHEMA_VERSION
+
+    # -- batches ----------------------------------------------------------------------
+
+    def prepare(self, good: Sequence[Decoded], dead: Sequence[DeadLetter]) -> Planned:
+        """A batch's rows and changes (pure), for :meth:`commit_planned`."""
+        return plan_batch(good, dead, utc_text(dt.datetime.now(dt.UTC)))
+
+    async def commit_planned(self, batch: Planned | bytes) -> tuple[int, int]:
+        """Store a batch in one transaction; returns (events new to the log, id conflicts).
+        On an error nothing of it is stored (and the error is raised)."""
+        assert isinstance(batch, Planned), "PostgreSQL takes a planned batch, not a pickle"
+        async with self._turn:
+            con = await self._connected()
+            async with con.transaction():
+                return await _write(con, batch)
+
+    async def commit(self, good: Sequence[Decoded], dead: Sequence[DeadLetter]) -> tuple[int, int]:
+        return await self.commit_planned(self.prepare(good, dead))
+
+    async def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        async with self._turn:
+            con = await self._connected()
+            return await con.fetchval(pgsql.translate(sql), *params)
+
+    async def rebuild_projections(self, chunk: int = 1000) -> int:
+        """Empty every projection and replay the event log into it, in one transaction."""
+        async with self._turn:
+            con = await self._connected()
+            async with con.transaction():
+                return await replay(con, chunk)
+
+
+async def _connect(url: str) -> asyncpg.Connection:
+    name = f"tradescribe pid {os.getpid()} on {socket.gethostname()}"[:63]
+    con: asyncpg.Connection = await asyncpg.connect(url, server_settings={"application_name": name})
+    return con
+
+
+async def _write(con: asyncpg.Connection, batch: Planned) -> tuple[int, int]:
+    changes, appends, dead = batch.changes, batch.appends, batch.dead
+    conflicts = 0
+    if batch.events:
+        await con.copy_records_to_table(
+            "events_in",
+            records=[(i, *row) for i, row in enumerate(batch.events)],
+            columns=("ord", *EVENT_COLUMNS),
+        )
+        new = {r[0] for r in await con.fetch(pgsql.INSERT_EVENTS)}
+        inserted = len(new)
+        if inserted != len(batch.events):  # some ids were in the log already
+            refused, conflicted = await _not_new(con, batch.events, new)
+            changes = [c for c in changes if c.event_id not in refused]
+            appends = [(sql, [r for r in rows if r[0] not in refused]) for sql, rows in appends]
+            dead = [*dead, *conflicted]
+            conflicts = len(conflicted)
+    else:
+        inserted = 0
+    source = _Fetched(await _rows_for(con, changes))
+    await _run(con, plan_projections(changes, source))
+    await _run(con, appends)
+    if dead:
+        await con.executemany(pgsql.INSERT_DEAD, dead)
+    if batch.last_stream_id is not None:
+        await con.execute(pgsql.SET_LAST, batch.last_stream_id)
+    return inserted, conflicts
+
+
+async def _not_new(
+    con: asyncpg.Connection, events: list[tuple[Any, ...]], new: set[str]
+) -> tuple[set[str], list[tuple[Any, ...]]]:
+    """Of a batch's event rows, the ids the log held already, and the dead letters of
+    those whose stored body differs (the rule of ``worker.store.write._not_new``)."""
+    refused = [row for row in events if row[0] not in new]
+    stored = {
+        r["event_id"]: (r["stream_id"], r["body"])
+        for r in await con.fetch(pgsql.STORED_BODIES, [row[0] for row in refused])
+    }
+    dead: list[tuple[Any, ...]] = []
+    for row in refused:
+        event_id, stream_id, now, body = row[0], row[8], row[9], row[10]
+        kept = stored.get(event_id)
+        if kept is None or same_event(kept[1], body):
+            continue  # a redelivery, a replay or a re-import: already in the log
+        reason = (
+            f"id conflict: event {event_id} is in the event log from stream entry "
+            f"{kept[0]} with another body (that one is kept in the log, this one here)"
+        )
+        dead.append((stream_id, event_id, body.encode(), reason, 1, now, None, None))
+    return {row[0] for row in refused}, dead
+
+
+async def _rows_for(
+    con: asyncpg.Connection, changes: Iterable[Change]
+) -> dict[str, dict[Key, Row]]:
+    """The stored rows of every entity key these changes touch, locked until COMMIT."""
+    keys: dict[str, set[Key]] = {}
+    for change in changes:
+        keys.setdefault(change.table, set()).add(change.key)
+    found: dict[str, dict[Key, Row]] = {}
+    for table, wanted in keys.items():
+        entity = ENTITY_BY_TABLE[table]
+        # Keys are text columns: a key as its text finds the row, and maps it back to
+        # the key the planner holds.
+        as_text = {tuple(str(v) for v in key): key for key in wanted}
+        columns = [list(column) for column in zip(*as_text, strict=True)]
+        width = len(entity.key)
+        found[table] = {
+            as_text[tuple(record[:width])]: row_from_db(entity, tuple(record))
+            for record in await con.fetch(_select_sql(entity), *columns)
+        }
+    return found
+
+
+async def _run(con: asyncpg.Connection, statements: Iterable[Statement]) -> None:
+    for sql, params in statements:
+        if params:
+            await con.executemany(pgsql.translate(sql), params)
+
+
+async def replay(con: asyncpg.Connection, chunk: int) -> int:
+    """Inside the caller's transaction: empty the projections, replay the log into
+    them (the worker's code path: ``project`` then ``merge``), sum the aggregates afresh;
+    returns how many events were replayed."""
+    for table in PROJECTION_TABLES:
+        await con.execute(f"DELETE FROM {table}")
+    replayed = last = 0
+    while True:
+        rows = await con.fetch(
+            "SELECT seq, body FROM events WHERE seq > $1 ORDER BY seq LIMIT $2", last, chunk
+        )
+        if not rows:
+            break
+        last = rows[-1]["seq"]
+        projected = project(parse_event(r["body"]) for r in rows)
+        source = _Fetched(await _rows_for(con, projected.changes))
+        await _run(con, plan_projections(projected.changes, source, aggregates=False))
+        await _run(con, append_statements(projected))
+        replayed += len(rows)
+    for sql in pgsql.RESUM:
+        await con.execute(sql)
+    return replayed
