@@ -19,12 +19,12 @@ from typer.testing import CliRunner
 
 from bench.workload import wire_events
 from contracts import AsyncPublisher, Publisher, build_event, to_wire
-from tests.clirun import run_cli
-from tests.conftest import (
+from tests.helpers import (
     WorkerProcess,
     count,
     make_settings,
     pending,
+    run_cli,
     running_worker,
     wait_for,
     worker_listening,

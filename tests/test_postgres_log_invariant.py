@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import invariant, rule
 
 from contracts.events import WIRE_FIELD, parse_event
+from tests.logmodel import NOW, Scribe, valid
 from tests.pgfix import create_database, postgres_admin_url
-from tests.test_log_invariant import NOW, Scribe, valid
 from worker.entries import decode
 from worker.store.batch import plan_batch
 from worker.store.pgmaint import rebuild_check
