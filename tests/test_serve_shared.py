@@ -58,3 +58,18 @@ async def test_a_failed_computation_is_not_kept_and_the_next_asker_computes() ->
     with pytest.raises(OSError, match="locked"):
         await shared.get("k", fail)
     assert await shared.get("k", succeed) == 1
+
+
+async def test_an_answer_serves_only_askers_whose_last_commit_it_holds() -> None:
+    """A page that heard of commit 6 never gets the answer made when 5 was the last."""
+    shared = SharedAnswers(ttl_s=60)
+    made = []
+
+    async def compute() -> int:
+        made.append(1)
+        return len(made)
+
+    assert await shared.get("page", compute, seen=5, at_least=5) == 1
+    assert await shared.get("page", compute, seen=5, at_least=0) == 1  # an API poller
+    assert await shared.get("page", compute, seen=6, at_least=6) == 2  # heard of 6
+    assert await shared.get("page", compute, seen=7, at_least=6) == 2  # 2 holds 6

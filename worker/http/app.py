@@ -106,6 +106,13 @@ def query_params(request: Request) -> dict[str, Any]:
     return {k.replace("-", "_"): v for k, v in request.query_params.items() if k != "format"}
 
 
+def _seq(value: Any) -> int:
+    try:
+        return max(0, int(value)) if value is not None else 0
+    except ValueError:
+        return 0
+
+
 def respond(request: Request, result: dict[str, Any]) -> Response:
     """JSON as ``query --json`` prints it, or its rows as CSV with ``?format=csv``."""
     if request.query_params.get("format") == "csv":
@@ -229,8 +236,9 @@ class Server:
 
     async def dashboard(self, request: Request, principal: Principal) -> Response:
         params = query_params(request)
-        # Per token (the answer names it), filters and last commit seen.
-        key = (principal, json.dumps(params, sort_keys=True), self.watch.seq)
+        # The last commit the page heard of on its live stream: the answer must hold it.
+        at_least = _seq(params.pop("min_seq", None))
+        key = (principal, json.dumps(params, sort_keys=True))  # the answer names the token
 
         async def compute() -> dict[str, Any]:
             data: dict[str, Any] = await self.run(seed.dashboard, self.config.db, principal, params)
@@ -238,7 +246,8 @@ class Server:
                 data["health"]["pipeline"] = await self.pipeline()
             return data
 
-        return JSONResponse(await self.dashboards.get(key, compute))
+        seen = self.watch.seq  # what an answer begun now holds at least
+        return JSONResponse(await self.dashboards.get(key, compute, seen, at_least))
 
     async def pipeline(self) -> dict[str, Any]:
         c = self.config

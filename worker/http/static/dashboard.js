@@ -271,6 +271,7 @@ async function refresh() {
   const commit = state.lastCommit;  // the newest commit this refresh will show
   try {
     const params = new URLSearchParams({tz: ZONE, ...state.filters});
+    if (commit) params.set("min_seq", String(commit.seq));  // an answer that holds it
     const r = await fetch("/api/v1/dashboard?" + params, {credentials: "same-origin"});
     if (r.status === 401) { location.href = "/login"; return; }
     const d = await r.json();
