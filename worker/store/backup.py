@@ -27,7 +27,7 @@ import anyio
 from worker.errors import AlreadyRunningError, WorkerError
 from worker.lease import FileLock, describe_holder, worker_identity
 from worker.settings import Settings
-from worker.store.sqlite import create_private_file
+from worker.store.dbpath import create_private_file
 
 log = logging.getLogger(__name__)
 

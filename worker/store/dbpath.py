@@ -79,3 +79,10 @@ def _check_is_ours(db: Path) -> None:
             f"{', '.join(tables)}); give the worker its own file, and import this one with "
             "`tradescribe import`"
         )
+
+
+def create_private_file(path: Path) -> None:
+    """Create the file readable by its owner only, if it does not exist yet."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    os.close(fd)

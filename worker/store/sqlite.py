@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +21,9 @@ from contracts.events import parse_event
 from worker.errors import DatabaseNewerError
 from worker.lease import FileLock
 from worker.store import aggregates
+from worker.store.backup import default_backup_dir, take_backup
 from worker.store.batch import DeadLetter, Decoded, append_statements, plan_batch, stream_order
+from worker.store.dbpath import create_private_file
 from worker.store.projections import ENTITIES, project, utc_text
 from worker.store.schema import MIGRATIONS, SCHEMA_VERSION
 from worker.store.sql import run_statements, writer_pragmas
@@ -43,13 +44,6 @@ PROJECTION_TABLES = (
     "journal_entries",
     "audit_log",
 )
-
-
-def create_private_file(path: Path) -> None:
-    """Create the file readable by its owner only, if it does not exist yet."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-    os.close(fd)
 
 
 class SqliteStore:
@@ -150,8 +144,6 @@ class SqliteStore:
                 f"({SCHEMA_VERSION}); upgrade tradescribe before starting the worker"
             )
         if 0 < before < SCHEMA_VERSION:
-            from worker.store.backup import default_backup_dir, take_backup
-
             to_dir = backup_dir or default_backup_dir(self.path)
             label = f"pre-v{before + 1}-"
             copy = await anyio.to_thread.run_sync(take_backup, self.path, to_dir, 0, label)
