@@ -49,7 +49,7 @@ from worker.store.entities import Entity
 from worker.store.projections import ENTITIES, project, utc_text
 from worker.store.rows import ENTITY_BY_TABLE, Change, Key, Row, row_from_db
 from worker.store.sql import EVENT_COLUMNS, Statement
-from worker.store.write import Planned, plan_projections, same_event
+from worker.store.write import Planned, id_conflict, plan_projections
 
 log = logging.getLogger(__name__)
 
@@ -278,17 +278,8 @@ async def _not_new(
         r["event_id"]: (r["stream_id"], r["body"])
         for r in await con.fetch(pgsql.STORED_BODIES, [row[0] for row in refused])
     }
-    dead: list[tuple[Any, ...]] = []
-    for row in refused:
-        event_id, stream_id, now, body = row[0], row[8], row[9], row[10]
-        kept = stored.get(event_id)
-        if kept is None or same_event(kept[1], body):
-            continue  # a redelivery, a replay or a re-import: already in the log
-        reason = (
-            f"id conflict: event {event_id} is in the event log from stream entry "
-            f"{kept[0]} with another body (that one is kept in the log, this one here)"
-        )
-        dead.append((stream_id, event_id, body.encode(), reason, 1, now, None, None))
+    conflicts = (id_conflict(row, stored.get(row[0])) for row in refused)
+    dead = [c for c in conflicts if c is not None]
     return {row[0] for row in refused}, dead
 
 

@@ -29,7 +29,7 @@ import json
 import re
 import sqlite3
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -383,15 +383,24 @@ def _not_new(
         stored = con.execute(
             "SELECT stream_id, body FROM events WHERE event_id = ?", (event_id,)
         ).fetchone()
-        stream_id, body, now = row[8], row[10], row[9]
-        if stored is None or same_event(stored[1], body):
-            continue  # a redelivery, a replay or a re-import: already in the log
-        reason = (
-            f"id conflict: event {event_id} is in the event log from stream entry "
-            f"{stored[0]} with another body (that one is kept in the log, this one here)"
-        )
-        dead.append((stream_id, event_id, body.encode(), reason, 1, now, None, None))
+        conflict = id_conflict(row, stored)
+        if conflict is not None:
+            dead.append(conflict)
     return refused, dead
+
+
+def id_conflict(row: tuple[Any, ...], stored: Sequence[Any] | None) -> tuple[Any, ...] | None:
+    """The dead letter of an event-log ``row`` whose id the log holds as ``stored``
+    (stream id, body), or None when it is the same event (a redelivery, a replay or a
+    re-import: already in the log). Every store engine applies this one rule."""
+    event_id, stream_id, now, body = row[0], row[8], row[9], row[10]
+    if stored is None or same_event(stored[1], body):
+        return None
+    reason = (
+        f"id conflict: event {event_id} is in the event log from stream entry "
+        f"{stored[0]} with another body (that one is kept in the log, this one here)"
+    )
+    return (stream_id, event_id, body.encode(), reason, 1, now, None, None)
 
 
 def same_event(a: str, b: str) -> bool:
