@@ -314,7 +314,7 @@ def test_a_schema_4_file_and_its_migration_to_5_answer_alike(tmp_path: Path) -> 
         f"INSERT INTO trades ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
         [tuple(_trade(rng, n, closes).get(c) for c in columns) for n in range(800)],
     )
-    con.execute(aggregates.BACKFILL)
+    con.execute(aggregates.DAYS.backfill_sql)
     cases = [(name, filters) for name, filters in readdata.cases(800, NOW) if name != "trade"]
     cases += [
         ("trade", {"trade_id": "T17"}),
