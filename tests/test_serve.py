@@ -335,6 +335,13 @@ def test_token_create_prints_the_token_once_and_keeps_its_hash(tmp_path: Path) -
     assert "exists" in again.stderr
 
 
+def test_serve_refuses_a_db_in_a_folder_that_does_not_exist(tmp_path: Path) -> None:
+    done = tradescribe("serve", "--db", tmp_path / "typo" / "x.db")
+    assert done.returncode == 1
+    assert "the folder of --db" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_serve_refuses_plain_http_on_a_public_address(tmp_path: Path) -> None:
     done = tradescribe("serve", "--db", tmp_path / "x.db", "--host", "0.0.0.0")
     assert done.returncode == 1

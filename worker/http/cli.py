@@ -98,6 +98,10 @@ def serve(
         )
     settings = load_settings(config, db=db, redis_url=redis_url, stream=stream, group=group)
     database, token_file = _paths(config, db, tokens)
+    if not database.parent.is_dir():  # the file itself may come later, with the worker
+        raise ServeError(
+            f"the folder of --db {database} does not exist; fix --db (the worker's database)"
+        )
     # Redis only when one was named (flag, TRADESCRIBE_REDIS_URL, config file): a reader
     # never talks to the default localhost:6379 on its own
     named = settings.redis_url if "redis_url" in settings.model_fields_set else None
