@@ -179,9 +179,14 @@ class Client:
         wait_for: str | None = None,
         wait_timeout_s: float = 5.0,
         timeout_s: float | None = None,
+        scope: dict[str, list[str]] | None = None,
     ) -> dict[str, Any]:
         """Run a named query on the worker's database; the same dict as
         ``run_query(db, name, filters).as_dict()`` on the worker's host.
+
+        ``scope`` (``{"accounts": [...], "sources": [...]}``) narrows the answer to
+        those accounts (and sources) in SQL, as ``serve`` does for a token; it can
+        only narrow what the request would read without it.
 
         With ``wait_for`` (an event id from ``Publisher.publish``) the worker first
         waits up to ``wait_timeout_s`` (at most 30) until that event is committed,
@@ -191,6 +196,8 @@ class Client:
         ``dead_lettered``.
         """
         args: dict[str, Any] = {"name": name, "filters": _json_filters(filters)}
+        if scope is not None:
+            args["scope"] = scope
         waited = 0.0
         if wait_for is not None:
             args.update(wait_for=wait_for, wait_timeout_s=wait_timeout_s)

@@ -64,7 +64,7 @@ def http(
 class ServeProcess:
     """Started when uvicorn says it listens (its own log line), not after a sleep."""
 
-    def __init__(self, db: Path, tokens: Path, log: Path, *extra: str) -> None:
+    def __init__(self, db: Path | None, tokens: Path, log: Path, *extra: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -72,8 +72,8 @@ class ServeProcess:
         if "TRADESCRIBE_CHANNEL_KEY" in os.environ:  # the suite's workers sign with it
             env["TRADESCRIBE_CHANNEL_KEY"] = os.environ["TRADESCRIBE_CHANNEL_KEY"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "serve", "--db", str(db), "--tokens",
-             str(tokens), "--port", str(self.port), *extra],
+            [sys.executable, "-m", "worker.cli", "serve", *(["--db", str(db)] if db else []),
+             "--tokens", str(tokens), "--port", str(self.port), *extra],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )  # fmt: skip
         self.ready = threading.Event()

@@ -17,6 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from worker.consume import Worker
+from worker.ops import answers as serve_commands  # noqa: F401  (registers serve --remote's)
 from worker.ops import queries as query_commands  # noqa: F401  (registers the query and wait commands)
 from worker.ops.health import keep_heartbeat, log_ready
 from worker.ops.metrics import refresh_backlog, serve_metrics

@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts.query import QueryError
 from worker.http import openapi, reads, seed
+from worker.http.answers import Answers, LocalAnswers, Unavailable
 from worker.http.auth import (
     SESSION_COOKIE,
     RateLimit,
@@ -67,8 +68,9 @@ Handler = Callable[[Request, Principal], Awaitable[Response]]
 
 @dataclass
 class ServeConfig:
-    db: Path
+    db: Path | None  # None: answers come from the worker (``answers``, remote mode)
     tokens: Path
+    answers: Answers | None = None  # None: the file ``db``, read-only
     redis_url: str | None = None
     stream: str = "tradescribe:events"
     group: str = "tradescribe"
@@ -129,7 +131,14 @@ class Server:
         self.config = config
         self.tokens = TokenStore(config.tokens)
         self.sessions = Sessions()
-        self.watch = CommitWatch(config.db, config.poll_s)
+        self.answers: Answers
+        if config.answers is not None:
+            self.answers = config.answers
+        elif config.db is not None:
+            self.answers = LocalAnswers(config.db)
+        else:
+            raise ValueError("serve needs a database file or the worker's answers")
+        self.watch = CommitWatch(self.answers, config.poll_s)
         self.dashboards = SharedAnswers(ttl_s=1.0)
         self._redis: Any = None
 
@@ -157,6 +166,8 @@ class Server:
                                   "or log in at /login")  # fmt: skip
             try:
                 return await handler(request, principal)
+            except Unavailable as exc:  # remote mode: no worker, Redis down, a forged reply
+                return error(503, str(exc))
             except QueryError as exc:
                 return error(400, str(exc))
 
@@ -217,7 +228,7 @@ class Server:
     def query_endpoint(self, name: str) -> Handler:
         async def handler(request: Request, principal: Principal) -> Response:
             params = query_params(request)
-            result = await self.run(reads.run_scoped, self.config.db, principal, name, params)
+            result = await self.run(self.answers.query, principal, name, params)
             if name == "trade" and not result["rows"]:
                 return error(404, f"no trade {params.get('trade_id')!r}")
             return respond(request, result)
@@ -227,7 +238,7 @@ class Server:
     def seed_endpoint(self, name: str) -> Handler:
         async def handler(request: Request, principal: Principal) -> Response:
             params = query_params(request)
-            result = await self.run(seed.ROUTES[name], self.config.db, principal, params)
+            result = await self.run(self.answers.seed, principal, name, params)
             if request.query_params.get("format") == "csv":
                 return respond(request, seed.as_table(result))
             return JSONResponse(result)
@@ -241,7 +252,7 @@ class Server:
         key = (principal, json.dumps(params, sort_keys=True))  # the answer names the token
 
         async def compute() -> dict[str, Any]:
-            data: dict[str, Any] = await self.run(seed.dashboard, self.config.db, principal, params)
+            data: dict[str, Any] = await self.run(self.answers.dashboard, principal, params)
             if principal.admin:
                 data["health"]["pipeline"] = await self.pipeline()
             return data
@@ -257,13 +268,13 @@ class Server:
         return found  # type: ignore[no-any-return]
 
     async def bots(self, request: Request, principal: Principal) -> Response:
-        rows = await self.run(reads.bots, self.config.db, principal, query_params(request))
+        rows = await self.run(self.answers.bots, principal, query_params(request))
         columns = list(rows[0]) if rows else ["source"]
         return respond(request, {"name": "bots", "columns": columns, "rows": reads.clean(rows),
                                  "summary": None, "sections": {}})  # fmt: skip
 
     async def health(self, request: Request, principal: Principal) -> Response:
-        out = await self.run(reads.health, self.config.db, principal)
+        out = await self.run(self.answers.health, principal)
         if principal.admin:
             out["pipeline"] = await self.pipeline()
         return JSONResponse(reads.clean(out))
@@ -272,7 +283,7 @@ class Server:
         if not principal.admin:
             return error(403, "dead letters need an admin token")
         limit = min(int(request.query_params.get("limit", "100") or 100), 1000)
-        rows = await self.run(reads.dead_letters, self.config.db, limit)
+        rows = await self.run(self.answers.dead_letters, limit)
         columns = list(rows[0]) if rows else ["id"]
         return respond(request, {"name": "dead-letters", "columns": columns, "rows": rows,
                                  "summary": None, "sections": {}})  # fmt: skip
@@ -373,6 +384,9 @@ class Server:
                 tg.cancel_scope.cancel()
                 if self._redis is not None:
                     await self._redis.aclose()
+                close = getattr(self.answers, "close", None)
+                if close is not None:
+                    close()
 
 
 def create_app(config: ServeConfig) -> tuple[ASGIApp, Server]:

@@ -6,18 +6,28 @@ import ipaddress
 import json
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from contracts.errors import TradescribeError
+from contracts.redisurl import mask_url
+
+if TYPE_CHECKING:
+    from worker.http.answers import RemoteAnswers
+    from worker.settings import Settings
 
 Opt = typer.Option
 ConfigOpt = Annotated[Path | None, Opt("--config", help="TOML settings file.")]
 DbOpt = Annotated[str | None, Opt("--db", help="SQLite database file [env TRADESCRIBE_DB]")]
 TokensOpt = Annotated[
     Path | None,
-    Opt("--tokens", help="Token file (default: <db stem>.tokens.db beside the database)."),
+    Opt(
+        "--tokens",
+        envvar="TRADESCRIBE_TOKENS",
+        help="Token file (default: <db stem>.tokens.db beside the database; "
+        "serve --remote has none, so give it) [env TRADESCRIBE_TOKENS]",
+    ),
 ]
 
 token_app = typer.Typer(help="Create, list and revoke the tokens `serve` accepts.",
@@ -34,6 +44,11 @@ def _paths(config: Path | None, db: str | None, tokens: Path | None) -> tuple[Pa
 
     database = load_settings(config, db=db).sqlite_file("tradescribe serve")
     return database, tokens or default_path(database)
+
+
+def _token_file(config: Path | None, db: str | None, tokens: Path | None) -> Path:
+    """The token file: ``--tokens`` (no event database needed), else beside the database."""
+    return tokens if tokens is not None else _paths(config, db, None)[1]
 
 
 def is_loopback(host: str) -> bool:
@@ -75,11 +90,24 @@ def serve(
         ),
     ] = False,
     poll_ms: Annotated[int, Opt(min=20, max=5000, help="How often to look for commits.")] = 250,
+    remote: Annotated[
+        bool,
+        Opt(
+            "--remote",
+            help="The worker runs on another host: ask it over the request channel of "
+            "--redis-url (needs its channel key and --tokens) instead of reading --db.",
+        ),
+    ] = False,
+    worker_timeout_s: Annotated[
+        float,
+        Opt("--worker-timeout", min=0.1, max=120, help="--remote: seconds to wait for an answer."),
+    ] = 10.0,
 ) -> None:
     """Serve the dashboard, the JSON API and the live stream over HTTP (read-only).
 
     Every request needs a token (tradescribe token create). Reads the database
-    file read-only through the query layer; publishing appends to the stream.
+    file read-only through the query layer, or with --remote asks the worker over
+    the request channel; publishing appends to the stream.
     """
     import uvicorn
 
@@ -97,26 +125,34 @@ def serve(
             "on this host), or --insecure-bind if you mean it"
         )
     settings = load_settings(config, db=db, redis_url=redis_url, stream=stream, group=group)
-    database, token_file = _paths(config, db, tokens)
-    if not database.parent.is_dir():  # the file itself may come later, with the worker
-        raise ServeError(
-            f"the folder of --db {database} does not exist; fix --db (the worker's database)"
-        )
     # Redis only when one was named (flag, TRADESCRIBE_REDIS_URL, config file): a reader
     # never talks to the default localhost:6379 on its own
     named = settings.redis_url if "redis_url" in settings.model_fields_set else None
-    try:  # the worker's channel key, to verify its heartbeat for the admins' health
-        key: bytes | None = client_key(settings)
-    except ChannelKeyError:
-        key = None
+    key: bytes | None
+    if remote:
+        database = None
+        token_file, answers, key = _remote(settings, db, tokens, named, worker_timeout_s)
+        where = f"answers from the worker on {mask_url(named or '')}"
+    else:
+        database, token_file = _paths(config, db, tokens)
+        if not database.parent.is_dir():  # the file itself may come later, with the worker
+            raise ServeError(
+                f"the folder of --db {database} does not exist; fix --db (the worker's "
+                "database), or give --remote to ask a worker on another host"
+            )
+        try:  # the worker's channel key, to verify its heartbeat for the admins' health
+            key = client_key(settings)
+        except ChannelKeyError:
+            key = None
+        answers, where = None, f"database {database}"
     app, server = create_app(ServeConfig(
-        db=database, tokens=token_file, redis_url=named, stream=settings.stream,
+        db=database, tokens=token_file, answers=answers, redis_url=named, stream=settings.stream,
         group=settings.group, heartbeat_ttl_s=settings.heartbeat_ttl_s, channel_key=key,
         poll_s=poll_ms / 1000,
         secure_cookie=tls_cert is not None or behind_proxy,
     ))  # fmt: skip
     scheme = "https" if tls_cert else "http"
-    typer.echo(f"tradescribe serve: {scheme}://{host}:{port}/ (database {database}, "
+    typer.echo(f"tradescribe serve: {scheme}://{host}:{port}/ ({where}, "
                f"tokens {token_file})", err=True)  # fmt: skip
     uvicorn_server = uvicorn.Server(uvicorn.Config(
         app, host=host, port=port, log_level="info", access_log=False, proxy_headers=behind_proxy,
@@ -131,6 +167,44 @@ def serve(
 
     uvicorn_server.handle_exit = handle_exit  # type: ignore[method-assign]
     uvicorn_server.run()
+
+
+def _remote(
+    settings: Settings, db: str | None, tokens: Path | None, redis_url: str | None, timeout_s: float
+) -> tuple[Path, RemoteAnswers, bytes]:
+    """``serve --remote``: the token file and the worker's answers over the channel, or
+    a one-line error naming the missing piece."""
+    from contracts.channelauth import ChannelKeyError
+    from contracts.client import Client
+    from contracts.errors import ForgedReplyError, NoWorkerError, RedisUnreachableError
+    from worker.http.answers import RemoteAnswers
+    from worker.ops.trust import client_key
+
+    if db is not None:
+        raise ServeError("--remote asks the worker over Redis and reads no file: drop --db, "
+                         "or drop --remote to read the database on this host")  # fmt: skip
+    if redis_url is None:
+        raise ServeError("--remote needs --redis-url (or TRADESCRIBE_REDIS_URL): the Redis "
+                         "the worker answers requests on")  # fmt: skip
+    if tokens is None:
+        raise ServeError("--remote has no database to keep tokens beside: give --tokens FILE "
+                         "(or TRADESCRIBE_TOKENS), made with `tradescribe token create "
+                         "--tokens FILE`")  # fmt: skip
+    if settings.channel_key is None and settings.channel_key_file is None:
+        raise ServeError("--remote must verify the worker's signed replies: set "
+                         "TRADESCRIBE_CHANNEL_KEY or TRADESCRIBE_CHANNEL_KEY_FILE to the "
+                         "worker's key (its '<db>.channel-key')")  # fmt: skip
+    try:
+        key = client_key(settings)
+    except ChannelKeyError as exc:
+        raise ServeError(str(exc)) from None
+    client = Client(redis_url, stream=settings.stream, group=settings.group,
+                    timeout_s=timeout_s, channel_key=key)  # fmt: skip
+    try:  # say now, not at the first request, when nobody answers
+        client.ping(timeout_s=2.0)
+    except (NoWorkerError, RedisUnreachableError, ForgedReplyError) as exc:
+        typer.echo(f"tradescribe serve: warning: {exc}; answering 503 until it does", err=True)
+    return tokens, RemoteAnswers(client), key
 
 
 @token_app.command("create")
@@ -149,7 +223,7 @@ def token_create(
     """Create a token and print it once (only its SHA-256 is kept)."""
     from worker.http.tokens import TokenStore
 
-    _, path = _paths(config, db, tokens)
+    path = _token_file(config, db, tokens)
     token, principal = TokenStore(path).create(name, account, source, publish=publish,
                                                admin=admin)  # fmt: skip
     typer.echo(token)
@@ -167,7 +241,7 @@ def token_list(
     """The tokens (names, scopes, dates; never the secrets)."""
     from worker.http.tokens import TokenStore
 
-    _, path = _paths(config, db, tokens)
+    path = _token_file(config, db, tokens)
     rows = TokenStore(path).list()
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -191,6 +265,6 @@ def token_revoke(
     """Revoke a token: its requests and browser sessions stop at once."""
     from worker.http.tokens import TokenStore
 
-    _, path = _paths(config, db, tokens)
+    path = _token_file(config, db, tokens)
     TokenStore(path).revoke(name)
     typer.echo(f"revoked {name}")

@@ -2,7 +2,9 @@
 
 One task polls ``SELECT max(seq) FROM events`` on a read-only connection every
 ``poll_s`` (250 ms): the worker pays nothing for it (no trigger, no notify, no
-extra write), and a commit reaches every open stream within one poll. Each
+extra write), and a commit reaches every open stream within one poll. In remote
+mode it asks the worker's ``seq`` command instead (a quick request that reads the
+file only after the worker committed something; see docs/dashboard.md). Each
 stream then reads only the new events its principal may see and sends them as
 Server-Sent Events; one with nothing in scope sends nothing but a keep-alive
 comment every ``keepalive_s``, whatever the other tenants do.
@@ -13,13 +15,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 import anyio
 import anyio.to_thread
 
-from contracts.query import QueryError
-from worker.http.reads import events_since, max_seq
+from contracts.errors import TradescribeError
+from worker.http.answers import Answers
 from worker.http.tokens import Principal
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,8 @@ log = logging.getLogger(__name__)
 class CommitWatch:
     """The latest committed ``seq``, and a way to wait for a newer one."""
 
-    def __init__(self, db: Path, poll_s: float = 0.25) -> None:
-        self.db = db
+    def __init__(self, answers: Answers, poll_s: float = 0.25) -> None:
+        self.answers = answers
         self.poll_s = poll_s
         self.seq = 0
         self.polls = 0
@@ -43,9 +44,12 @@ class CommitWatch:
     async def run(self) -> None:
         while not self.closing:
             try:
-                seq = await anyio.to_thread.run_sync(max_seq, self.db)
-            except QueryError as exc:  # no file yet, or not migrated: wait for the worker
+                seq = await anyio.to_thread.run_sync(self.answers.max_seq)
+            except TradescribeError as exc:  # no file (or worker) yet: wait for the worker
                 log.debug("commit watch: %s", exc)
+                seq = self.seq
+            except Exception:  # this loop must not die with the server's live streams
+                log.exception("commit watch: cannot learn the last commit; trying again")
                 seq = self.seq
             self.polls += 1
             if seq != self.seq:
@@ -81,7 +85,11 @@ async def event_stream(
         if upto is None:
             yield ": keep-alive\n\n"
             continue
-        rows = await anyio.to_thread.run_sync(events_since, watch.db, principal, last, upto)
+        try:
+            rows = await anyio.to_thread.run_sync(watch.answers.events_since, principal, last, upto)
+        except TradescribeError as exc:  # the worker went away: the browser reconnects later
+            yield f"event: unavailable\ndata: {json.dumps({'error': str(exc)})}\n\n"
+            return
         last = rows[-1]["seq"] if len(rows) == 1000 else upto
         for row in rows:
             yield f"id: {row['seq']}\nevent: commit\ndata: {json.dumps(row)}\n\n"

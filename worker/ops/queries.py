@@ -25,6 +25,7 @@ from contracts.query import (
     run_query,
     wait_for_event,
 )
+from contracts.query_model import Name
 from worker.consume import Worker
 from worker.ops.responder import RequestError, command
 
@@ -43,8 +44,19 @@ def _threads() -> anyio.CapacityLimiter:
     return _limiter
 
 
+class Scope(BaseModel):
+    """``{"accounts": ["ACC-1"], "sources": ["bot-a"]}``: only these accounts (and of
+    them only these sources; none: all their sources). It narrows, never widens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    accounts: tuple[Name, ...] = Field(min_length=1, max_length=100)
+    sources: tuple[Name, ...] = Field((), max_length=100)
+
+
 class QueryArgs(BaseModel):
-    """``{"name": "active-trades", "filters": {...}, "wait_for": id, "wait_timeout_s": 5}``"""
+    """``{"name": "active-trades", "filters": {...}, "wait_for": id, "wait_timeout_s": 5,
+    "scope": {"accounts": [...], "sources": [...]}}``"""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -52,6 +64,7 @@ class QueryArgs(BaseModel):
     filters: dict[str, str | int | float | bool | None] = Field(default_factory=dict, max_length=32)
     wait_for: EventId | None = None
     wait_timeout_s: float = Field(5.0, gt=0, le=MAX_WAIT_S)
+    scope: Scope | None = None
 
 
 class WaitArgs(BaseModel):
@@ -160,6 +173,14 @@ async def query(worker: Worker, args: QueryArgs) -> dict[str, Any]:
             )
     db = worker.settings.db
     try:
+        if args.scope is not None:  # in SQL, by the function `serve` calls for a token
+            from worker.http.answers import principal_of
+            from worker.http.reads import run_scoped
+
+            principal = principal_of(args.scope)
+            return await anyio.to_thread.run_sync(
+                lambda: run_scoped(db, principal, args.name, filters), limiter=_threads()
+            )
         result = await anyio.to_thread.run_sync(
             lambda: run_query(db, args.name, filters), limiter=_threads()
         )
