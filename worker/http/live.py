@@ -15,12 +15,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import anyio
 import anyio.to_thread
 
 from contracts.errors import TradescribeError
 from worker.http.answers import Answers
+from worker.http.shared import SharedAnswers
 from worker.http.tokens import Principal
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,19 @@ class CommitWatch:
         self.polls = 0
         self.closing = False  # set on SIGTERM: open streams end so the server can stop
         self._changed = anyio.Event()
+        # Committed events never change: streams of one scope at the same place share
+        # one read (one request to the worker in remote mode) instead of one each.
+        self._events = SharedAnswers(ttl_s=5.0, limit=64)
+
+    async def events(self, principal: Principal, after: int, upto: int) -> list[dict[str, Any]]:
+        """The events in (after, upto] that ``principal`` may see, at most 1000."""
+        key = (principal.admin, principal.accounts, principal.sources, after, upto)
+
+        async def read() -> list[dict[str, Any]]:
+            return await anyio.to_thread.run_sync(self.answers.events_since, principal, after, upto)
+
+        found: list[dict[str, Any]] = await self._events.get(key, read)
+        return found
 
     def _wake(self) -> None:
         changed, self._changed = self._changed, anyio.Event()
@@ -86,7 +101,7 @@ async def event_stream(
             yield ": keep-alive\n\n"
             continue
         try:
-            rows = await anyio.to_thread.run_sync(watch.answers.events_since, principal, last, upto)
+            rows = await watch.events(principal, last, upto)
         except TradescribeError as exc:  # the worker went away: the browser reconnects later
             yield f"event: unavailable\ndata: {json.dumps({'error': str(exc)})}\n\n"
             return
