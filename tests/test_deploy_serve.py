@@ -16,15 +16,16 @@ import pytest
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 UNIT = DEPLOY / "tradescribe-serve.service"
+REMOTE_UNIT = DEPLOY / "tradescribe-serve-remote.service"
 NGINX = DEPLOY / "nginx-tradescribe.conf"
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
 TRADESCRIBE = Path(sys.executable).parent / "tradescribe"
 
 
-def _service() -> configparser.SectionProxy:
+def _service(unit: Path = UNIT) -> configparser.SectionProxy:
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     parser.optionxform = str  # type: ignore[assignment,method-assign]
-    parser.read(UNIT)
+    parser.read(unit)
     return parser["Service"]
 
 
@@ -43,6 +44,23 @@ def test_serve_unit_runs_serve_on_the_loopback_behind_the_proxy() -> None:
     assert "--behind-proxy" in shown.stdout
 
 
+def test_remote_serve_unit_asks_the_worker_and_keeps_its_tokens_in_its_state() -> None:
+    service = _service(REMOTE_UNIT)
+    argv = shlex.split(service["ExecStart"])
+    assert Path(argv[0]).name == "tradescribe"
+    assert argv[1:] == ["serve", "--remote", "--host", "127.0.0.1", "--port", "8470",
+                        "--behind-proxy"]  # fmt: skip
+    assert service["Environment"] == "TRADESCRIBE_TOKENS=/var/lib/tradescribe-serve/tokens.db"
+    assert service["StateDirectory"] == "tradescribe-serve"
+    assert service["ReadWritePaths"] == "/var/lib/tradescribe-serve"
+    assert "TRADESCRIBE_DB" not in REMOTE_UNIT.read_text()
+    assert service["ProtectSystem"] == "strict"
+    shown = subprocess.run([str(TRADESCRIBE), "serve", "--help"], capture_output=True,
+                           text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+    assert "--remote" in shown.stdout
+    assert "TRADESCRIBE_TOKENS" in shown.stdout
+
+
 def test_nginx_example_proxies_to_the_units_address_with_sse_unbuffered() -> None:
     text = NGINX.read_text()
     assert set(re.findall(r"proxy_pass (\S+);", text)) == {"http://127.0.0.1:8470"}
@@ -56,10 +74,12 @@ def test_nginx_example_proxies_to_the_units_address_with_sse_unbuffered() -> Non
 @pytest.mark.skipif(
     not os.access(SYSTEMD_ANALYZE, os.X_OK), reason="systemd-analyze is not installed here"
 )
-def test_systemd_analyze_verify_accepts_the_serve_unit(tmp_path: Path) -> None:
-    unit = tmp_path / "tradescribe-serve.service"
-    unit.write_text(UNIT.read_text().replace("/opt/tradescribe/bin/tradescribe", str(TRADESCRIBE)))
+@pytest.mark.parametrize("source", [UNIT, REMOTE_UNIT], ids=lambda p: p.name)
+def test_systemd_analyze_verify_accepts_the_serve_unit(tmp_path: Path, source: Path) -> None:
+    unit = tmp_path / source.name
+    text = source.read_text()
+    unit.write_text(text.replace("/opt/tradescribe/bin/tradescribe", str(TRADESCRIBE)))
     run = subprocess.run([SYSTEMD_ANALYZE, "verify", str(unit)], capture_output=True, text=True,
                          timeout=60)  # fmt: skip
     assert run.returncode == 0, run.stderr
-    assert "tradescribe-serve.service" not in run.stderr, run.stderr
+    assert source.name not in run.stderr, run.stderr

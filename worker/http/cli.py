@@ -200,6 +200,10 @@ def _remote(
         raise ServeError(str(exc)) from None
     client = Client(redis_url, stream=settings.stream, group=settings.group,
                     timeout_s=timeout_s, channel_key=key)  # fmt: skip
+    if not tokens.is_file():
+        typer.echo(f"tradescribe serve: warning: no token file at {tokens} yet; requests "
+                   f"answer 401 until `tradescribe token create --tokens {tokens}`",
+                   err=True)  # fmt: skip
     try:  # say now, not at the first request, when nobody answers
         client.ping(timeout_s=2.0)
     except (NoWorkerError, RedisUnreachableError, ForgedReplyError) as exc:
