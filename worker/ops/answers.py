@@ -22,7 +22,7 @@ from contracts.query import QueryError
 from worker.consume import Worker
 from worker.http.answers import LocalAnswers, principal_of
 from worker.http.seed import ROUTES
-from worker.ops.queries import Scope, _sqlite_only, _threads
+from worker.ops.queries import Scope, _threads
 from worker.ops.responder import RequestError, command
 
 Params = dict[str, str | int | float | bool | None]
@@ -53,11 +53,21 @@ class DeadLetterArgs(BaseModel):
     limit: int = Field(100, ge=1, le=1000)
 
 
+def _file_only(worker: Worker) -> None:
+    """These answers read the SQLite file (``worker/http/reads.py``)."""
+    if worker.settings.database_url is not None:
+        raise RequestError(
+            "unavailable",
+            "this worker writes to PostgreSQL; the dashboard's answers read its SQLite "
+            "file only so far (run serve where a SQLite worker runs)",
+        )
+
+
 async def _read(worker: Worker, fn: Any, *args: Any, quick: bool = False) -> Any:
     """``fn(LocalAnswers(worker's file), *args)`` in a thread; a query layer's
     complaint (bad filter, no file yet) becomes an error reply. ``quick`` reads do
     not queue behind the slow ones' threads."""
-    _sqlite_only(worker)
+    _file_only(worker)
     local = LocalAnswers(worker.settings.db)
     limiter = None if quick else _threads()
     try:
