@@ -349,3 +349,24 @@ def test_token_commands_need_no_event_database(tmp_path: Path) -> None:
     listed = tradescribe("token", "list", "--json", env=env)
     assert [t["name"] for t in json.loads(listed.stdout)] == ["ops"]
     assert list(tmp_path.rglob("*.db")) == [tokens]  # no event database was made
+
+
+async def test_a_worker_that_stops_is_503_and_answers_again_when_back(
+    settings: Settings, tmp_path: Path, serve_process: Any, worker_process: Any
+) -> None:
+    first = worker_process(settings)
+    await anyio.to_thread.run_sync(worker_answers, settings)
+    tokens = tmp_path / "tokens.db"
+    secret = token(tokens, "admin", admin=True)
+    proc = start_remote(serve_process, settings, tokens)
+    url = f"{proc.url}/api/v1/health"
+    assert http(url, secret).status == 200
+    first.stop()
+    gone = http(url, secret)
+    assert gone.status == 503
+    assert "no worker is listening" in gone.json()["error"]
+    worker_process(settings, log_name="worker-2.log")
+    await anyio.to_thread.run_sync(worker_answers, settings)
+    back = http(url, secret)
+    assert back.status == 200, back.text
+    assert back.json()["schema_version"] >= 5
