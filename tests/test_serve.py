@@ -244,6 +244,9 @@ def test_another_tenants_trade_answers_404_like_a_missing_one(site: Site) -> Non
 def test_dead_letters_and_pipeline_health_are_for_admins(site: Site) -> None:
     assert site.get("/api/v1/dead-letters", site.b).status == 403
     assert site.get("/api/v1/dead-letters", site.admin).status == 200
+    bad = site.get("/api/v1/dead-letters?limit=abc", site.admin)
+    assert bad.status == 400
+    assert "limit must be a whole number" in bad.json()["error"]
     assert "dead_letters" not in site.get("/api/v1/health", site.b).json()
     health = site.get("/api/v1/health", site.admin).json()
     assert health["dead_letters"] == 0

@@ -282,7 +282,10 @@ class Server:
     async def dead_letters(self, request: Request, principal: Principal) -> Response:
         if not principal.admin:
             return error(403, "dead letters need an admin token")
-        limit = min(int(request.query_params.get("limit", "100") or 100), 1000)
+        raw = request.query_params.get("limit") or "100"
+        if not raw.isdigit():
+            return error(400, f"limit must be a whole number from 1 to 1000, not {raw[:40]!r}")
+        limit = min(max(int(raw), 1), 1000)
         rows = await self.run(self.answers.dead_letters, limit)
         columns = list(rows[0]) if rows else ["id"]
         return respond(request, {"name": "dead-letters", "columns": columns, "rows": rows,
