@@ -194,11 +194,15 @@ class EmbeddedCluster:
                 directory=self.directory / f"node{i}",
                 port=_free_cluster_port(),
                 extra_args=(
-                    "--cluster-enabled", "yes",
-                    "--cluster-config-file", "nodes.conf",
-                    "--cluster-node-timeout", "2000",
-                    "--cluster-require-full-coverage", "yes",
-                ),  # fmt: skip
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--cluster-require-full-coverage",
+                    "yes",
+                ),
             )
             for i in range(masters)
         ]
@@ -247,9 +251,11 @@ class EmbeddedCluster:
             client = redis.Redis(port=node.port, socket_timeout=5)
             try:
                 slots = range(i * share, min((i + 1) * share, self.SLOTS))
-                client.execute_command("CLUSTER ADDSLOTS", *slots)
+                client.execute_command("CLUSTER ADDSLOTS", *slots)  # type: ignore[no-untyped-call]
                 if i:
-                    client.execute_command("CLUSTER MEET", "127.0.0.1", self.nodes[0].port)
+                    client.execute_command(  # type: ignore[no-untyped-call]
+                        "CLUSTER MEET", "127.0.0.1", self.nodes[0].port
+                    )
             finally:
                 client.close()
 
@@ -266,7 +272,7 @@ class EmbeddedCluster:
     def _node_ok(self, node: EmbeddedRedis) -> bool:
         client = redis.Redis(port=node.port, socket_timeout=1, socket_connect_timeout=1)
         try:
-            info = client.execute_command("CLUSTER INFO")  # parsed into a dict by redis-py
+            info = client.execute_command("CLUSTER INFO")  # type: ignore[no-untyped-call]  # parsed into a dict by redis-py
             fields = {str(k): str(v) for k, v in dict(info).items()}
             return (
                 fields.get("cluster_state") == "ok"
