@@ -32,7 +32,7 @@ from contracts.errors import (
 )
 from contracts.events import DEFAULT_STREAM
 from contracts.query_model import DeadLetteredError
-from contracts.redisclient import TRANSIENT_ERRORS, SyncRedis, sync_client
+from contracts.redisclient import TRANSIENT_ERRORS, SyncRedis, publish, sync_client
 from contracts.redisurl import mask_url
 
 DEFAULT_GROUP = "tradescribe"
@@ -117,7 +117,7 @@ class Client:
         header = reply_header(request_id, command, reply_to)
         refused_before = self.refused_replies
         try:
-            listeners = int(self._client.publish(self.channel, body))
+            listeners = publish(self._client, self.channel, body)
             if listeners == 0:
                 raise NoWorkerError(
                     f"no worker is listening on {self.channel} at {mask_url(self.redis_url)} "

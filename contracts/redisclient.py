@@ -77,6 +77,26 @@ def is_cluster(client: Any) -> bool:
     return isinstance(client, redis.RedisCluster | aredis.RedisCluster)
 
 
+def publish(client: SyncRedis, channel: str, message: str) -> int:
+    """PUBLISH, returning how many subscribers heard it. On a cluster the message reaches
+    every node, but the count is of the receiving node's subscribers only: it is sent to
+    the node holding the channel's slot, where redis-py subscribes (``pubsub()``).
+    redis-py 8 routes PUBLISH there by itself; named here so as not to depend on it."""
+    if isinstance(client, redis.RedisCluster):
+        node = client.get_node_from_key(channel)  # type: ignore[no-untyped-call]
+        return int(client.publish(channel, message, target_nodes=node))
+    return int(client.publish(channel, message))
+
+
+def subscribers(client: SyncRedis, channel: str) -> int:
+    """How many clients subscribe to ``channel`` (on a cluster: on all its nodes)."""
+    if isinstance(client, redis.RedisCluster):
+        found = client.pubsub_numsub(channel, target_nodes=redis.RedisCluster.ALL_NODES)
+    else:
+        found = client.pubsub_numsub(channel)
+    return sum(int(n) for _, n in found)
+
+
 def _connection_error(url: str, exc: RedisClusterException) -> Exception:
     cause = exc.__cause__
     if isinstance(cause, redis.AuthenticationError | redis.exceptions.AuthorizationError):

@@ -27,7 +27,7 @@ from typer.testing import CliRunner, Result
 
 from contracts.events import WIRE_FIELD, build_event, to_wire
 from contracts.ids import new_event_id
-from contracts.redisclient import sync_client
+from contracts.redisclient import subscribers, sync_client
 from worker.cli.app import app, main
 from worker.consume import Worker
 from worker.service import run_worker
@@ -99,7 +99,7 @@ async def worker_listening(settings: Settings, timeout: float = 10.0) -> None:
     client = sync_client(settings.redis_url)  # a cluster's too
     try:
         await wait_for(
-            lambda: int(client.pubsub_numsub(channel)[0][1]) > 0,
+            lambda: subscribers(client, channel) > 0,
             timeout=timeout,
             what=f"a subscriber on {channel}",
         )

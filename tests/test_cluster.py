@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from contracts import AsyncPublisher, Publisher
 from contracts.client import Client, request_channel
 from contracts.errors import RedisUnreachableError
 from contracts.keys import hash_tag, legacy_stream_key, stream_key
-from contracts.redisclient import sync_client
+from contracts.redisclient import async_client, publish, subscribers, sync_client
 from contracts.redisurl import cluster_nodes, mask_url
 from tests.helpers import (
     WorkerProcess,
@@ -193,6 +194,30 @@ async def test_a_publisher_starts_and_spools_while_no_cluster_node_answers(
     assert status.events == 1
     with pytest.raises(RedisUnreachableError, match="cannot reach Redis at redis\\+cluster://"):
         Client(dead, connect_timeout_s=0.2)
+
+
+async def test_a_request_reaches_the_worker_whichever_node_holds_its_channel(
+    cluster: EmbeddedCluster, cluster_client: redis.RedisCluster
+) -> None:
+    """PUBLISH counts the receiving node's subscribers only: the client must publish
+    where the worker subscribes, the node of the channel's slot, on every shard."""
+    by_node: dict[int, str] = {}
+    while len(by_node) < len(cluster.ports):
+        channel = request_channel(f"s-{uuid.uuid4().hex[:8]}", "g")
+        by_node.setdefault(cluster_client.get_node_from_key(channel).port, channel)
+    listener = async_client(cluster.url)
+    pubsubs = [listener.pubsub() for _ in by_node]  # one channel each, as the worker's
+    try:
+        for pubsub, channel in zip(pubsubs, by_node.values(), strict=True):
+            await pubsub.subscribe(channel)
+        heard = [publish(cluster_client, channel, "hello") for channel in by_node.values()]
+        counted = [subscribers(cluster_client, channel) for channel in by_node.values()]
+    finally:
+        for pubsub in pubsubs:
+            await pubsub.aclose()
+        await listener.aclose()
+    assert heard == [1, 1, 1]
+    assert counted == [1, 1, 1]
 
 
 @pytest.mark.parametrize("stream", ["tradescribe:events", "tradescribe:events:{3}", "a:b"])

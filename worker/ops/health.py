@@ -1,6 +1,6 @@
 """The heartbeat key and the health check that reads it.
 
-The worker writes ``tradescribe:heartbeat:<stream>:<group>`` every
+The worker writes ``tradescribe:heartbeat:{<stream>}:<group>`` (``contracts.keys``) every
 ``heartbeat_interval_s`` with a TTL of ``heartbeat_ttl_s``; the value is the
 JSON of its identity and counters, signed with the channel key and bound to the
 key's name and the beat's time (``contracts.channelauth``). ``tradescribe
