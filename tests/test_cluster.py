@@ -16,6 +16,7 @@ import redis
 from contracts import AsyncPublisher, Publisher
 from contracts.client import Client, request_channel
 from contracts.errors import RedisUnreachableError
+from contracts.events import build_event
 from contracts.keys import hash_tag, legacy_stream_key, stream_key
 from contracts.redisclient import async_client, publish, subscribers, sync_client
 from contracts.redisurl import cluster_nodes, mask_url
@@ -34,6 +35,7 @@ from tests.helpers import (
 from worker.consume import attempts_key
 from worker.embedded import EmbeddedCluster, find_redis_server
 from worker.errors import ConfigError
+from worker.http.ingest import append
 from worker.lease import RedisLease
 from worker.ops.health import heartbeat_key
 from worker.settings import Settings, load_settings
@@ -218,6 +220,21 @@ async def test_a_request_reaches_the_worker_whichever_node_holds_its_channel(
         await listener.aclose()
     assert heard == [1, 1, 1]
     assert counted == [1, 1, 1]
+
+
+async def test_the_http_ingest_transaction_runs_on_the_streams_shard(
+    cluster: EmbeddedCluster, cluster_client: redis.RedisCluster, names: dict[str, str]
+) -> None:
+    events = [
+        build_event("trade.opened", {"trade_id": f"H{i}", **TRADE}, source="web") for i in range(20)
+    ]
+    client = async_client(cluster.url)
+    try:
+        ids = await append(client, names["stream"], events)  # MULTI, 20 XADDs, EXEC
+    finally:
+        await client.aclose()
+    assert ids == [e.id for e in events]
+    assert cluster_client.xlen(names["stream"]) == 20
 
 
 @pytest.mark.parametrize("stream", ["tradescribe:events", "tradescribe:events:{3}", "a:b"])
