@@ -18,6 +18,7 @@ from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 from redis.cluster import ClusterNode
 from redis.exceptions import ClusterDownError, RedisClusterException, TryAgainError
 
+from contracts.errors import TradescribeError
 from contracts.redisurl import cluster_nodes, is_cluster_url, mask_url
 
 SyncRedis = redis.Redis | redis.RedisCluster
@@ -66,7 +67,7 @@ def async_client(url: str, **options: Any) -> AsyncRedis:
     first, others = cluster_nodes(url)
     nodes = [AsyncClusterNode(host, port) for host, port in others]
     if not hasattr(aredis.RedisCluster, "pubsub"):
-        raise RedisClusterException(
+        raise TradescribeError(
             f"redis-py {redis.__version__} has no asyncio pub/sub on a cluster, which the "
             "worker's request channel needs: pip install 'redis>=8'"
         )

@@ -142,7 +142,11 @@ async def test_status_ping_check_and_query_are_answered_over_the_cluster(
     ping = tradescribe("ping", *where_flags(s), channel_key=True)
     check = tradescribe("check", *where_flags(s), channel_key=True)
     assert status.returncode == 0, status.stderr
-    assert json.loads(status.stdout)["committed_events"] == 1
+    answered = json.loads(status.stdout)
+    assert answered["committed_events"] == 1
+    assert answered["pending"] == 0
+    assert answered["redis_error"] is None
+    assert answered["redis_version"]
     assert ping.returncode == 0, ping.stderr
     assert check.returncode == 0, check.stdout + check.stderr
     with Client(s.redis_url, stream=s.stream, group=s.group) as client:
