@@ -165,7 +165,7 @@ class Publisher:
         ``Retry(NoBackoff(), 1)`` did); a retried entry may be stored twice in the
         stream, and the worker keeps one. On a cluster, the client's own XADD, which
         finds the shard holding the stream."""
-        client = self._client or self._redis()
+        client = self._client if self._client is not None else self._redis()
         if isinstance(client, redis.RedisCluster):
             client.xadd(self._core.stream, {WIRE_FIELD: wire})
             return
