@@ -19,7 +19,7 @@ from redis.cluster import ClusterNode
 from redis.exceptions import ClusterDownError, RedisClusterException, TryAgainError
 
 from contracts.errors import TradescribeError
-from contracts.redisurl import cluster_nodes, is_cluster_url, mask_url
+from contracts.redisurl import cluster_nodes, is_cluster_url
 
 SyncRedis = redis.Redis | redis.RedisCluster
 AsyncRedis = aredis.Redis | aredis.RedisCluster
@@ -56,7 +56,7 @@ def sync_client(url: str, **options: Any) -> SyncRedis:
     try:
         return redis.RedisCluster.from_url(first, startup_nodes=nodes, **options)
     except RedisClusterException as exc:
-        raise _connection_error(url, exc) from exc
+        raise _connection_error(exc) from exc
 
 
 def async_client(url: str, **options: Any) -> AsyncRedis:
@@ -98,8 +98,9 @@ def subscribers(client: SyncRedis, channel: str) -> int:
     return sum(int(n) for _, n in found)
 
 
-def _connection_error(url: str, exc: RedisClusterException) -> Exception:
+def _connection_error(exc: RedisClusterException) -> Exception:
     cause = exc.__cause__
     if isinstance(cause, redis.AuthenticationError | redis.exceptions.AuthorizationError):
         return cause
-    return redis.ConnectionError(f"no node of the Redis Cluster {mask_url(url)} answers: {exc}")
+    why = cause if cause is not None else exc
+    return redis.ConnectionError(f"no node of the Redis Cluster answers (last: {why})")
