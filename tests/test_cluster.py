@@ -15,7 +15,7 @@ import redis
 
 from contracts import AsyncPublisher, Publisher
 from contracts.client import Client, request_channel
-from contracts.errors import RedisUnreachableError
+from contracts.errors import PublishError, RedisUnreachableError
 from contracts.events import build_event
 from contracts.keys import hash_tag, legacy_stream_key, stream_key
 from contracts.redisclient import async_client, publish, subscribers, sync_client
@@ -280,6 +280,32 @@ async def test_a_single_redis_keeps_working_and_its_old_attempts_hash_is_carried
     assert not sync_redis.exists(old)
     assert sync_redis.hget(attempts_key(settings.stream, settings.group), "1-1") == b"2"
     assert request_channel(settings.stream, settings.group).endswith(settings.group)
+
+
+async def test_a_cluster_with_a_password_from_a_file_is_used_and_a_wrong_one_refused(
+    tmp_path: Path, names: dict[str, str]
+) -> None:
+    with EmbeddedCluster(find_redis_server("system"), directory=tmp_path / "c") as locked:
+        for port in locked.ports:
+            admin = redis.Redis(port=port)
+            admin.config_set("requirepass", "cluster-secret")
+            admin.close()
+        (tmp_path / "pw").write_text("cluster-secret\n")
+        s = make_settings(
+            tmp_path / "scribe.db", locked.url, names, redis_password_file=tmp_path / "pw"
+        )
+        assert "cluster-secret" not in json.dumps(s.public())
+        with Publisher(s.redis_url, source="pw-bot", stream=s.stream, spool_dir=tmp_path) as pub:
+            sent = pub.publish("trade.opened", trade_id="P1", **TRADE)
+        async with running_worker(s):
+            await wait_for(lambda: count(s.db, "events") == 1, 30, "the event stored")
+        wrong = locked.url.replace("redis+cluster://", "redis+cluster://:nope@")
+        with (
+            Publisher(wrong, source="bad-bot", spool_dir=tmp_path / "bad") as bad,
+            pytest.raises(PublishError, match="invalid username-password pair"),
+        ):
+            bad.publish("trade.opened", trade_id="P2", **TRADE)
+    assert query(s.db, "SELECT event_id FROM events") == [(sent,)]
 
 
 @pytest.mark.parametrize(
