@@ -32,6 +32,7 @@ from contracts.errors import (
 )
 from contracts.events import DEFAULT_STREAM
 from contracts.query_model import DeadLetteredError
+from contracts.redisclient import TRANSIENT_ERRORS, SyncRedis, publish, sync_client
 from contracts.redisurl import mask_url
 
 DEFAULT_GROUP = "tradescribe"
@@ -64,7 +65,7 @@ class Client:
         group: str = DEFAULT_GROUP,
         timeout_s: float = 2.0,
         connect_timeout_s: float = 2.0,
-        client: redis.Redis | None = None,
+        client: SyncRedis | None = None,
         channel_key: str | bytes | None = None,
         channel_key_file: str | Path | None = None,
     ) -> None:
@@ -78,13 +79,19 @@ class Client:
         self.refused_replies = 0  # replies seen that were unsigned, forged or replayed
         # Replies are awaited in BLPOPs of at most POLL_S, so a socket timeout above
         # that bounds every command, also against a Redis that accepts but hangs.
-        self._client = client or redis.Redis.from_url(
-            redis_url,
-            socket_connect_timeout=connect_timeout_s,
-            socket_timeout=POLL_S + connect_timeout_s,
-            retry=Retry(NoBackoff(), 1),
-            decode_responses=True,
-        )
+        try:
+            self._client = client or sync_client(
+                redis_url,
+                socket_connect_timeout=connect_timeout_s,
+                socket_timeout=POLL_S + connect_timeout_s,
+                retry=Retry(NoBackoff(), 1),
+                decode_responses=True,
+            )
+        except redis.ConnectionError as exc:  # a cluster no node of which answers
+            raise RedisUnreachableError(
+                f"cannot reach Redis at {mask_url(redis_url)}: {exc} "
+                "(check that redis-server is running and the URL is right)"
+            ) from exc
 
     def request(
         self, command: str, args: dict[str, Any] | None = None, timeout_s: float | None = None
@@ -110,7 +117,7 @@ class Client:
         header = reply_header(request_id, command, reply_to)
         refused_before = self.refused_replies
         try:
-            listeners = int(self._client.publish(self.channel, body))
+            listeners = publish(self._client, self.channel, body)
             if listeners == 0:
                 raise NoWorkerError(
                     f"no worker is listening on {self.channel} at {mask_url(self.redis_url)} "
@@ -122,7 +129,7 @@ class Client:
                 f"Redis at {mask_url(self.redis_url)} refused the credentials: {exc} "
                 "(check the password in the URL)"
             ) from exc
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        except TRANSIENT_ERRORS as exc:
             raise RedisUnreachableError(
                 f"cannot reach Redis at {mask_url(self.redis_url)}: {exc} "
                 "(check that redis-server is running and the URL is right)"

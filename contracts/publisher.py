@@ -26,13 +26,14 @@ from types import TracebackType
 from typing import Any, Self, Unpack, overload
 
 import redis
-import redis.asyncio as aredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from contracts.events import WIRE_FIELD, AnyEvent, Payload
 from contracts.publisher_core import PublisherCore, PublisherKeywords, PublisherOptions
+from contracts.redisclient import REDIS_ERRORS, AsyncRedis, SyncRedis, async_client, sync_client
+from contracts.redisurl import is_cluster_url
 from contracts.spool import SpoolStatus
 
 __all__ = ["DEFAULT_REDIS_URL", "AsyncPublisher", "Publisher", "PublisherOptions"]
@@ -64,7 +65,8 @@ class Publisher:
     '019...'
 
     Options are keywords (``source=``, ``mode=``, ``spool_dir=`` ...) or one
-    ``options=PublisherOptions(...)``; ``client=`` passes a built ``redis.Redis``.
+    ``options=PublisherOptions(...)``; ``client=`` passes a built ``redis.Redis`` (or
+    ``redis.RedisCluster``). A ``redis+cluster://`` URL publishes to a Redis Cluster.
     """
 
     @overload
@@ -73,7 +75,7 @@ class Publisher:
         redis_url: str = ...,
         *,
         options: PublisherOptions,
-        client: redis.Redis | None = None,
+        client: SyncRedis | None = None,
     ) -> None: ...
 
     @overload
@@ -81,7 +83,7 @@ class Publisher:
         self,
         redis_url: str = ...,
         *,
-        client: redis.Redis | None = None,
+        client: SyncRedis | None = None,
         **keywords: Unpack[PublisherKeywords],
     ) -> None: ...
 
@@ -90,15 +92,18 @@ class Publisher:
         redis_url: str = DEFAULT_REDIS_URL,
         *,
         options: PublisherOptions | None = None,
-        client: redis.Redis | None = None,
+        client: SyncRedis | None = None,
         **keywords: Any,
     ) -> None:
         opts = PublisherOptions.resolve(options, keywords, "Publisher")
-        self._client = client or redis.Redis.from_url(
-            redis_url,
-            retry=Retry(NoBackoff(), 1),
-            **_client_options(opts.timeout_s),
-        )
+        self._url = redis_url
+        self._timeout_s = opts.timeout_s
+        # A cluster client reads the cluster's layout when it is built: built at the
+        # first send instead, so that a publisher starts (and spools) while it is away.
+        self._built = threading.Lock()
+        self._client = client
+        if client is None and not is_cluster_url(redis_url):
+            self._client = self._build()
         self._core = PublisherCore(redis_url, opts)
         # One connection held for the publisher's life: a pooled ``xadd`` spends more
         # CPU in the client (pool, retry, instrumentation) than Redis spends on it.
@@ -138,20 +143,37 @@ class Publisher:
             try:
                 self._xadd(wire)
                 return event.id
-            except (redis.RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 core.send_failed(exc, wire)
         self._kick()
         return event.id
 
+    def _build(self) -> SyncRedis:
+        return sync_client(
+            self._url, retry=Retry(NoBackoff(), 1), **_client_options(self._timeout_s)
+        )
+
+    def _redis(self) -> SyncRedis:
+        """The client; built now if it was not (raises while a cluster is away)."""
+        with self._built:
+            if self._client is None:
+                self._client = self._build()
+            return self._client
+
     def _xadd(self, wire: str) -> None:
         """XADD on the held connection, retried once on a fresh one (as the client's
         ``Retry(NoBackoff(), 1)`` did); a retried entry may be stored twice in the
-        stream, and the worker keeps one."""
+        stream, and the worker keeps one. On a cluster, the client's own XADD, which
+        finds the shard holding the stream."""
+        client = self._client if self._client is not None else self._redis()
+        if isinstance(client, redis.RedisCluster):
+            client.xadd(self._core.stream, {WIRE_FIELD: wire})
+            return
         with self._conn_lock:
             for attempt in (1, 2):
                 conn = self._conn
                 if conn is None:
-                    conn = self._conn = self._client.connection_pool.get_connection()
+                    conn = self._conn = client.connection_pool.get_connection()
                 try:
                     conn.send_command(  # type: ignore[no-untyped-call]
                         "XADD", self._core.stream, "*", WIRE_FIELD, wire
@@ -196,11 +218,11 @@ class Publisher:
         try:
             while (chunk := core.next_chunk()) is not None:
                 try:
-                    pipe = self._client.pipeline(transaction=False)
+                    pipe = self._redis().pipeline(transaction=False)
                     for line in chunk.lines:
                         pipe.xadd(core.stream, {WIRE_FIELD: line})
                     pipe.execute()
-                except (redis.RedisError, OSError) as exc:
+                except REDIS_ERRORS as exc:
                     self._wake.wait(core.chunk_failed(exc))
                     continue
                 core.chunk_sent(chunk)
@@ -215,11 +237,13 @@ class Publisher:
         if drainer is not None:
             drainer.join(timeout=2)
         self._core.close()
+        client = self._client
         with self._conn_lock:
-            if self._conn is not None:
-                self._client.connection_pool.release(self._conn)
-                self._conn = None
-        self._client.close()
+            if self._conn is not None and isinstance(client, redis.Redis):
+                client.connection_pool.release(self._conn)
+            self._conn = None
+        if client is not None:
+            client.close()
 
     def __enter__(self) -> Self:
         return self
@@ -235,7 +259,7 @@ class Publisher:
 
 class AsyncPublisher:
     """The asyncio twin of :class:`Publisher`, with the same arguments
-    (``client=`` takes a ``redis.asyncio.Redis``)."""
+    (``client=`` takes a ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster``)."""
 
     @overload
     def __init__(
@@ -243,7 +267,7 @@ class AsyncPublisher:
         redis_url: str = ...,
         *,
         options: PublisherOptions,
-        client: aredis.Redis | None = None,
+        client: AsyncRedis | None = None,
     ) -> None: ...
 
     @overload
@@ -251,7 +275,7 @@ class AsyncPublisher:
         self,
         redis_url: str = ...,
         *,
-        client: aredis.Redis | None = None,
+        client: AsyncRedis | None = None,
         **keywords: Unpack[PublisherKeywords],
     ) -> None: ...
 
@@ -260,11 +284,11 @@ class AsyncPublisher:
         redis_url: str = DEFAULT_REDIS_URL,
         *,
         options: PublisherOptions | None = None,
-        client: aredis.Redis | None = None,
+        client: AsyncRedis | None = None,
         **keywords: Any,
     ) -> None:
         opts = PublisherOptions.resolve(options, keywords, "AsyncPublisher")
-        self._client = client or aredis.Redis.from_url(
+        self._client = client or async_client(
             redis_url,
             retry=AsyncRetry(NoBackoff(), 1),
             **_client_options(opts.timeout_s),
@@ -297,7 +321,7 @@ class AsyncPublisher:
             try:
                 await self._client.xadd(core.stream, {WIRE_FIELD: wire})
                 return event.id
-            except (redis.RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 core.send_failed(exc, wire)
         self._kick()
         return event.id
@@ -336,7 +360,7 @@ class AsyncPublisher:
                     for line in chunk.lines:
                         pipe.xadd(core.stream, {WIRE_FIELD: line})
                     await pipe.execute()
-                except (redis.RedisError, OSError) as exc:
+                except REDIS_ERRORS as exc:
                     await asyncio.sleep(core.chunk_failed(exc))
                     continue
                 core.chunk_sent(chunk)

@@ -49,6 +49,7 @@ from contracts.events import (
     build_event,
     to_wire,
 )
+from contracts.redisclient import TRANSIENT_ERRORS
 from contracts.redisurl import mask_url
 from contracts.spool import (
     DEFAULT_MAX_BYTES,
@@ -136,7 +137,7 @@ def _transient(exc: Exception) -> bool:
     """Redis is away (spool and retry), as opposed to refusing us (tell the bot)."""
     if isinstance(exc, AuthenticationError | AuthorizationError):
         return False
-    return isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError)
+    return isinstance(exc, TRANSIENT_ERRORS)
 
 
 class PublisherCore:

@@ -27,6 +27,7 @@ from typer.testing import CliRunner, Result
 
 from contracts.events import WIRE_FIELD, build_event, to_wire
 from contracts.ids import new_event_id
+from contracts.redisclient import subscribers, sync_client
 from worker.cli.app import app, main
 from worker.consume import Worker
 from worker.service import run_worker
@@ -95,10 +96,10 @@ async def worker_listening(settings: Settings, timeout: float = 10.0) -> None:
     from contracts.client import request_channel
 
     channel = request_channel(settings.stream, settings.group)
-    client = redis.Redis.from_url(settings.redis_url)
+    client = sync_client(settings.redis_url)  # a cluster's too
     try:
         await wait_for(
-            lambda: int(client.pubsub_numsub(channel)[0][1]) > 0,
+            lambda: subscribers(client, channel) > 0,
             timeout=timeout,
             what=f"a subscriber on {channel}",
         )

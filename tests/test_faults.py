@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from contracts import Publisher
+from contracts.keys import stream_key
 from tests.helpers import (
     WorkerProcess,
     bulk_publish,
@@ -72,7 +73,7 @@ async def test_worker_killed_five_times_during_100k_ingest_loses_nothing(
     print(f"{time.monotonic() - t0:.1f}s published {len(bodies)}")
     proc = worker_process(s)
     rng = random.Random()
-    lease = f"tradescribe:lease:{s.stream}:{s.group}"
+    lease = stream_key("lease", s.stream, s.group)
     kills = sorted(rng.sample(range(2_000, 95_000), 5))
     for at in kills:
         await wait_for(lambda at=at: stored_so_far(s.db) >= at, 60, f"{at} events stored")
@@ -263,7 +264,7 @@ async def test_sigterm_mid_batch_commits_and_acks_the_batch_in_hand(
     assert 0 < at_stop < len(bodies)
     assert pending(sync_redis, names) == 0  # the batch in hand was committed, then acked
     assert "stopped" in proc.output()
-    lease = f"tradescribe:lease:{settings.stream}:{settings.group}"
+    lease = stream_key("lease", settings.stream, settings.group)
     assert not sync_redis.exists(lease)  # released on a clean stop: a restart starts at once
     worker_process(log_name="worker2.log")
     await wait_for(lambda: stored_so_far(settings.db) >= len(bodies), 60, "all stored")

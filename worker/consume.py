@@ -14,16 +14,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import redis.asyncio as aredis
 import redis.exceptions
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contracts.backoff import Backoff
 from contracts.events import WIRE_FIELD
+from contracts.keys import legacy_stream_key, stream_key
+from contracts.redisclient import TRANSIENT_ERRORS, AsyncRedis, is_cluster
 from worker.entries import Entry, bounded, decode, store_error, unstorable, without_bytes
 from worker.errors import RedisSetupError
 from worker.lease import RedisLease, worker_identity
@@ -37,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _WIRE_KEY = WIRE_FIELD.encode()
-_TRANSIENT_REDIS = (RedisConnectionError, RedisTimeoutError, OSError)
+_TRANSIENT_REDIS = TRANSIENT_ERRORS  # a cluster failing over, too
 _UNREACHABLE = "redis unreachable"
 
 
@@ -53,7 +52,7 @@ class Worker:
     """The single writer. ``await worker.run()``; ``worker.stop()`` to end it cleanly."""
 
     def __init__(
-        self, settings: Settings, redis: aredis.Redis, store: SqliteStore | PostgresStore
+        self, settings: Settings, redis: AsyncRedis, store: SqliteStore | PostgresStore
     ) -> None:
         self.settings = settings
         self.redis = redis
@@ -95,6 +94,7 @@ class Worker:
         try:
             await self._until_redis_answers(lease.acquire)
             leased = True
+            await self._until_redis_answers(self._carry_over_attempts)
             await self.store.migrate()
             self.store.start_writer()
             await self._until_redis_answers(self._ensure_group)
@@ -152,6 +152,17 @@ class Worker:
 
     def _backoff(self, first: float = 0.05) -> Backoff:
         return Backoff(first=first, factor=2.0, cap=self.settings.retry_max_s)
+
+    async def _carry_over_attempts(self) -> None:
+        """A single Redis used by an older worker may hold the attempts hash under its
+        name before cluster support (``contracts.keys``): renamed, if nothing is at the
+        new name yet. A cluster never had the old name (and cannot RENAME across slots)."""
+        s = self.settings
+        old, new = legacy_stream_key("attempts", s.stream, s.group), attempts_key(s.stream, s.group)
+        if old == new or is_cluster(self.redis) or not await self.redis.exists(old):
+            return
+        if await self.redis.renamenx(old, new):
+            log.info("attempts hash %s renamed %s (its name in the stream's hash slot)", old, new)
 
     async def _ensure_group(self) -> None:
         s = self.settings
@@ -541,8 +552,9 @@ def _entries(reply: Any) -> list[Entry]:
 
 
 def attempts_key(stream: str, group: str) -> str:
-    """The hash of attempts at suspect entries (see ``Worker._isolate``)."""
-    return f"tradescribe:attempts:{stream}:{group}"
+    """The hash of attempts at suspect entries (see ``Worker._isolate``), in the
+    stream's hash slot (``contracts.keys``)."""
+    return stream_key("attempts", stream, group)
 
 
 def _suspects(entries: list[Entry], deliveries: dict[str, int], limit: int) -> dict[str, Entry]:

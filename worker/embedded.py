@@ -155,3 +155,147 @@ class EmbeddedRedis:
 def embedded_redis(prefer: Literal["system", "bundled"] = "bundled") -> Iterator[EmbeddedRedis]:
     with EmbeddedRedis(find_redis_server(prefer)) as server:
         yield server
+
+
+def _free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+class EmbeddedCluster:
+    """A Redis Cluster of ``masters`` redis-server processes (no replicas) on free ports
+    of 127.0.0.1, each in a folder under ``directory``; for the tests and benchmarks.
+
+    Joined with ``redis-cli --cluster create`` when a redis-cli sits beside the server
+    binary or on the PATH, else with CLUSTER ADDSLOTS and MEET sent from here. The nodes
+    keep their cluster config in their folders, so ``stop()`` then ``start()`` brings
+    back the same cluster on the same ports (an outage and its end)."""
+
+    SLOTS = 16384
+
+    def __init__(
+        self, binary: Path | None = None, *, directory: Path | None = None, masters: int = 3
+    ) -> None:
+        self.binary = binary or find_redis_server()
+        self._own_dir = directory is None
+        self.directory = directory or Path(tempfile.mkdtemp(prefix="tradescribe-cluster-"))
+        self.nodes = [
+            EmbeddedRedis(
+                self.binary,
+                directory=self.directory / f"node{i}",
+                port=_free_cluster_port(),
+                extra_args=(
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--cluster-require-full-coverage",
+                    "yes",
+                ),
+            )
+            for i in range(masters)
+        ]
+        self.joined_with = ""
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    @property
+    def ports(self) -> list[int]:
+        return [n.port for n in self.nodes]
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        fresh = not (self.nodes[0].directory / "nodes.conf").exists()
+        try:
+            for node in self.nodes:
+                node.start()
+            if fresh:
+                self._join(timeout_s)
+            self.wait_ok(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _join(self, timeout_s: float) -> None:
+        cli = self.binary.with_name("redis-cli")
+        found = str(cli) if cli.is_file() else shutil.which("redis-cli")
+        if found:
+            hosts = [f"127.0.0.1:{p}" for p in self.ports]
+            done = subprocess.run(
+                [found, "--cluster", "create", *hosts, "--cluster-yes"],
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+            )
+            if done.returncode == 0:
+                self.joined_with = "redis-cli --cluster create"
+                return
+        self._join_from_python()
+        self.joined_with = "CLUSTER ADDSLOTS/MEET"
+
+    def _join_from_python(self) -> None:
+        share = -(-self.SLOTS // len(self.nodes))
+        for i, node in enumerate(self.nodes):
+            client = redis.Redis(port=node.port, socket_timeout=5)
+            try:
+                slots = range(i * share, min((i + 1) * share, self.SLOTS))
+                client.execute_command("CLUSTER ADDSLOTS", *slots)  # type: ignore[no-untyped-call]
+                if i:
+                    client.execute_command(  # type: ignore[no-untyped-call]
+                        "CLUSTER MEET", "127.0.0.1", self.nodes[0].port
+                    )
+            finally:
+                client.close()
+
+    def wait_ok(self, timeout_s: float = 30.0) -> None:
+        """Return once every node reports ``cluster_state:ok`` and knows every other."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if all(self._node_ok(node) for node in self.nodes):
+                return
+            if time.monotonic() > deadline:
+                raise WorkerError(f"the cluster on ports {self.ports} did not reach state ok")
+            time.sleep(0.05)
+
+    def _node_ok(self, node: EmbeddedRedis) -> bool:
+        client = redis.Redis(port=node.port, socket_timeout=1, socket_connect_timeout=1)
+        try:
+            info = client.execute_command("CLUSTER INFO")  # type: ignore[no-untyped-call]  # parsed into a dict by redis-py
+            fields = {str(k): str(v) for k, v in dict(info).items()}
+            return (
+                fields.get("cluster_state") == "ok"
+                and int(fields.get("cluster_known_nodes", 0)) == len(self.nodes)
+                and int(fields.get("cluster_slots_ok", 0)) == self.SLOTS
+            )
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> EmbeddedCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()

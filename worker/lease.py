@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aredis
-
+from contracts.keys import stream_key
+from contracts.redisclient import AsyncRedis
 from worker.errors import AlreadyRunningError, LeaseLostError
 
 
@@ -118,9 +118,9 @@ class RedisLease:
     """``SET key NX PX`` held by renewing it; lost if someone else holds the key."""
 
     def __init__(
-        self, client: aredis.Redis, stream: str, group: str, identity: dict[str, Any], ttl_ms: int
+        self, client: AsyncRedis, stream: str, group: str, identity: dict[str, Any], ttl_ms: int
     ) -> None:
-        self.key = f"tradescribe:lease:{stream}:{group}"
+        self.key = stream_key("lease", stream, group)
         self._what = f"group '{group}' of stream '{stream}'"
         self._client = client
         self._value = json.dumps(identity)

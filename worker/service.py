@@ -11,11 +11,11 @@ import signal
 from typing import TYPE_CHECKING
 
 import anyio
-import redis.asyncio as aredis
 from anyio.abc import TaskStatus
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from contracts.redisclient import AsyncRedis, async_client
 from worker.consume import Worker
 from worker.ops import answers as serve_commands  # noqa: F401  (registers serve --remote's)
 from worker.ops import queries as query_commands  # noqa: F401  (registers the query and wait commands)
@@ -34,9 +34,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def redis_client(settings: Settings) -> aredis.Redis:
-    """The worker's client: bytes in and out, socket timeout above the read block."""
-    return aredis.Redis.from_url(
+def redis_client(settings: Settings) -> AsyncRedis:
+    """The worker's client: bytes in and out, socket timeout above the read block; a
+    ``RedisCluster`` for a ``redis+cluster://`` URL."""
+    return async_client(
         settings.redis_url,
         socket_timeout=settings.block_ms / 1000 + 5,
         socket_connect_timeout=5,

@@ -24,7 +24,7 @@ from pydantic_settings import (
 )
 
 from contracts.events import DEFAULT_STREAM
-from contracts.redisurl import mask_url, with_password
+from contracts.redisurl import check_redis_url, mask_url, with_password
 from worker.errors import ConfigError
 from worker.ops.trust import key_source
 
@@ -39,7 +39,8 @@ class Settings(BaseSettings):
 
     redis_url: str = Field(
         "redis://localhost:6379/0",
-        description="Redis to read from (redis://, rediss:// for TLS, unix://).",
+        description="Redis to read from (redis://, rediss:// for TLS, unix://; "
+        "redis+cluster://host:port[,host:port...] for a Redis Cluster).",
     )
     redis_password: SecretStr | None = Field(
         None,
@@ -146,8 +147,7 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _known_scheme(cls, url: str) -> str:
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
+        check_redis_url(url)
         return url
 
     @model_validator(mode="before")

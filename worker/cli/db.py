@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from contracts.redisclient import sync_client
 from contracts.redisurl import mask_url
 from worker.cli.options import ConfigOpt, DbOpt, GroupOpt, JsonOpt, RedisOpt, StreamOpt
 from worker.settings import load_settings
@@ -216,7 +217,7 @@ def restore_command(
 
 
 def rewind(redis_url: str, stream: str, group: str, last_id: str) -> None:
-    client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+    client = sync_client(redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
         client.xgroup_setid(stream, group, last_id)
     except redis.RedisError as exc:

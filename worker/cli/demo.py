@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts import Publisher
+from contracts.redisclient import sync_client
 from contracts.redisurl import mask_url
 from worker.cli.demo_history import LOT, WEEKS, history_events, publish_history
 from worker.embedded import EmbeddedRedis, find_redis_server
@@ -135,7 +136,7 @@ def send_malformed(url: str, stream: str) -> None:
            "source": "bot-broken", "ts": "2026-01-02T10:00:00+00:00",
            "data": {"trade_id": "X1", "symbol": "BTCUSDT", "side": "buy",
                     "quantity": "-3", "entry_price": "43000"}}  # fmt: skip
-    client = redis.Redis.from_url(url)
+    client = sync_client(url)
     try:
         client.xadd(stream, {"event": json.dumps(bad)})
     finally:
@@ -145,7 +146,7 @@ def send_malformed(url: str, stream: str) -> None:
 def _check_reachable(url: str) -> None:
     """Fail at once with one line, rather than let the worker retry forever."""
     load_settings(None, redis_url=url)  # a malformed URL: one line naming the setting
-    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    client = sync_client(url, socket_connect_timeout=2, socket_timeout=2)
     try:
         client.ping()
     except redis.RedisError as exc:

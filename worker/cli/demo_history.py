@@ -25,10 +25,9 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
-import redis
-
 from contracts.events import build_event, to_wire
 from contracts.ids import stable_event_id
+from contracts.redisclient import sync_client
 
 WEEKS = 6
 #: Hourly volatility of each symbol's path (fraction of the price).
@@ -170,7 +169,7 @@ def publish_history(url: str, stream: str, events: list[dict[str, Any]], chunk: 
     for e in events:
         envelope = {k: v for k, v in e.items() if k not in ("type", "data")}
         wires.append(to_wire(build_event(e["type"], e["data"], **envelope)))
-    client = redis.Redis.from_url(url)
+    client = sync_client(url)
     try:
         for i in range(0, len(wires), chunk):
             pipe = client.pipeline(transaction=False)

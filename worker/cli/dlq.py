@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts.events import WIRE_FIELD
+from contracts.redisclient import sync_client
 from contracts.redisurl import mask_url
 from worker.cli.options import ConfigOpt, DbOpt, JsonOpt, RedisOpt, StreamOpt
 from worker.cli.output import cell, terminal_text
@@ -179,7 +180,7 @@ def replay(
 
 
 def _publish(settings: Settings, rows: list[dict[str, Any]]) -> list[int]:
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    client = sync_client(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
         pipe = client.pipeline(transaction=False)
         for r in rows:

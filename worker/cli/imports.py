@@ -14,6 +14,7 @@ from rich.table import Table
 
 from contracts.client import Client
 from contracts.events import SourceName
+from contracts.redisclient import sync_client
 from contracts.redisurl import mask_url
 from worker.cli.options import ConfigOpt, JsonOpt, RedisOpt, StreamOpt
 from worker.cli.output import terminal_text
@@ -143,7 +144,7 @@ def run_import(
         if dry_run:
             return report
         new = [e for e in events if e.id not in already]
-        client = redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
+        client = sync_client(redis_url, socket_timeout=10, socket_connect_timeout=5)
         try:
             report.published = publish(client, stream, new, progress)
         except redis.RedisError as exc:

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts.errors import NoWorkerError, RedisUnreachableError
+from contracts.redisclient import REDIS_ERRORS, sync_client
 from contracts.redisurl import mask_url
 from worker.cli.options import ConfigOpt, DbOpt, GroupOpt, JsonOpt, RedisOpt, StreamOpt
 from worker.cli.output import cell
@@ -107,8 +108,9 @@ def check(
     else 1 with the reasons."""
     s = _settings(config, redis_url=redis_url, stream=stream, group=group)
     key = client_key(s)
-    client = redis.Redis.from_url(s.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    client: redis.Redis | redis.RedisCluster | None = None
     try:
+        client = sync_client(s.redis_url, socket_timeout=5, socket_connect_timeout=5)
         health = check_health(
             client,
             s.stream,
@@ -118,12 +120,13 @@ def check(
             max_pending_age_s=max_pending_age,
             error_window_s=error_window,
         )
-    except (redis.RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         line = f"unhealthy: cannot reach Redis at {mask_url(s.redis_url)}: {exc}"
         typer.echo(json.dumps({"ok": False, "reasons": [line]}) if as_json else line)
         raise typer.Exit(1) from None
     finally:
-        client.close()
+        if client is not None:
+            client.close()
     if health.ok:
         _answers_a_ping(s, ping_timeout, health)
     typer.echo(json.dumps(health.as_dict(), default=str) if as_json else health.summary())

@@ -341,9 +341,9 @@ class Server:
         if self.config.redis_url is None:
             return error(503, "this server has no --redis-url to publish to")
         if self._redis is None:
-            import redis.asyncio as aioredis
+            from contracts.redisclient import async_client
 
-            self._redis = aioredis.Redis.from_url(self.config.redis_url)
+            self._redis = async_client(self.config.redis_url)
         try:
             ids = await append(self._redis, self.config.stream, events)
         except Exception as exc:  # redis down: say so, publish nothing

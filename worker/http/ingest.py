@@ -16,11 +16,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import redis.asyncio as aioredis
 from pydantic import ValidationError
 
 from contracts.events import EVENT_ADAPTER, WIRE_FIELD, AnyEvent, to_wire
 from contracts.ids import new_event_id
+from contracts.redisclient import AsyncRedis
 from worker.http.tokens import Principal
 
 MAX_EVENTS = 1000
@@ -94,8 +94,9 @@ def validate(principal: Principal, body: Any) -> list[AnyEvent]:
     return events
 
 
-async def append(client: aioredis.Redis, stream: str, events: list[AnyEvent]) -> list[str]:
-    """XADD every event in one MULTI/EXEC: the stream gets all of them or none."""
+async def append(client: AsyncRedis, stream: str, events: list[AnyEvent]) -> list[str]:
+    """XADD every event in one MULTI/EXEC: the stream gets all of them or none (one
+    stream, one hash slot: a cluster runs it as a transaction on the stream's shard)."""
     async with client.pipeline(transaction=True) as pipe:
         for event in events:
             pipe.xadd(stream, {WIRE_FIELD: to_wire(event)})

@@ -262,17 +262,20 @@ def pipeline(
     when Redis or the key is missing."""
     import redis
 
+    from contracts.redisclient import REDIS_ERRORS, sync_client
     from worker.ops.health import check_health
 
     if redis_url is None:
         return {"ok": None, "reasons": ["no --redis-url: the pipeline cannot be asked"]}
     if key is None:
         return {"ok": None, "reasons": ["no channel key: the heartbeat cannot be verified"]}
-    client = redis.Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
+    client: redis.Redis | redis.RedisCluster | None = None
     try:
+        client = sync_client(redis_url, socket_timeout=1, socket_connect_timeout=1)
         return check_health(client, stream, group, key=key, max_beat_age_s=heartbeat_ttl_s,
                             max_pending_age_s=300, error_window_s=60).as_dict()  # fmt: skip
-    except (redis.RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         return {"ok": False, "reasons": [f"cannot reach Redis: {exc}"]}
     finally:
-        client.close()
+        if client is not None:
+            client.close()

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -24,6 +23,7 @@ from contracts.client import Client
 from contracts.errors import NoWorkerError, RedisUnreachableError, RequestFailedError
 from contracts.events import WIRE_FIELD, AnyEvent, to_wire
 from contracts.query_model import DeadLetteredError
+from contracts.redisclient import SyncRedis
 from worker.importers import FORMATS
 from worker.importers.base import ImportContext, Record, RecordError, Skip
 
@@ -131,9 +131,7 @@ def collect(
     return events
 
 
-def publish(
-    client: redis.Redis, stream: str, events: Sequence[AnyEvent], progress: Progress
-) -> int:
+def publish(client: SyncRedis, stream: str, events: Sequence[AnyEvent], progress: Progress) -> int:
     """XADD every event, pipelined in chunks; returns how many Redis took."""
     task = progress.add_task("publishing", total=len(events))
     sent = 0

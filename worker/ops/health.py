@@ -1,6 +1,6 @@
 """The heartbeat key and the health check that reads it.
 
-The worker writes ``tradescribe:heartbeat:<stream>:<group>`` every
+The worker writes ``tradescribe:heartbeat:{<stream>}:<group>`` (``contracts.keys``) every
 ``heartbeat_interval_s`` with a TTL of ``heartbeat_ttl_s``; the value is the
 JSON of its identity and counters, signed with the channel key and bound to the
 key's name and the beat's time (``contracts.channelauth``). ``tradescribe
@@ -22,6 +22,8 @@ import redis
 from redis.exceptions import RedisError
 
 from contracts.channelauth import heartbeat_header, sign, verify
+from contracts.keys import stream_key
+from contracts.redisclient import SyncRedis
 from worker.consume import Worker
 from worker.ops.status import counters, database_status, identity, redis_backlog, stream_id_age
 
@@ -29,7 +31,8 @@ log = logging.getLogger(__name__)
 
 
 def heartbeat_key(stream: str, group: str) -> str:
-    return f"tradescribe:heartbeat:{stream}:{group}"
+    """In the stream's hash slot (``contracts.keys``)."""
+    return stream_key("heartbeat", stream, group)
 
 
 def heartbeat_value(worker: Worker) -> dict[str, Any]:
@@ -96,7 +99,7 @@ class Health:
 
 
 def check_health(
-    client: redis.Redis,
+    client: SyncRedis,
     stream: str,
     group: str,
     *,
@@ -137,7 +140,7 @@ def check_health(
 
 
 def _read_beat(
-    client: redis.Redis, stream: str, group: str, key: bytes, health: Health
+    client: SyncRedis, stream: str, group: str, key: bytes, health: Health
 ) -> dict[str, Any] | None:
     """The heartbeat's counters if the worker signed them; else a reason in ``health``."""
     name = heartbeat_key(stream, group)
@@ -163,7 +166,7 @@ def _read_beat(
 
 
 def _check_pending(
-    client: redis.Redis, stream: str, group: str, bound_s: float, health: Health, now: float
+    client: SyncRedis, stream: str, group: str, bound_s: float, health: Health, now: float
 ) -> None:
     try:
         summary: Any = client.xpending(stream, group)
