@@ -67,6 +67,8 @@ def bench(
 _ROWS = [
     ("drain, events/s (empty database)", "drain_events_per_s"),
     ("ceiling, events/s (bare sqlite3)", "ceiling_events_per_s"),
+    ("naive loop, events/s (same events)", "naive_events_per_s"),
+    ("naive loop: CPU us/event, its process + redis", "naive_cpu_us_per_event"),
     ("old way: events/s (8 processes)", "direct_events_per_s"),
     ("old way: 'database is locked' errors", "direct_lock_errors"),
     ("old way: call p50 ms", "direct_p50_ms"),
