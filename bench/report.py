@@ -71,6 +71,8 @@ TARGETS = (
     Target("reads_slowest_ms", "slowest read query (median)", "<=", 100.0, " ms"),
     Target("http_slowest_p99_ms", "HTTP p99, slowest route", "<=", 100.0, " ms"),
     Target("http_drain_ratio", "drain, 20 dashboards/alone", ">=", 0.9),
+    # worker.store.sql.WAL_RESTART_BYTES: past it the writer waits for readers once
+    Target("wal_max_mb", "WAL file, largest while draining", "<=", 64.0, " MiB"),
 )
 
 

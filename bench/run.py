@@ -156,6 +156,9 @@ def phase_drain(bench: Bench, figures: dict[str, Any]) -> tuple[list[str], list[
         drain_worker_rss_mb=result.peak_rss_mb,
         drain_cpu_us_per_event=result.cpu_us_per_event,
         drain_cpu_us_per_event_total=sum(result.cpu_us_per_event.values()) or None,
+        drain_wal_max_mb=result.wal_max_mb,
+        drain_wal_end_mb=result.wal_end_mb,
+        drain_db_mb=result.db_mb,
         batch_max=s.batch_max,
     )
     figures["scale"] = {"0": result.events_per_s}
@@ -368,4 +371,6 @@ def phase_http(bench: Bench, figures: dict[str, Any]) -> None:
         http_slowest_p99_ms=result["slowest_p99_ms"],
         http_p99_vs_target=result["p99_vs_target"],
         http_drain_ratio=result["drain_ratio"],
+        # the WAL over both drains with a worker committing: alone, and beside readers
+        wal_max_mb=max(figures["drain_wal_max_mb"], result["wal_max_mb_beside_dashboards"]),
     )

@@ -89,6 +89,10 @@ def test_quick_bench_writes_every_figure_and_prints_the_targets(tmp_path: Path) 
     naive = figures["naive_events_per_s"]
     assert figures["drain_vs_naive"] == figures["drain_events_per_s"] / naive
     assert "drain / naive loop" in out.stdout
+    # the WAL watched while draining: some seen, and the target row printed
+    assert 0 < figures["drain_wal_max_mb"] <= 64
+    assert figures["wal_max_mb"] >= figures["drain_wal_max_mb"]
+    assert "WAL file" in out.stdout
     assert "drain / ceiling" in out.stdout
     assert "target" in out.stdout
     assert "Traceback" not in out.stderr
