@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import operator
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -127,12 +128,43 @@ def _number_checker(kind: type, tests: list[Callable[[Any], bool]]) -> Callable[
     return check
 
 
+# How _split handles a field's value: the common kinds inline, the others by a check.
+_AS_IS, _SHORT, _TEXT, _DECIMAL, _CHECKED = range(5)
+# a plain decimal: no exponent, sign or leading zero; at most 30 digits each side, so it
+# is below 10**30 and either 0 or at least 10**-30 in size: the contract's bounds hold
+_PLAIN_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]{0,29})(?:\.[0-9]{1,30})?\Z").match
+_FAR = (Decimal("-1e30"), Decimal("1e30"))
+
+
 @dataclass(frozen=True)
 class _Field:
     """How one payload field is decoded (msgspec type) and checked (after decoding)."""
 
     wire: Any  # the msgspec type of a given value
     check: Callable[[Any], Any] | None  # raises _NotProven; returns the value as pydantic has it
+    kind: int = _CHECKED
+    least: float | None = None  # _DECIMAL: the float it must pass (> 0, or >= 0 when ``or_equal``)
+    or_equal: bool = False
+
+
+def _decimal_field(info: FieldInfo) -> _Field:
+    """A decimal: plain ones with only the contract's usual bounds inline, others checked."""
+    bounds = [m for m in info.metadata if isinstance(m, Gt | Ge | Lt | Le)]
+    least: float | None = None
+    or_equal = False
+    usual = True
+    for m in bounds:
+        value = next(getattr(m, a) for a in ("gt", "ge", "lt", "le") if hasattr(m, a))
+        if value in _FAR:
+            continue
+        if value == 0 and isinstance(m, Gt | Ge):
+            least, or_equal = 0.0, isinstance(m, Ge)
+        else:
+            usual = False  # e.g. confidence <= 100: compared as a Decimal
+    check = _number_checker(Decimal, _bounds(info))
+    if not usual:
+        return _Field(str, check)
+    return _Field(str, check, _DECIMAL, least, or_equal)
 
 
 def _unwrap(hint: Any) -> tuple[Any, bool]:
@@ -148,15 +180,15 @@ def _unwrap(hint: Any) -> tuple[Any, bool]:
 def _kind(hint: Any) -> _Field | None:
     """A payload field's decoding, from its pydantic annotation; None: not proven here."""
     if hint == ev.Side:
-        return _Field(Literal["buy", "sell"], None)
+        return _Field(Literal["buy", "sell"], None, _AS_IS)
     if hint == ev.Moment:
         return _Field(MomentText, _moment)
     if hint is dt.date:
         return _Field(Annotated[str, msgspec.Meta(pattern=_DATE)], _date)
     if hint is bool:
-        return _Field(bool, None)
+        return _Field(bool, None, _AS_IS)
     if typing.get_origin(hint) is Literal:
-        return _Field(hint, None)
+        return _Field(hint, None, _AS_IS)
     if typing.get_origin(hint) is not Annotated:
         return None
     base, *meta = typing.get_args(hint)
@@ -166,12 +198,13 @@ def _kind(hint: Any) -> _Field | None:
         most = constraints.max_length or ev.MAX_TEXT
         least = constraints.min_length or 0
         text = Annotated[str, msgspec.Meta(min_length=least, max_length=most)]
-        return _Field(text, _text_checker(most, bool(constraints.strip_whitespace)))
+        short = bool(constraints.strip_whitespace)
+        return _Field(text, _text_checker(most, short), _SHORT if short else _TEXT)
     finite = info is not None and any(
         getattr(m, "allow_inf_nan", None) is False for m in info.metadata
     )
-    if base is Decimal and finite:
-        return _Field(str, _number_checker(Decimal, _bounds(info)))
+    if base is Decimal and finite and info is not None:
+        return _decimal_field(info)
     if base is int:
         return _Field(int, _number_checker(int, _bounds(info)))
     return None
@@ -183,8 +216,9 @@ class _Spec:
 
     type: str
     struct: Any  # a msgspec Struct class
-    table: dict[str, tuple[Callable[[Any], Any] | None, str]]  # name: check, where it goes
+    table: dict[str, tuple[_Field, str]]  # name: how it is checked, where it goes
     entity: Entity
+    key_field: str  # trade_id, signal_id, position_id, date: the subject in the event log
 
 
 _ENTITY_OF = {
@@ -211,7 +245,7 @@ def _payload_struct(model: type[ev.Payload], name: str) -> tuple[type[msgspec.St
         else:
             wire = kind.wire | None if nullable else kind.wire
             fields.append((field, wire | msgspec.UnsetType, _UNSET))
-        checks.append((field, kind.check))
+        checks.append((field, kind))
     struct = msgspec.defstruct(
         name, fields, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
     )
@@ -237,8 +271,8 @@ def _build() -> tuple[dict[str, _Spec], Any]:
                 ("source", SourceText),
                 ("ts", MomentText),
                 ("data", struct),
-                ("account", _SHORT | msgspec.UnsetType, _UNSET),
-                ("plugin_id", _SHORT | msgspec.UnsetType, _UNSET),
+                ("account", _SHORT_TEXT | msgspec.UnsetType, _UNSET),
+                ("plugin_id", _SHORT_TEXT | msgspec.UnsetType, _UNSET),
                 ("mode", ev.Mode | msgspec.UnsetType, _UNSET),
             ],
             kw_only=True,
@@ -249,19 +283,18 @@ def _build() -> tuple[dict[str, _Spec], Any]:
             n: (c, _KEY if n in skip else _COLUMN if n in entity.column_set else _ATTRIBUTE)
             for n, c in checks
         }
-        specs[type_name] = _Spec(type_name, envelope, table, entity)
+        specs[type_name] = _Spec(type_name, envelope, table, entity, min(skip))
         events.append(envelope)
     return specs, msgspec.json.Decoder(typing.Union[tuple(events)])  # noqa: UP007
 
 
-_SHORT = Annotated[str, msgspec.Meta(min_length=1, max_length=ev.MAX_SHORT)]
+_SHORT_TEXT = Annotated[str, msgspec.Meta(min_length=1, max_length=ev.MAX_SHORT)]
 _SHORT_CHECK = _text_checker(ev.MAX_SHORT, True)
 
 
 _DEFAULT_ACCOUNT, _DEFAULT_PLUGIN, _DEFAULT_MODE = (
     ev.Envelope.model_fields[name].default for name in ("account", "plugin_id", "mode")
 )
-_SUBJECT_FIELDS = ("trade_id", "signal_id", "position_id", "symbol", "date")
 
 
 def _column(value: Any) -> Any:
@@ -276,6 +309,17 @@ def _column(value: Any) -> Any:
     return value
 
 
+def _decimal(field: _Field, value: str, place: str) -> Any:
+    """A plain decimal with the usual bounds: a column's float, or an attribute's text."""
+    if _PLAIN_DECIMAL(value) is None:
+        raise _NotProven
+    number = float(value)  # as float(Decimal(value)): both round correctly
+    least = field.least
+    if least is not None and (number < least or (number == least and not field.or_equal)):
+        raise _NotProven
+    return number if place is _COLUMN else str(Decimal(value))
+
+
 def _split(spec: _Spec, data: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """The fields given (to_builtins leaves out the unset ones), checked and split."""
     columns: dict[str, Any] = {}
@@ -283,9 +327,20 @@ def _split(spec: _Spec, data: Any) -> tuple[dict[str, Any], dict[str, Any], dict
     keys: dict[str, Any] = {}
     table = spec.table
     for name, value in _to_builtins(data).items():
-        check, place = table[name]
-        if value is not None and check is not None:
-            value = check(value)
+        field, place = table[name]
+        kind = field.kind
+        if value is None or kind == _AS_IS:
+            pass
+        elif kind <= _TEXT:  # Short strips whitespace: take only what that leaves alone
+            if "\x00" in value or (
+                kind == _SHORT and (value[:1].isspace() or value[-1:].isspace())
+            ):
+                raise _NotProven
+        elif kind == _DECIMAL:
+            (columns if place is _COLUMN else attributes)[name] = _decimal(field, value, place)
+            continue
+        else:
+            value = field.check(value)  # type: ignore[misc]
         if place is _COLUMN:
             columns[name] = _column(value)
         elif place is _KEY:
@@ -295,49 +350,52 @@ def _split(spec: _Spec, data: Any) -> tuple[dict[str, Any], dict[str, Any], dict
     return columns, attributes, keys
 
 
-def _subject(data: Any) -> str | None:
-    for name in _SUBJECT_FIELDS:
-        value = getattr(data, name, None)
-        if value is not None and value is not _UNSET:
-            return str(value)
-    return None
-
-
 def fast_decode(raw: bytes) -> FastEvent | None:
     """The event, when proven (see the module's text); None: ask pydantic."""
     try:
         wire = _DECODE(raw)
         spec = _SPEC_OF[type(wire)]
-        for name in ("account", "plugin_id"):
-            value = getattr(wire, name)
-            if value is not _UNSET:
-                _SHORT_CHECK(value)
+        account, plugin_id, mode = wire.account, wire.plugin_id, wire.mode
+        if account is not _UNSET:
+            _SHORT_CHECK(account)
+        if plugin_id is not _UNSET:
+            _SHORT_CHECK(plugin_id)
         columns, attributes, keys = _split(spec, wire.data)
         ts = _moment(wire.ts)
     except (msgspec.ValidationError, msgspec.DecodeError, _NotProven):
         return None
-    given = frozenset(n for n in TENANCY if getattr(wire, n) is not _UNSET)
+    given = _GIVEN[account is not _UNSET, plugin_id is not _UNSET, mode is not _UNSET]
+    key: Any = keys.get(spec.key_field)
     if spec.entity is POSITIONS:
+        symbol = keys["symbol"] = wire.data.symbol
         keys["quantity"] = Decimal(wire.data.quantity)
-        keys["symbol"] = wire.data.symbol
+        subject = key or symbol
+    else:  # trade_id, signal_id (required), a date
+        subject = key if type(key) is str else key.isoformat()
     event_id = wire.id
-    tenancy = (
-        wire.account if "account" in given else _DEFAULT_ACCOUNT,
-        wire.plugin_id if "plugin_id" in given else _DEFAULT_PLUGIN,
-        wire.mode if "mode" in given else _DEFAULT_MODE,
-    )
     return FastEvent(
         event_id.lower() if len(event_id) == 36 else event_id.upper(),
         spec.type,
         wire.source,
         ts,
-        tenancy,
+        (
+            _DEFAULT_ACCOUNT if account is _UNSET else account,
+            _DEFAULT_PLUGIN if plugin_id is _UNSET else plugin_id,
+            _DEFAULT_MODE if mode is _UNSET else mode,
+        ),
         given,
         (columns, attributes, keys),
-        _subject(wire.data),
+        subject,
     )
 
 
+# The tenancy fields named, by which of (account, plugin_id, mode) were given.
+_GIVEN = {
+    (a, p, m): frozenset(n for n, g in zip(TENANCY, (a, p, m), strict=True) if g)
+    for a in (False, True)
+    for p in (False, True)
+    for m in (False, True)
+}
 _SPECS, _DECODER = _build()
 _SPEC_OF = {spec.struct: spec for spec in _SPECS.values()}
 _DECODE = _DECODER.decode

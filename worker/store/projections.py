@@ -189,7 +189,13 @@ def _tenancy(event: AnyDecoded) -> tuple[dict[str, Any], dict[str, Any]]:
     """Tenancy the sender named explicitly, and the defaults it left implicit."""
     if isinstance(event, FastEvent):
         given: Container[str] = event.given
-        values: dict[str, Any] = {n: getattr(event, n) for n in TENANCY}
+        values: dict[str, Any] = {
+            "account": event.account,
+            "plugin_id": event.plugin_id,
+            "mode": event.mode,
+        }
+        if len(event.given) == len(TENANCY):  # the common case: all named
+            return values, {}
     else:
         given = event.model_fields_set
         values = vars(event)
