@@ -55,6 +55,8 @@ def bench(
         if own:
             shutil.rmtree(where, ignore_errors=True)
     rows = [(label, figures.get(key)) for label, key in _ROWS]
+    wal = f"{figures['drain_wal_max_mb']:.1f} / {figures['drain_wal_end_mb']:.1f}"
+    rows += [("drain: WAL MiB, largest / at the last ack", wal)]
     rows += _cpu_rows(figures)
     rows += [(f"drain with {int(k):,} stored, events/s", v) for k, v in figures["scale"].items()]
     rows += _read_rows(figures.get("reads"))
@@ -67,6 +69,8 @@ def bench(
 _ROWS = [
     ("drain, events/s (empty database)", "drain_events_per_s"),
     ("ceiling, events/s (bare sqlite3)", "ceiling_events_per_s"),
+    ("naive loop, events/s (same events)", "naive_events_per_s"),
+    ("naive loop: CPU us/event, its process + redis", "naive_cpu_us_per_event"),
     ("old way: events/s (8 processes)", "direct_events_per_s"),
     ("old way: 'database is locked' errors", "direct_lock_errors"),
     ("old way: call p50 ms", "direct_p50_ms"),
@@ -79,6 +83,7 @@ _ROWS = [
     ("publish-to-commit p50 ms", "commit_p50_ms"),
     ("publish-to-commit max ms", "commit_max_ms"),
     ("worker peak RSS, drain phase (MB)", "drain_worker_rss_mb"),
+    ("drain: database MiB at the end", "drain_db_mb"),
     ("backlog drained for peak RSS", "backlog_events"),
 ]
 
@@ -124,6 +129,9 @@ def _http_rows(http: dict[str, Any] | None) -> list[tuple[str, Any]]:
         ("http: drain alone, events/s", http["drain_alone_events_per_s"]),
         ("http: drain beside dashboards, events/s", http["drain_beside_dashboards_events_per_s"]),
         ("http: dashboard fetches during that drain", http["dashboard_fetches_during_drain"]),
+        ("http: WAL MiB beside dashboards, largest / at the last ack",
+         f"{http['wal_max_mb_beside_dashboards']:.1f} / "
+         f"{http['wal_end_mb_beside_dashboards']:.1f}"),
         ("http: their p50 / p99 ms", f"{http['dashboard_p50_ms_during_drain'] or 0:.0f} / "
          f"{http['dashboard_p99_ms_during_drain'] or 0:.0f}"),
     ]  # fmt: skip

@@ -173,15 +173,32 @@ def wait_reading(client: redis.Redis, child: WorkerChild, timeout_s: float = 30.
     raise BenchError(f"the worker did not start reading within {timeout_s:.0f}s (log: {child.log})")
 
 
+class WalWatch:
+    """The database's WAL file, looked at on each poll: its largest and latest size."""
+
+    def __init__(self, db: Path) -> None:
+        self.path = Path(f"{db}-wal")
+        self.max_bytes = self.last_bytes = 0
+
+    def __call__(self) -> None:
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            size = 0
+        self.last_bytes = size
+        self.max_bytes = max(self.max_bytes, size)
+
+
 def wait_drained(
     client: redis.Redis,
     child: WorkerChild,
     last_id: str,
     timeout_s: float,
     on_first: Callable[[], object] | None = None,
+    on_poll: Callable[[], object] | None = None,
 ) -> tuple[float, float]:
     """(first read, last ack) as monotonic times, polling the group every 10 ms;
-    ``on_first`` is called when the first read is seen."""
+    ``on_first`` is called when the first read is seen, ``on_poll`` at every poll."""
     s = child.settings
     first: float | None = None
     deadline = time.monotonic() + timeout_s
@@ -189,6 +206,8 @@ def wait_drained(
     while time.monotonic() < deadline:
         info = _group(client, s.stream, s.group)
         now = time.monotonic()
+        if on_poll is not None:
+            on_poll()
         if info is not None:
             delivered = _text(info["last-delivered-id"])
             if first is None and delivered != "0-0":
@@ -216,6 +235,9 @@ class DrainResult:
     # CPU microseconds per event from the first read to the last ack: the worker's
     # event loop, its write process, redis-server (0 where /proc is missing)
     cpu_us_per_event: dict[str, float]
+    wal_max_mb: float = 0.0  # the WAL file's size: the largest seen while draining,
+    wal_end_mb: float = 0.0  # and at the last ack
+    db_mb: float = 0.0  # the database file's size at the end
 
 
 def run_drain(
@@ -233,6 +255,7 @@ def run_drain(
     client.xgroup_create(s.stream, s.group, id="0")
     child = WorkerChild(s, log)
     marks: dict[str, dict[str, float]] = {}
+    wal = WalWatch(s.db)
     try:
         first, last = wait_drained(
             client,
@@ -240,6 +263,7 @@ def run_drain(
             ids[-1],
             timeout_s=60 + len(ids) / 2000,
             on_first=lambda: marks.setdefault("start", cpu_split(child, redis_pid)),
+            on_poll=wal,
         )
         used = cpu_used(marks.get("start", {}), cpu_split(child, redis_pid))
         rss = child.peak_rss_mb()
@@ -250,7 +274,19 @@ def run_drain(
     seconds = max(last - first, 1e-9)
     stored -= stored_before
     per_event = {k: v * 1e6 / len(ids) for k, v in used.items()}
-    return DrainResult(len(ids), seconds, len(ids) / seconds, stored, dead, rss, ids, per_event)
+    return DrainResult(
+        len(ids),
+        seconds,
+        len(ids) / seconds,
+        stored,
+        dead,
+        rss,
+        ids,
+        per_event,
+        wal.max_bytes / 2**20,
+        wal.last_bytes / 2**20,
+        s.db.stat().st_size / 2**20,
+    )
 
 
 def _count_rows(db: Path) -> tuple[int, int]:

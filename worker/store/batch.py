@@ -14,7 +14,7 @@ from typing import Any
 
 from contracts.events import AnyEvent
 from worker.store.entities import AUDIT_COLUMNS, JOURNAL_COLUMNS, STATUS_HISTORY_COLUMNS
-from worker.store.projections import Projected, project, utc_text
+from worker.store.projections import FastEvent, Projected, project, utc_text
 from worker.store.sql import Statement, insert_sql
 from worker.store.write import Planned
 
@@ -25,7 +25,7 @@ class Decoded:
 
     stream_id: str
     body: str
-    event: AnyEvent
+    event: AnyEvent | FastEvent  # FastEvent: proven by worker.fastdecode
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +44,10 @@ class DeadLetter:
 _SUBJECT_FIELDS = ("trade_id", "signal_id", "position_id", "symbol", "date")
 
 
-def _subject(event: AnyEvent) -> str | None:
+def _subject(event: AnyEvent | FastEvent) -> str | None:
     """The first of these the payload has (a declared field or an extra one)."""
+    if isinstance(event, FastEvent):
+        return event.subject
     data = event.data
     values = vars(data)
     extra = data.model_extra or {}

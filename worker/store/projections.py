@@ -26,14 +26,9 @@ from contracts.events import (
     AnyEvent,
     AuditEventEvent,
     DailyStatsUpdatedEvent,
-    Envelope,
     JournalEntryEvent,
     Payload,
     PositionUpdatedEvent,
-    SignalClosedEvent,
-    SignalEmittedEvent,
-    TradeClosedEvent,
-    TradeOpenedEvent,
 )
 from contracts.vocabulary import TENANCY, TERMINAL_STATUSES
 from worker.store.entities import (
@@ -62,6 +57,7 @@ __all__ = [
     "TRADES",
     "Change",
     "Entity",
+    "FastEvent",
     "Projected",
     "column_value",
     "dumps",
@@ -119,6 +115,39 @@ def column_value(value: Any) -> Any:
     return _column_value(value)
 
 
+class FastEvent:
+    """An event :mod:`worker.fastdecode` proved valid, its data already split as
+    :func:`_split` splits a pydantic event's: set fields as projection columns and as
+    attributes, the key fields apart (``keys``: trade_id, signal_id, position_id, date,
+    and a position's symbol and quantity). ``given``: the tenancy fields it named."""
+
+    __slots__ = ("account", "attributes", "columns", "given", "id", "keys", "mode",
+                 "plugin_id", "source", "subject", "ts", "type")  # fmt: skip
+
+    def __init__(
+        self,
+        id: str,
+        type: str,
+        source: str,
+        ts: dt.datetime,
+        tenancy: tuple[str, str, str],  # account, plugin_id, mode
+        given: frozenset[str],
+        split: tuple[dict[str, Any], dict[str, Any], dict[str, Any]],  # columns, attributes, keys
+        subject: str | None,
+    ) -> None:
+        self.id = id
+        self.type = type
+        self.source = source
+        self.ts = ts
+        self.account, self.plugin_id, self.mode = tenancy
+        self.given = given
+        self.columns, self.attributes, self.keys = split
+        self.subject = subject
+
+
+AnyDecoded = AnyEvent | FastEvent
+
+
 @dataclass(slots=True)
 class Projected:
     """Everything one batch of events does to the projections."""
@@ -129,7 +158,7 @@ class Projected:
     audit: list[tuple[Any, ...]] = field(default_factory=list)
 
 
-def event_version(event: AnyEvent, ts: str | None = None) -> str:
+def event_version(event: AnyDecoded, ts: str | None = None) -> str:
     return f"{ts or utc_text(event.ts)}|{event.id}"
 
 
@@ -156,10 +185,20 @@ def _split(
     return columns, attributes
 
 
-def _tenancy(event: AnyEvent) -> tuple[dict[str, Any], dict[str, Any]]:
+def _tenancy(event: AnyDecoded) -> tuple[dict[str, Any], dict[str, Any]]:
     """Tenancy the sender named explicitly, and the defaults it left implicit."""
-    given = event.model_fields_set
-    values = vars(event)
+    if isinstance(event, FastEvent):
+        given: Container[str] = event.given
+        values: dict[str, Any] = {
+            "account": event.account,
+            "plugin_id": event.plugin_id,
+            "mode": event.mode,
+        }
+        if len(event.given) == len(TENANCY):  # the common case: all named
+            return values, {}
+    else:
+        given = event.model_fields_set
+        values = vars(event)
     explicit: dict[str, Any] = {}
     implicit: dict[str, Any] = {}
     for name in TENANCY:
@@ -167,7 +206,30 @@ def _tenancy(event: AnyEvent) -> tuple[dict[str, Any], dict[str, Any]]:
     return explicit, implicit
 
 
-def project(events: Iterable[AnyEvent], ts_texts: Iterable[str] | None = None) -> Projected:
+def _fast_change(event: FastEvent, version: str, ts: str, out: Projected) -> None:
+    """What :func:`project` does for a pydantic event, from a proven one's split."""
+    lifecycle = _LIFECYCLES.get(event.type.split(".", 1)[0])
+    columns, attributes, keys = event.columns, event.attributes, event.keys
+    if lifecycle is not None:
+        item_id = keys[lifecycle.id_field]
+        _lifecycle_rows(event, version, ts, out, lifecycle, columns, attributes, item_id)
+    elif event.type == "position.updated":
+        columns["plugin_id"] = event.plugin_id
+        if "is_active" not in columns:
+            columns["is_active"] = int(keys["quantity"] != 0)
+        pos_key = (event.account, event.source, event.mode,
+                   keys.get("position_id") or keys["symbol"])  # fmt: skip
+        out.changes.append(
+            as_change((POSITIONS.table, pos_key, version, ts, columns, attributes, {}))
+        )
+    else:  # daily_stats.updated: the fast path proves no other type
+        key = (event.account, event.source, event.plugin_id, event.mode, str(keys["date"]))
+        out.changes.append(
+            as_change((DAILY_STATS.table, key, version, ts, columns, attributes, {}))
+        )
+
+
+def project(events: Iterable[AnyDecoded], ts_texts: Iterable[str] | None = None) -> Projected:
     """What a batch of validated events does to the projections (``ts_texts``: each
     event's ``utc_text(ts)``, when the caller has them already)."""
     out = Projected()
@@ -175,6 +237,9 @@ def project(events: Iterable[AnyEvent], ts_texts: Iterable[str] | None = None) -
     for event in events:
         ts = next(texts) if texts is not None else utc_text(event.ts)
         version = event_version(event, ts)
+        if isinstance(event, FastEvent):
+            _fast_change(event, version, ts, out)
+            continue
         data = event.data
         lifecycle = _LIFECYCLES.get(event.type.split(".", 1)[0])
         if lifecycle is not None:
@@ -247,17 +312,17 @@ class _Lifecycle:
 
     entity: Entity
     id_field: str
-    opened: type[Envelope]
-    closed: type[Envelope]
+    opened: str  # the event types that open and close it
+    closed: str
     open_status: str
     opened_at: str
     keeps_history: bool  # its status changes go to trade_status_history
     skip: frozenset[str]  # the id: part of the key, not a column to set
 
 
-_TRADE = _Lifecycle(TRADES, "trade_id", TradeOpenedEvent, TradeClosedEvent, "open",
+_TRADE = _Lifecycle(TRADES, "trade_id", "trade.opened", "trade.closed", "open",
                     "opened_at", keeps_history=True, skip=frozenset({"trade_id"}))  # fmt: skip
-_SIGNAL = _Lifecycle(SIGNALS, "signal_id", SignalEmittedEvent, SignalClosedEvent, "active",
+_SIGNAL = _Lifecycle(SIGNALS, "signal_id", "signal.emitted", "signal.closed", "active",
                      "emitted_at", keeps_history=False, skip=frozenset({"signal_id"}))  # fmt: skip
 _LIFECYCLES = {"trade": _TRADE, "signal": _SIGNAL}
 
@@ -267,16 +332,29 @@ def _lifecycle_change(
 ) -> None:
     data = event.data
     columns, attributes = _split(data, kind.entity, kind.skip)
-    if isinstance(event, kind.opened):
+    _lifecycle_rows(event, version, ts, out, kind, columns, attributes,
+                    getattr(data, kind.id_field))  # fmt: skip
+
+
+def _lifecycle_rows(
+    event: AnyDecoded,
+    version: str,
+    ts: str,
+    out: Projected,
+    kind: _Lifecycle,
+    columns: dict[str, Any],
+    attributes: dict[str, Any],
+    item_id: str,
+) -> None:
+    if event.type == kind.opened:
         columns.setdefault("status", kind.open_status)
         columns.setdefault(kind.opened_at, ts)
-    elif isinstance(event, kind.closed):
+    elif event.type == kind.closed:
         if columns.get("status") not in TERMINAL_STATUSES:
             columns["status"] = "closed"
         columns.setdefault("closed_at", ts)
     explicit, implicit = _tenancy(event)
     columns.update(explicit)
-    item_id = getattr(data, kind.id_field)
     key = (event.source, item_id)
     out.changes.append(
         as_change((kind.entity.table, key, version, ts, columns, attributes, implicit))

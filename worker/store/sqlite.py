@@ -7,6 +7,7 @@ that a PostgreSQL store can later stand beside this one without touching the loo
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import sqlite3
@@ -26,7 +27,7 @@ from worker.store.batch import DeadLetter, Decoded, append_statements, plan_batc
 from worker.store.dbpath import create_private_file
 from worker.store.projections import ENTITIES, project, utc_text
 from worker.store.schema import MIGRATIONS, SCHEMA_VERSION
-from worker.store.sql import run_statements, writer_pragmas
+from worker.store.sql import WalBound, run_statements, writer_pragmas
 from worker.store.write import DbRows, Planned, RowCache, plan_projections, write_planned
 from worker.store.writer import WriterProcess, encode
 
@@ -70,6 +71,7 @@ class SqliteStore:
         self.writer = writer
         self.migration_backup: str | None = None
         self.cache = RowCache(con, cache_rows)
+        self._wal = WalBound(f"{path}-wal")
         self._lock: FileLock | None = None
 
     @classmethod
@@ -177,7 +179,7 @@ class SqliteStore:
             new, conflicts = await self.writer.write(batch)
             return new, conflicts
         assert isinstance(batch, Planned), "pickled for a write process this store lacks"
-        new, conflicts = await self._run(write_planned, batch, self.cache)
+        new, conflicts = await self._run(_write_bounded, batch, self.cache, self._wal)
         return new, conflicts
 
     async def commit(self, good: Sequence[Decoded], dead: Sequence[DeadLetter]) -> tuple[int, int]:
@@ -208,6 +210,16 @@ def _connect(path: Path, synchronous: str, busy_timeout_ms: int) -> sqlite3.Conn
     for pragma in writer_pragmas(synchronous, busy_timeout_ms):
         con.execute(pragma)
     return con
+
+
+def _write_bounded(
+    con: sqlite3.Connection, batch: Planned, cache: RowCache, wal: WalBound
+) -> tuple[int, int]:
+    """:func:`write_planned`, then the WAL kept bounded (as the write process does)."""
+    done = write_planned(con, batch, cache)
+    with contextlib.suppress(sqlite3.Error):  # committed already; tried again after the next
+        wal.after_commit(con)
+    return done
 
 
 def _rebuild(con: sqlite3.Connection, chunk: int) -> int:

@@ -37,7 +37,7 @@ from typing import IO, Any
 
 import anyio
 
-from worker.store.sql import writer_pragmas
+from worker.store.sql import WalBound, writer_pragmas
 from worker.store.write import Planned, RowCache, write_planned
 
 log = logging.getLogger(__name__)
@@ -287,6 +287,7 @@ def child_main(argv: list[str]) -> int:
     cache = RowCache(con, cache_rows)
     tune_gc()  # a collection every 700 allocations would walk the row cache again and again
     _send(out, ("ready", os.getpid()))
+    wal = WalBound(f"{path}-wal")
     while (batch := _receive(inp)) is not None:
         try:
             _send(out, ("ok", write_planned(con, batch, cache)))  # rolls back on errors
@@ -294,6 +295,9 @@ def child_main(argv: list[str]) -> int:
             break
         except Exception as exc:
             _send(out, ("error", _error(exc)))
+            continue
+        with contextlib.suppress(sqlite3.Error):  # committed already; tried after the next
+            wal.after_commit(con)
     con.close()
     return 0
 
