@@ -73,3 +73,30 @@ async def test_an_answer_serves_only_askers_whose_last_commit_it_holds() -> None
     assert await shared.get("page", compute, seen=5, at_least=0) == 1  # an API poller
     assert await shared.get("page", compute, seen=6, at_least=6) == 2  # heard of 6
     assert await shared.get("page", compute, seen=7, at_least=6) == 2  # 2 holds 6
+
+
+async def test_while_nothing_commits_an_answer_serves_everyone_until_the_quarter_hour(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past its second, an answer is reused only while the database's last commit is
+    still the one it began with, within ``idle_s`` and its quarter hour."""
+    import worker.http.shared as shared_module
+
+    shared = SharedAnswers(ttl_s=0.0, idle_s=60)
+    made = []
+
+    async def compute() -> int:
+        made.append(1)
+        return len(made)
+
+    assert await shared.get("page", compute, seen=5, version=9) == 1
+    assert await shared.get("page", compute, seen=5, at_least=5, version=9) == 1  # unchanged
+    assert await shared.get("page", compute, seen=5, at_least=5, version=10) == 2  # a commit
+    assert await shared.get("page", compute, seen=5) == 3  # no version: no idle reuse
+    assert await shared.get("page", compute, seen=5, version=10) == 4  # 3 had no version
+    quarter = shared_module._quarter_hour()
+    monkeypatch.setattr(shared_module, "_quarter_hour", lambda: quarter + 1)
+    assert await shared.get("page", compute, seen=5, version=10) == 5  # the clock moved on
+    assert await shared.get("page", compute, seen=5, version=10) == 5
+    shared.idle_s = 0.0
+    assert await shared.get("page", compute, seen=5, version=10) == 6  # idle_s is up

@@ -130,7 +130,8 @@ class Server:
         self.tokens = TokenStore(config.tokens)
         self.sessions = Sessions()
         self.watch = CommitWatch(config.db, config.poll_s)
-        self.dashboards = SharedAnswers(ttl_s=1.0)
+        self.dashboards = SharedAnswers(ttl_s=1.0, idle_s=60.0)
+        self.pipelines = SharedAnswers(ttl_s=1.0)
         self._redis: Any = None
 
     # --- who is asking ---------------------------------------------------------
@@ -239,15 +240,19 @@ class Server:
         # The last commit the page heard of on its live stream: the answer must hold it.
         at_least = _seq(params.pop("min_seq", None))
         key = (principal, json.dumps(params, sort_keys=True))  # the answer names the token
+        db = self.config.db
+        seen = self.watch.seq  # what an answer begun now holds at least
+        version = await self.run(reads.max_seq, db)  # the file's last commit, now
 
         async def compute() -> dict[str, Any]:
-            data: dict[str, Any] = await self.run(seed.dashboard, self.config.db, principal, params)
-            if principal.admin:
-                data["health"]["pipeline"] = await self.pipeline()
+            data: dict[str, Any] = await self.run(seed.dashboard_data, db, principal, params)
             return data
 
-        seen = self.watch.seq  # what an answer begun now holds at least
-        return JSONResponse(await self.dashboards.get(key, compute, seen, at_least))
+        data = await self.dashboards.get(key, compute, seen, at_least, version)
+        live: dict[str, Any] = await self.run(seed.dashboard_live, db, principal)
+        if principal.admin:  # one look at Redis a second, whoever asks
+            live["health"]["pipeline"] = await self.pipelines.get("pipeline", self.pipeline)
+        return JSONResponse({**live, **data})
 
     async def pipeline(self) -> dict[str, Any]:
         c = self.config
