@@ -67,6 +67,7 @@ TARGETS = (
     Target("reads_slowest_ms", "slowest read query (median)", "<=", 100.0, " ms"),
     Target("http_slowest_p99_ms", "HTTP p99, slowest route", "<=", 100.0, " ms"),
     Target("http_drain_ratio", "drain, 20 dashboards/alone", ">=", 0.9),
+    Target("http_commit_to_client_p99_ms", "commit to client p99", "<=", 1e3, " ms"),
 )
 
 
