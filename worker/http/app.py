@@ -242,13 +242,12 @@ class Server:
         key = (principal, json.dumps(params, sort_keys=True))  # the answer names the token
         db = self.config.db
         seen = self.watch.seq  # what an answer begun now holds at least
-        version = await self.run(reads.max_seq, db)  # the file's last commit, now
 
         async def compute() -> dict[str, Any]:
             data: dict[str, Any] = await self.run(seed.dashboard_data, db, principal, params)
             return data
 
-        data = await self.dashboards.get(key, compute, seen, at_least, version)
+        data = await self.dashboards.get(key, compute, seen, at_least)
         live: dict[str, Any] = await self.run(seed.dashboard_live, db, principal)
         if principal.admin:  # one look at Redis a second, whoever asks
             live["health"]["pipeline"] = await self.pipelines.get("pipeline", self.pipeline)

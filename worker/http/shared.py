@@ -9,12 +9,12 @@ stream) the answer already holds: each answer remembers the commit the server ha
 seen when it began. So a page never gets an answer older than a commit it was told
 of, and a burst of commits costs a few computations, not one per commit per page.
 
-While nothing commits, an answer is the answer: each asker passes ``version``, the
-database's last commit read just then (not the live stream's, which lags a poll),
-and an answer begun when the database's last commit was already that one is reused
-by everyone for up to ``idle_s``, never past the end of the quarter hour it was
-made in (every zone's midnight falls on one: "today", the week and the calendar's
-default range move with the clock, not with commits).
+While nothing commits, an answer is the answer: as long as the last commit the
+server has heard of is still the one it had heard of when the answer began, the
+answer is reused by everyone for up to ``idle_s`` (the same promise: it holds every
+commit the server had told anyone of), never past the end of the quarter hour it
+was made in (every zone's midnight falls on one: "today", the week and the
+calendar's default range move with the clock, not with commits).
 """
 
 from __future__ import annotations
@@ -38,16 +38,15 @@ def _quarter_hour() -> int:
 class _Kept:
     made: float  # time.monotonic() when its computation ended
     seen: int  # the last commit the server had heard of then
-    version: int | None  # the database's last commit then, read fresh
     quarter: int  # the quarter hour it began in
     value: Any
 
 
 class SharedAnswers:
-    """``await get(key, compute, seen, at_least, version)``: ``compute()`` once per key
-    at a time; its answer, begun when commit ``seen`` was the last heard of, serves
-    ``at_least <= seen`` for ``ttl_s``, and anyone for ``idle_s`` while the database's
-    last commit is still ``version``."""
+    """``await get(key, compute, seen, at_least)``: ``compute()`` once per key at a
+    time; its answer, begun when commit ``seen`` was the last heard of, serves
+    ``at_least <= seen`` for ``ttl_s``, and anyone for ``idle_s`` while ``seen`` is
+    still the last commit heard of."""
 
     def __init__(self, ttl_s: float = 1.0, limit: int = 256, idle_s: float = 0.0) -> None:
         self.ttl_s = ttl_s
@@ -57,13 +56,13 @@ class SharedAnswers:
         self._kept: OrderedDict[Hashable, _Kept] = OrderedDict()
         self._running: dict[Hashable, anyio.Event] = {}
 
-    def _usable(self, kept: _Kept | None, at_least: int, version: int | None) -> bool:
+    def _usable(self, kept: _Kept | None, seen: int, at_least: int) -> bool:
         if kept is None:
             return False
         age = time.monotonic() - kept.made
         if age < self.ttl_s and kept.seen >= at_least:
             return True
-        unchanged = version is not None and kept.version == version
+        unchanged = kept.seen == seen >= at_least  # no commit heard of since it began
         return unchanged and age < self.idle_s and kept.quarter == _quarter_hour()
 
     async def get(
@@ -72,11 +71,10 @@ class SharedAnswers:
         compute: Callable[[], Awaitable[Any]],
         seen: int = 0,
         at_least: int = 0,
-        version: int | None = None,
     ) -> Any:
         while True:
             kept = self._kept.get(key)
-            if self._usable(kept, at_least, version):
+            if self._usable(kept, seen, at_least):
                 return kept.value  # type: ignore[union-attr]
             running = self._running.get(key)
             if running is None:
@@ -87,7 +85,7 @@ class SharedAnswers:
         try:
             value = await compute()
             self.computed += 1
-            self._kept[key] = _Kept(time.monotonic(), seen, version, quarter, value)
+            self._kept[key] = _Kept(time.monotonic(), seen, quarter, value)
             self._kept.move_to_end(key)
             while len(self._kept) > self.limit:
                 self._kept.popitem(last=False)
