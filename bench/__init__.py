@@ -134,7 +134,14 @@ def _http_rows(http: dict[str, Any] | None) -> list[tuple[str, Any]]:
          f"{http['wal_end_mb_beside_dashboards']:.1f}"),
         ("http: their p50 / p99 ms", f"{http['dashboard_p50_ms_during_drain'] or 0:.0f} / "
          f"{http['dashboard_p99_ms_during_drain'] or 0:.0f}"),
+        ("http: serve's nice (the deploy unit's Nice=)", http["serve_nice"]),
     ]  # fmt: skip
+    live = http["live"]
+    for name in ("commit_to_client", "publish_to_client"):
+        r = live[name]
+        spread = f"p50 {r['p50_ms']:.0f} / p99 {r['p99_ms']:.0f} / max {r['max_ms']:.0f}"
+        rows.append((f"http live: {name.replace('_', ' ')} ms", spread))
+    rows.append(("http live: events, trades/s", f"{live['events']:,}, {live['trades_per_s']:g}"))
     return rows
 
 

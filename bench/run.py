@@ -8,8 +8,8 @@
 5. scale: the drain again with history already in the database;
 6. backlog: the worker's peak RSS draining a large backlog;
 7. reads: every read-side query case timed on 1,000,000 closed trades (``reads.py``);
-8. http: ``tradescribe serve`` on that database, 20 clients, and the drain beside 20
-   dashboards (``httpload.py``).
+8. http: ``tradescribe serve`` on that database, 20 clients, the drain beside 20
+   dashboards, and commit-to-client latency on the live stream (``httpload.py``).
 """
 
 from __future__ import annotations
@@ -361,7 +361,8 @@ def phase_http(bench: Bench, figures: dict[str, Any]) -> None:
     try:
         with bench.console.status(
             f"http: {httpload.CLIENTS} clients for {sz.http_s:g}s, then the drain of "
-            f"{sz.http_drain:,} events alone and beside {httpload.CLIENTS} dashboards"
+            f"{sz.http_drain:,} events alone and beside {httpload.CLIENTS} dashboards, then "
+            "commits timed to a live-stream client"
         ):
             result = httpload.measure_http(bench.client, s, sz.http_s, sz.http_drain, bench.log)
     finally:
@@ -373,4 +374,5 @@ def phase_http(bench: Bench, figures: dict[str, Any]) -> None:
         http_drain_ratio=result["drain_ratio"],
         # the WAL over both drains with a worker committing: alone, and beside readers
         wal_max_mb=max(figures["drain_wal_max_mb"], result["wal_max_mb_beside_dashboards"]),
+        http_commit_to_client_p99_ms=result["commit_to_client_p99_ms"],
     )

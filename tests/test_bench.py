@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import readdata
+from bench import httpload, readdata
+from bench.run import SMOKE
 from bench.serve_http import CASES
 from bench.workload import SourceFlow, check_sample, wire_events
 from contracts.query import QUERIES
@@ -122,6 +123,13 @@ def test_quick_bench_writes_every_figure_and_prints_the_targets(tmp_path: Path) 
         http["drain_beside_dashboards_events_per_s"] / http["drain_alone_events_per_s"]
     )
     assert http["dashboard_fetches_during_drain"] > 0
+    assert http["serve_nice"] == httpload.SERVE_NICE  # as the deploy unit runs it
+    live = http["live"]  # each published event heard on the live stream, timed
+    assert live["events"] == 2 * max(int(SMOKE.http_s * httpload.LIVE_TRADES_PER_S), 1)
+    for spread in (live["commit_to_client"], live["publish_to_client"]):
+        assert 0 < spread["p50_ms"] <= spread["p99_ms"] <= spread["max_ms"]
+    assert figures["http_commit_to_client_p99_ms"] == live["commit_to_client"]["p99_ms"]
+    assert "commit to client p99" in out.stdout
     assert {"http_slowest_p99_ms", "http_drain_ratio"} <= {v["key"] for v in figures["targets"]}
     assert "HTTP p99, slowest route" in out.stdout
     assert "drain, 20 dashboards/alone" in out.stdout

@@ -83,3 +83,10 @@ def test_systemd_analyze_verify_accepts_the_serve_unit(tmp_path: Path, source: P
                          timeout=60)  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert source.name not in run.stderr, run.stderr
+
+
+def test_the_bench_runs_serve_at_the_units_cpu_priority() -> None:
+    """docs/benchmark.md's drain ratio holds for serve as deployed: below the worker."""
+    from bench.httpload import SERVE_NICE
+
+    assert int(_service()["Nice"]) == SERVE_NICE > 0

@@ -474,3 +474,16 @@ def test_without_a_named_redis_serve_never_talks_to_redis(tmp_path: Path, site: 
         assert "no --redis-url" in reply.json()["error"]
     finally:
         proc.stop()
+
+
+def test_clean_rounds_every_float_at_any_depth_and_leaves_the_rest() -> None:
+    class Price(float):
+        pass
+
+    value = {"a": 0.1 + 0.2, "b": [1, True, None, "x", -1e-12, {"c": float("inf")}],
+             "d": Price(-103.78499999999985), "e": (0.1 + 0.2,)}  # fmt: skip
+    got = clean(value)
+    assert got == {"a": 0.3, "b": [1, True, None, "x", 0.0, {"c": None}], "d": -103.785,
+                   "e": (0.1 + 0.2,)}  # fmt: skip
+    assert str(got["b"][4]) == "0.0"  # never -0.0
+    assert type(got["b"][1]) is bool

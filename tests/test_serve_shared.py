@@ -73,3 +73,31 @@ async def test_an_answer_serves_only_askers_whose_last_commit_it_holds() -> None
     assert await shared.get("page", compute, seen=5, at_least=0) == 1  # an API poller
     assert await shared.get("page", compute, seen=6, at_least=6) == 2  # heard of 6
     assert await shared.get("page", compute, seen=7, at_least=6) == 2  # 2 holds 6
+
+
+async def test_while_nothing_commits_an_answer_serves_everyone_until_the_quarter_hour(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past its second, an answer is reused only while the last commit heard of is
+    still the one it began with, within ``idle_s`` and its quarter hour."""
+    import worker.http.shared as shared_module
+
+    shared = SharedAnswers(ttl_s=0.0, idle_s=60)
+    made = []
+
+    async def compute() -> int:
+        made.append(1)
+        return len(made)
+
+    assert await shared.get("page", compute, seen=5) == 1
+    assert await shared.get("page", compute, seen=5, at_least=5) == 1  # nothing since
+    assert await shared.get("page", compute, seen=6) == 2  # a commit since
+    assert await shared.get("page", compute, seen=6, at_least=7) == 3  # heard of more
+    assert await shared.get("page", compute, seen=6) == 3
+    quarter = shared_module._quarter_hour()
+    monkeypatch.setattr(shared_module, "_quarter_hour", lambda: quarter + 1)
+    assert await shared.get("page", compute, seen=6) == 4  # the clock moved on
+    assert await shared.get("page", compute, seen=6) == 4
+    shared.idle_s = 0.0
+    assert await shared.get("page", compute, seen=6) == 5  # idle_s is up
+    assert await SharedAnswers(ttl_s=0.0).get("page", compute, seen=6) == 6  # idle_s 0: off

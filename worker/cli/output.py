@@ -42,8 +42,13 @@ def cell(value: object) -> Text:
     return Text(terminal_text("" if value is None else value))
 
 
+_NUMBERS = frozenset({int, float, bool, type(None)})
+
+
 def csv_cell(value: Any) -> Any:
     """``value`` as a CSV cell a spreadsheet shows and never evaluates."""
+    if type(value) in _NUMBERS:  # most cells: nothing to neutralise
+        return value
     if isinstance(value, dict | list):
         value = json.dumps(value)
     formula = isinstance(value, str) and value.startswith(_FORMULA_START)

@@ -12,6 +12,7 @@ Every method blocks (the server runs them in threads).
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,7 +42,8 @@ class Unavailable(TradescribeError):
 class Answers(Protocol):
     def query(self, p: Principal, name: str, params: dict[str, Any]) -> dict[str, Any]: ...
     def seed(self, p: Principal, name: str, params: dict[str, Any]) -> Any: ...
-    def dashboard(self, p: Principal, params: dict[str, Any]) -> dict[str, Any]: ...
+    def dashboard_data(self, p: Principal, params: dict[str, Any]) -> dict[str, Any]: ...
+    def dashboard_live(self, p: Principal) -> dict[str, Any]: ...
     def bots(self, p: Principal, params: dict[str, Any]) -> list[dict[str, Any]]: ...
     def health(self, p: Principal) -> dict[str, Any]: ...
     def dead_letters(self, limit: int) -> list[dict[str, Any]]: ...
@@ -61,8 +63,11 @@ class LocalAnswers:
     def seed(self, p: Principal, name: str, params: dict[str, Any]) -> Any:
         return seed.ROUTES[name](self.db, p, params)
 
-    def dashboard(self, p: Principal, params: dict[str, Any]) -> dict[str, Any]:
-        return seed.dashboard(self.db, p, params)
+    def dashboard_data(self, p: Principal, params: dict[str, Any]) -> dict[str, Any]:
+        return seed.dashboard_data(self.db, p, params)
+
+    def dashboard_live(self, p: Principal) -> dict[str, Any]:
+        return seed.dashboard_live(self.db, p)
 
     def bots(self, p: Principal, params: dict[str, Any]) -> list[dict[str, Any]]:
         return reads.bots(self.db, p, params)
@@ -125,10 +130,14 @@ class RemoteAnswers:
         args = {"route": name, "params": params, "scope": scope_of(p)}
         return self.ask("seed", args)["value"]
 
-    def dashboard(self, p: Principal, params: dict[str, Any]) -> dict[str, Any]:
+    def dashboard_data(self, p: Principal, params: dict[str, Any]) -> dict[str, Any]:
         found: dict[str, Any] = self.ask("dashboard", {"params": params, "scope": scope_of(p)})
-        found["whoami"] = reads.clean(p.as_dict())  # the worker knows a scope, not a token
         return found
+
+    def dashboard_live(self, p: Principal) -> dict[str, Any]:
+        # the worker knows a scope, not a token: who is asking is said here
+        return {"whoami": reads.clean(p.as_dict()), "now": dt.datetime.now(dt.UTC).isoformat(),
+                "health": self.health(p)}  # fmt: skip
 
     def bots(self, p: Principal, params: dict[str, Any]) -> list[dict[str, Any]]:
         found = self.ask("bots", {"params": params, "scope": scope_of(p)})

@@ -34,13 +34,31 @@ DECIMALS = 10
 QUERY_NAMES = tuple(QUERIES)
 
 
+_AS_IS = frozenset({str, int, bool, type(None)})  # cells clean() returns untouched
+
+
+def _clean_float(value: float) -> float | None:
+    if not math.isfinite(value):
+        return None
+    rounded = round(value, DECIMALS)
+    return 0.0 if rounded == 0 else rounded
+
+
 def clean(value: Any) -> Any:
-    """Floats rounded to ``DECIMALS`` (no 0.30000000000000004), recursively."""
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return None
-        rounded = round(value, DECIMALS)
-        return 0.0 if rounded == 0 else rounded
+    """Floats rounded to ``DECIMALS`` (no 0.30000000000000004), recursively. The plain
+    types are tested first, by ``type``: a page of 1,000 rows has 17,000 cells (this
+    walk was a third of a CSV page's time)."""
+    kind = type(value)
+    if kind in _AS_IS:
+        return value
+    if kind is float:
+        return _clean_float(value)
+    if kind is dict:
+        return {k: v if type(v) in _AS_IS else clean(v) for k, v in value.items()}
+    if kind is list:
+        return [v if type(v) in _AS_IS else clean(v) for v in value]
+    if isinstance(value, float):  # subclasses, as before
+        return _clean_float(value)
     if isinstance(value, dict):
         return {k: clean(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -116,8 +116,17 @@ def equity(
     return {"by": "trade", "start": start, "points": points}
 
 
-def dashboard(db: Path, p: Principal, params: dict[str, Any]) -> dict[str, Any]:
-    """Everything the page shows, in one answer (one snapshot per refresh)."""
+def dashboard_live(db: Path, p: Principal) -> dict[str, Any]:
+    """The parts of the dashboard that move with the clock, not with commits (the
+    commit's age) or without an event (an admin's dead letters, the file's size):
+    made for every request, a millisecond."""
+    return {"whoami": clean(p.as_dict()), "now": dt.datetime.now(dt.UTC).isoformat(),
+            "health": clean(health(db, p))}  # fmt: skip
+
+
+def dashboard_data(db: Path, p: Principal, params: dict[str, Any]) -> dict[str, Any]:
+    """The parts of the dashboard that change only with commits (and with the day):
+    the costly ones, which the server shares (``worker/http/shared.py``)."""
     tz = _pick({"tz": params.get("tz")}, "tz")
     history_filters = {**_pick(params, "tz", "symbol", "side", "strategy", "since", "until",
                                "status", "offset"), "limit": params.get("limit") or 50}  # fmt: skip
@@ -126,10 +135,7 @@ def dashboard(db: Path, p: Principal, params: dict[str, Any]) -> dict[str, Any]:
     calendar = run_scoped(db, p, "calendar", tz)  # the calendar card and the equity curve
     # run_scoped's answers are clean already; the rest is cleaned here (cleaning the
     # whole answer again walked its 140 kB a second time).
-    out: dict[str, Any] = {
-        "whoami": clean(p.as_dict()),
-        "now": dt.datetime.now(dt.UTC).isoformat(),
-        "health": clean(health(db, p)),
+    return {
         "pnl": pnl,
         "bots": clean(bots(db, p, tz)),
         "open_trades": run_scoped(db, p, "active-trades", {}),
@@ -137,5 +143,4 @@ def dashboard(db: Path, p: Principal, params: dict[str, Any]) -> dict[str, Any]:
         "calendar": calendar,
         "daily_loss": run_scoped(db, p, "daily-loss", tz),
         "equity": clean(equity(db, p, tz, all_time, calendar)),
-    }  # fmt: skip
-    return out
+    }

@@ -79,9 +79,10 @@ async def _read(worker: Worker, fn: Any, *args: Any, quick: bool = False) -> Any
 
 @command("dashboard", Scoped)
 async def dashboard(worker: Worker, args: Scoped) -> dict[str, Any]:
-    """The dashboard page's one answer (``GET /api/v1/dashboard``)."""
+    """The parts of the dashboard page's answer that change only with commits
+    (``GET /api/v1/dashboard`` adds the clock-bound part: ``health`` and the time)."""
     found: dict[str, Any] = await _read(
-        worker, LocalAnswers.dashboard, principal_of(args.scope), dict(args.params)
+        worker, LocalAnswers.dashboard_data, principal_of(args.scope), dict(args.params)
     )
     return found
 
