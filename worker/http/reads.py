@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from contracts.query import (
     connect_readonly,
     parse_filters,
 )
+from contracts.query_db import ReadConnection
 from contracts.query_sql import ACTIVE_TRADE, summarise
 from contracts.query_stats import EMPTY, MIDNIGHT, has_table
 from worker.http.tokens import Principal
@@ -128,7 +128,7 @@ def bots(db: Path, principal: Principal, params: dict[str, Any]) -> list[dict[st
 
 
 def _closed_by_source(
-    con: sqlite3.Connection, where: str, args: list[Any]
+    con: ReadConnection, where: str, args: list[Any]
 ) -> dict[str, tuple[Any, ...]]:
     """Per source in scope: trades, wins, losses, gross profit and loss, best, worst,
     and its last day in ``trade_days`` (a row kept with ``trades = 0`` included)."""
@@ -176,7 +176,7 @@ class Tally:
 _TALLIES: dict[tuple[Any, ...], Tally] = {}
 
 
-def _tally(con: sqlite3.Connection, db: Path, principal: Principal) -> Tally:
+def _tally(con: ReadConnection, db: Path, principal: Principal) -> Tally:
     scope = ("*",) if principal.admin else (principal.accounts, principal.sources)
     key = (str(db), *scope)
     known = _TALLIES.get(key) or Tally()
