@@ -192,10 +192,24 @@ def connect_postgres(url: str, *, read_only: bool) -> Any:
             f"cannot connect to PostgreSQL at {mask_url(url)}: {reason}; check the URL "
             "and that the server runs"
         ) from None
+    con.adapters.register_loader("float8", _float_loader(psycopg))
     if read_only:
         con.read_only = True
         con.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     return con
+
+
+@functools.cache
+def _float_loader(psycopg: Any) -> type:
+    """float8 as SQLite gives it back: -0.0 is 0.0 there (SQLite stores a whole REAL as
+    an integer), so a sell closed at its entry price reads ``0.0`` on both engines."""
+    from psycopg.types.numeric import FloatLoader
+
+    class Float(FloatLoader):
+        def load(self, data: Any) -> float:
+            return super().load(data) + 0.0
+
+    return Float
 
 
 @contextlib.contextmanager

@@ -36,6 +36,7 @@ from contracts.query_stats import (
     resolve_symbols,
     skip_days,
     stats,
+    tidy,
 )
 from contracts.vocabulary import ROW_TENANCY
 
@@ -347,7 +348,8 @@ def _daily_local(
                {d.count_if("t.realized_pnl < 0")}
         FROM days d JOIN trades t ON t.closed_at >= d.lo AND t.closed_at < d.hi
         {where.sql} GROUP BY d.day ORDER BY d.day"""
-    return [tuple(r) for r in con.execute(sql, [json.dumps(days), *where.params]).fetchall()]
+    found = con.execute(sql, [json.dumps(days), *where.params]).fetchall()
+    return [(r[0], r[1], tidy(r[2]), r[3], r[4]) for r in found]
 
 
 def daily_loss(con: ReadConnection, f: Filters, now: Now) -> QueryResult:

@@ -57,6 +57,18 @@ def can_use_months(con: ReadConnection, f: Filters) -> bool:
     return f.status in (None, "closed") and has_table(con, "trade_months")
 
 
+# A float sum is rounded to this many decimals as it leaves the database: SQLite and
+# PostgreSQL add rows in their own order, and the last bits of a float sum depend on it
+# (-532.12499999999 or -532.12500000001, shown as -532.12 or -532.13). Money has fewer
+# decimals than this; the sum's error is far below it.
+SUM_DIGITS = 9
+
+
+def tidy(value: float | None) -> float:
+    """A float sum from SQL, independent of the order the engine added its rows in."""
+    return round(value, SUM_DIGITS) + 0.0 if value else 0.0
+
+
 def merge(a: Sequence[Any], b: Sequence[Any]) -> tuple[Any, ...]:
     """Two (count, wins, losses, gross profit, gross loss, best, worst) summed."""
     best = [x for x in (a[5], b[5]) if x is not None]
@@ -274,7 +286,8 @@ def stats(
     def add(sql: str, params: list[Any]) -> None:
         for record in con.execute(sql, params):
             key = (record[0] or "(none)") if group else None
-            out[key] = merge(out.get(key, EMPTY), record[1:])
+            sums = (*record[1:4], tidy(record[4]), tidy(record[5]), *record[6:])
+            out[key] = merge(out.get(key, EMPTY), sums)
 
     def summed(table: str, period: str, first: str | None, end: str | None) -> None:
         where, params = _summed_where(f, symbols, period, first, end)
@@ -313,7 +326,7 @@ def daily_utc(con: ReadConnection, f: Filters, first: str, last: str) -> list[tu
     sql = f"""SELECT day, {d.isum("trades")}, {d.total("gross_profit")} + {d.total("gross_loss")},
         {d.isum("wins")}, {d.isum("losses")} FROM trade_days WHERE {" AND ".join(parts)}
         GROUP BY day ORDER BY day"""
-    return [tuple(r) for r in con.execute(sql, params).fetchall()]
+    return [(r[0], r[1], tidy(r[2]), r[3], r[4]) for r in con.execute(sql, params).fetchall()]
 
 
 def counts_since(
@@ -330,7 +343,7 @@ def counts_since(
         where, where_params = raw_where(d, f, None, None)
         record = con.execute(f"SELECT {', '.join(cols)} FROM trades{where}",
                              [*params, *where_params]).fetchone()  # fmt: skip
-        return [(record[2 * i] or 0, record[2 * i + 1]) for i in range(len(starts))]
+        return [(record[2 * i] or 0, tidy(record[2 * i + 1])) for i in range(len(starts))]
     if can_use_months(con, f):
         # each period summed like a history summary: months, days, edges (a few
         # thousand aggregate rows for all of history; the short periods read days)
@@ -353,12 +366,12 @@ def counts_since(
                          [*params, *where_params]).fetchone()  # fmt: skip
     out = []
     for i, edge in enumerate(edges):
-        n, net = record[2 * i] or 0, record[2 * i + 1]
+        n, net = record[2 * i] or 0, tidy(record[2 * i + 1])
         for edge_lo, edge_hi in edge:
             sql, edge_params = raw_where(d, f, edge_lo, edge_hi)
             more = con.execute(f"SELECT count(*), {d.total('realized_pnl')} FROM trades{sql}",
                                edge_params).fetchone()  # fmt: skip
-            n, net = n + more[0], net + more[1]
+            n, net = n + more[0], net + tidy(more[1])
         out.append((n, net))
     return out
 
@@ -385,7 +398,7 @@ def _pieces_from_trades(
         WHERE t.status = 'closed'{where} GROUP BY 1"""
     out = [(0, 0.0, 0, 0)] * len(ranges)
     for key, n, pnl, wins, losses in con.execute(sql, [json.dumps(ranges), *params]):
-        out[key] = (n, pnl, wins or 0, losses or 0)
+        out[key] = (n, tidy(pnl), wins or 0, losses or 0)
     return out
 
 

@@ -29,13 +29,12 @@ from tests.helpers import (
     wait_for,
     worker_listening,
 )
-from tests.pgfix import create_database, postgres_admin_url
+from tests.pgfix import create_database
 from worker.cli.app import app
 from worker.errors import AlreadyRunningError, ConfigError
 from worker.settings import Settings, load_settings
 from worker.store.pgmaint import migrate, rebuild, rebuild_check
 
-__all__ = ["postgres_admin_url"]  # the fixture, for the tests below
 pytestmark = pytest.mark.timeout(180)
 
 
