@@ -117,7 +117,7 @@ class ReadConnection:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         if self.d is SQLITE:
             return self.con.execute(sql, params)  # type: ignore[no-any-return]
-        return self.con.execute(_pg_marks(sql), params)  # type: ignore[no-any-return]
+        return self.con.execute(pg_marks(sql), params)  # type: ignore[no-any-return]
 
     def renew(self) -> None:
         """See what was committed since (a poll): PostgreSQL's snapshot is per
@@ -127,7 +127,7 @@ class ReadConnection:
 
 
 @functools.lru_cache(maxsize=512)
-def _pg_marks(sql: str) -> str:
+def pg_marks(sql: str) -> str:
     """``?`` marks as psycopg's ``%s`` (a literal ``%`` doubled). The queries hold no
     ``?`` inside a string literal."""
     return re.sub(r"\?", "%s", sql.replace("%", "%%"))
