@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -153,6 +155,67 @@ def rebuild(
         )
     if not result["equal"]:
         raise typer.Exit(1)
+
+
+@db_app.command("copy")
+def copy(
+    source: Annotated[
+        Path, typer.Option("--from", help="The SQLite database file to copy (worker may run).")
+    ],
+    to: Annotated[
+        str, typer.Option("--to", help="postgresql://user@host/dbname (an existing database).")
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy an SQLite database into PostgreSQL: every table, verified by row counts and
+    checksums on both sides; a second run copies nothing new."""
+    from worker.settings import check_postgres_url
+
+    try:
+        check_postgres_url(to)
+    except ValueError as exc:
+        raise BackupError(f"--to {mask_url(to)}: {exc}") from None
+    from worker.store import pgcopy
+
+    console = Console(stderr=True)
+    with _progress(console, enabled=not as_json) as progress:
+        result = anyio.run(lambda: pgcopy.copy(source, to, progress))
+    if as_json:
+        _emit(result, True, [])
+        return
+    table = Table("table", "sqlite rows", "postgresql rows", "copied", "checksum", "equal",
+                  title=f"db copy {result['from']} -> {result['to']}")  # fmt: skip
+    for t in result["tables"]:
+        same = t["sqlite_checksum"] == t["postgresql_checksum"]
+        checksum = (
+            t["sqlite_checksum"] if same else f"{t['sqlite_checksum']} / {t['postgresql_checksum']}"
+        )
+        table.add_row(t["table"], f"{t['sqlite_rows']:,}", f"{t['postgresql_rows']:,}",
+                      f"{t['copied']:,}", checksum, "yes" if t["equal"] else "NO")  # fmt: skip
+    Console().print(table)
+    rows = sum(t["sqlite_rows"] for t in result["tables"])
+    typer.echo(
+        f"EQUAL: {len(result['tables'])} tables, {rows:,} rows; copied {result['copied']:,} rows"
+    )
+
+
+@contextlib.contextmanager
+def _progress(
+    console: Console, enabled: bool
+) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    """``progress(what, total)``: a rich progress bar per phase, on a terminal only."""
+    from rich.progress import MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    shown = enabled and console.is_terminal
+    columns = (*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeRemainingColumn())
+    bars = Progress(*columns, console=console, disable=not shown, transient=True)
+
+    def start(what: str, total: int) -> Callable[[int], None]:
+        task = bars.add_task(what, total=total)
+        return lambda n: bars.advance(task, n)
+
+    with bars:
+        yield start
 
 
 def backup(
