@@ -17,7 +17,7 @@ from rich.table import Table
 
 from contracts.redisurl import mask_url
 from worker.cli.options import ConfigOpt, DbOpt, GroupOpt, JsonOpt, RedisOpt, StreamOpt
-from worker.settings import load_settings
+from worker.settings import Settings, load_settings
 from worker.store import maintenance, pgsql
 from worker.store.backup import BackupError, default_backup_dir, restore, take_backup
 from worker.store.schema import SCHEMA_VERSION
@@ -222,14 +222,27 @@ def backup(
     config: ConfigOpt = None,
     db: DbOpt = None,
     to: Annotated[
-        Path | None, typer.Option("--to", help="Folder (default: backups/ beside the db).")
+        Path | None,
+        typer.Option(
+            "--to", help="Folder (default: backups/ beside the db; PostgreSQL: ./backups)."
+        ),
     ] = None,
     keep: Annotated[int, typer.Option(min=0, help="Keep the newest N backups (0: all).")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
-    """An online, consistent copy (SQLite backup API) while the worker keeps writing."""
+    """An online, consistent copy while the worker keeps writing (SQLite's backup API;
+    on PostgreSQL, pg_dump)."""
     settings = load_settings(config, db=db)
-    settings.sqlite_file("tradescribe backup (on PostgreSQL: pg_dump)")
+    if settings.database_url is not None:
+        from worker.store import pgbackup
+
+        out = pgbackup.dump(settings.database_url, to or settings.backup_dir or Path("backups"),
+                            keep)  # fmt: skip
+        lines = [f"backup {out['path']} (pg_dump --format=custom of {out['db']}): "
+                 f"{out['events']} events, last stream id {out['last_stream_id']}, "
+                 f"{out['bytes']} bytes"]  # fmt: skip
+        _emit(out, as_json, lines + [f"removed old backup {p}" for p in out["removed"]])
+        return
     to_dir = to or settings.backup_dir or default_backup_dir(settings.db)
     result = take_backup(settings.db, to_dir, keep)
     lines = [
@@ -257,9 +270,18 @@ def restore_command(
     group: GroupOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Replace the database with a backup (worker stopped; integrity checked first)."""
+    """Replace the database with a backup (worker stopped; integrity checked first). On
+    PostgreSQL: pg_restore of a `tradescribe backup` dump into an empty database."""
     settings = load_settings(config, db=db, redis_url=redis_url, stream=stream, group=group)
-    settings.sqlite_file("tradescribe restore (on PostgreSQL: pg_restore)")
+    if settings.database_url is not None:
+        from worker.store import pgbackup
+
+        result = pgbackup.restore(file, settings.database_url)
+        lines = [f"restored {file} into {result['db']} (pg_restore): {result['events']} "
+                 f"events, last stream id {result['last_stream_id']}"]  # fmt: skip
+        _rewound(result, rewind_group, settings, lines)
+        _emit(result, as_json, lines)
+        return
     if file.resolve() == settings.db.resolve():
         raise BackupError(f"{file} is the database itself; give a backup file")
     to_dir = settings.backup_dir or default_backup_dir(settings.db)
@@ -270,12 +292,17 @@ def restore_command(
     ]
     if result["previous_saved_as"]:
         lines.append(f"the previous database was saved as {result['previous_saved_as']}")
-    if rewind_group:
+    _rewound(result, rewind_group, settings, lines)
+    _emit(result, as_json, lines)
+
+
+def _rewound(result: dict[str, Any], wanted: bool, settings: Settings, lines: list[str]) -> None:
+    """``--rewind-group``: the group reads again after the backup's last stream id."""
+    if wanted:
         last = str(result["last_stream_id"] or "0")
         rewind(settings.redis_url, settings.stream, settings.group, last)
         result["group_rewound_to"] = last
         lines.append(f"group '{settings.group}' of '{settings.stream}' now reads after {last}")
-    _emit(result, as_json, lines)
 
 
 def rewind(redis_url: str, stream: str, group: str, last_id: str) -> None:
