@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -21,7 +23,7 @@ from bench import readdata
 from contracts.events import build_event, to_wire
 from contracts.query import run_query
 from tests.conftest import database_of
-from tests.helpers import make_settings, running_worker, wait_for
+from tests.helpers import make_settings, running_worker, tradescribe, wait_for
 from tests.pgfix import create_database_sync
 from tests.querydata import NOW, stored_events
 from worker.settings import Settings
@@ -157,3 +159,35 @@ async def test_every_query_answers_alike_on_sqlite_and_postgresql(
     print(f"{compared} queries, {rows} rows: the same answer on both engines")
     assert compared > 60
     assert rows > 1000
+
+
+def test_a_postgresql_url_that_cannot_be_read_is_one_line(postgres_admin_url: str) -> None:
+    nobody = "postgresql://nobody@/nowhere?host=/nonexistent-socket-folder"
+    empty = create_database_sync(postgres_admin_url)
+    for url, expected in (
+        (nobody, "error: cannot connect to PostgreSQL at postgresql://nobody@/nowhere"),
+        (empty, "is not a tradescribe database (or not migrated yet)"),
+    ):
+        proc = tradescribe("query", "pnl", "--db", url)
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.count("\n") == 1, proc.stderr
+        assert expected in proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_the_driver_is_imported_only_for_a_url_and_its_absence_names_the_extra() -> None:
+    code = """
+import sys
+import contracts.query
+assert "psycopg" not in sys.modules, "imported for SQLite"
+sys.modules["psycopg"] = None  # as if the [postgres] extra were not installed
+try:
+    contracts.query.run_query("postgresql://u@/db?host=/nowhere", "pnl")
+except contracts.query.QueryError as exc:
+    print(exc)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=60)  # fmt: skip
+    assert done.stdout.strip() == (
+        "reading PostgreSQL needs the psycopg driver: pip install 'tradescribe[postgres]'"
+    )
