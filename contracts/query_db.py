@@ -113,6 +113,7 @@ class ReadConnection:
     def __init__(self, con: Any, dialect: Dialect) -> None:
         self.con = con
         self.d = dialect
+        self.tables: dict[str, bool] = {}  # has_table's answers, asked once per connection
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         if self.d is SQLITE:

@@ -41,7 +41,10 @@ MIDNIGHT = "T00:00:00.000000Z"
 
 
 def has_table(con: ReadConnection, name: str) -> bool:
-    return con.execute(con.d.has_table, (name,)).fetchone() is not None
+    known = con.tables.get(name)
+    if known is None:
+        known = con.tables[name] = con.execute(con.d.has_table, (name,)).fetchone() is not None
+    return known
 
 
 def has_trade_days(con: ReadConnection) -> bool:

@@ -40,7 +40,9 @@ def _without_password(url: str) -> tuple[str, dict[str, str]]:
 def _run(tool: str, args: list[str], url: str) -> None:
     """Run ``tool args... --dbname=URL``, or say exactly what to run."""
     plain, env = _without_password(url)
-    shown = shlex.join([tool, *args, f"--dbname={mask_url(url)}"])
+    shown = shlex.join([tool, *args, f"--dbname={plain}"])
+    if "PGPASSWORD" in env and plain != url:
+        shown += " (the password in PGPASSWORD or ~/.pgpass)"
     found = shutil.which(tool)
     if found is None:
         raise BackupError(
