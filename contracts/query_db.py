@@ -188,7 +188,7 @@ def connect_postgres(url: str, *, read_only: bool) -> Any:
     try:
         con = psycopg.connect(url, connect_timeout=10, application_name="tradescribe reader")
     except psycopg.Error as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         raise QueryError(
             f"cannot connect to PostgreSQL at {mask_url(url)}: {reason}; check the URL "
             "and that the server runs"

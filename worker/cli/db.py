@@ -23,7 +23,8 @@ from worker.store.backup import BackupError, default_backup_dir, restore, take_b
 from worker.store.schema import SCHEMA_VERSION
 
 db_app = typer.Typer(
-    help="Schema version, migrations and rebuilding projections.", no_args_is_help=True
+    help="Schema version, migrations, rebuilding projections, copying to PostgreSQL.",
+    no_args_is_help=True,
 )
 
 
