@@ -1,4 +1,5 @@
-"""The read side: named queries over the SQLite file, read-only, on the same host.
+"""The read side: named queries over the SQLite file (read-only, on the same host) or
+over PostgreSQL (a ``postgresql://`` URL; needs the ``[postgres]`` extra).
 
     >>> from contracts.query import Reader, run_query
     >>> Reader("tradescribe.db").active_trades(source="bot-1")        # doctest: +SKIP
@@ -9,22 +10,20 @@
 :data:`QUERIES`, a plain dict of filters, and a JSON-ready :class:`QueryResult`.
 The request channel's ``query`` command calls the same function.
 
-Needs only the standard library's sqlite3 and pydantic; never writes.
+On SQLite it needs only the standard library's sqlite3 and pydantic; never writes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from contracts.errors import describe_validation_error
+from contracts.query_db import ReadConnection, connect_readonly, is_url
 from contracts.query_model import DeadLetteredError, Filters, QueryError, QueryResult
 from contracts.query_sql import QUERIES, QuerySpec
 
@@ -45,32 +44,6 @@ __all__ = [
 POLL_S = 0.01
 
 
-@contextlib.contextmanager
-def connect_readonly(db: str | Path) -> Iterator[sqlite3.Connection]:
-    """A read-only connection (``mode=ro``): it can never write or create the file."""
-    path = Path(db).expanduser().resolve()
-    if not path.is_file():
-        raise QueryError(f"database {path} does not exist; pass the worker's file with --db")
-    con = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5.0)
-    try:
-        con.execute("PRAGMA query_only = ON")
-        yield con
-    except sqlite3.DatabaseError as exc:  # also "file is not a database"
-        if isinstance(exc, sqlite3.OperationalError) and not _foreign(exc):
-            raise QueryError(f"cannot read {path}: {exc}") from exc
-        raise QueryError(
-            f"{path} is not a tradescribe database (or not migrated yet): {exc}; "
-            "pass the worker's file with --db, or start the worker on it once"
-        ) from exc
-    finally:
-        con.close()
-
-
-def _foreign(exc: sqlite3.Error) -> bool:
-    """A table or column tradescribe's schema has is missing: someone else's file."""
-    return str(exc).startswith(("no such table", "no such column"))
-
-
 def parse_filters(name: str, filters: dict[str, Any] | None) -> tuple[QuerySpec, Filters]:
     """The query's spec and its validated filters; a clear ``QueryError`` otherwise."""
     spec = QUERIES.get(name)
@@ -89,7 +62,7 @@ def parse_filters(name: str, filters: dict[str, Any] | None) -> tuple[QuerySpec,
         raise QueryError(f"bad filter for {name!r}: {describe_validation_error(exc)}") from None
 
 
-def _committed(con: sqlite3.Connection, event_id: str) -> bool:
+def _committed(con: ReadConnection, event_id: str) -> bool:
     if con.execute("SELECT 1 FROM events WHERE event_id = ?", (event_id,)).fetchone():
         return True
     dead = con.execute(
@@ -114,6 +87,7 @@ def wait_for_event(db: str | Path, event_id: str, timeout_s: float = 5.0) -> boo
             if time.monotonic() >= deadline:
                 return False
             time.sleep(POLL_S)
+            con.renew()
 
 
 def run_query(
@@ -143,7 +117,7 @@ class Reader:
 
     def __init__(self, db: str | Path, **defaults: Any) -> None:
         """``defaults`` (e.g. ``source="bot-1"``) apply to every query."""
-        self.db = Path(db)
+        self.db: str | Path = db if is_url(db) else Path(db)
         self.defaults = defaults
 
     def query(self, name: str, **filters: Any) -> QueryResult:

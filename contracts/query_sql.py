@@ -1,18 +1,21 @@
 """The queries themselves: one function per name, each (connection, filters) -> result.
 
-Every value reaches SQLite as a bound parameter; the only text joined into SQL
-is column names and fragments written here.
+Every value reaches the database as a bound parameter; the only text joined into SQL
+is column names and fragments written here. One SQL text per query for both engines;
+what SQLite and PostgreSQL spell differently comes from the connection's dialect
+(``contracts.query_db.Dialect``). Every ORDER BY names a unique key (or NULLs' place),
+so both engines give the same rows in the same order.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from contracts.query_db import SQLITE, Dialect, ReadConnection
 from contracts.query_model import (
     COMMON_FILTERS,
     Filters,
@@ -33,6 +36,7 @@ from contracts.query_stats import (
     resolve_symbols,
     skip_days,
     stats,
+    tidy,
 )
 from contracts.vocabulary import ROW_TENANCY
 
@@ -71,7 +75,8 @@ JSON_COLUMNS = {"attributes", "tags", "body"}
 class Where:
     """AND-ed conditions with their bound parameters."""
 
-    def __init__(self, alias: str = "") -> None:
+    def __init__(self, d: Dialect, alias: str = "") -> None:
+        self.d = d
         self.prefix = f"{alias}." if alias else ""
         self.parts: list[str] = []
         self.params: list[Any] = []
@@ -96,7 +101,7 @@ class Where:
         walking the primary key for a source."""
         prefix = self.prefix
         if not indexed:
-            self.prefix = "+" + prefix
+            self.prefix = self.d.noindex + prefix
         for column in ROW_TENANCY:
             self.eq(column, getattr(f, column))
         for column, scope in (("account", f.scope_accounts), ("source", f.scope_sources)):
@@ -110,7 +115,7 @@ class Where:
         return " WHERE " + " AND ".join(self.parts) if self.parts else ""
 
 
-def _rows(con: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+def _rows(con: ReadConnection, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
     cur = con.execute(sql, params)
     names = [d[0] for d in cur.description]
     parsed = [name for name in names if name in JSON_COLUMNS]
@@ -127,7 +132,7 @@ def _rows(con: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[dict
 
 
 def _select(
-    con: sqlite3.Connection,
+    con: ReadConnection,
     name: str,
     columns: Sequence[str],
     table: str,
@@ -165,35 +170,41 @@ def summarise(record: Sequence[Any]) -> dict[str, Any]:
 # --- what a bot needs on restart ----------------------------------------------
 
 
-def active_trades(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
-    where = Where().add(ACTIVE_TRADE).tenancy(f, indexed=False)
+def active_trades(con: ReadConnection, f: Filters, now: Now) -> QueryResult:
+    where = Where(con.d).add(ACTIVE_TRADE).tenancy(f, indexed=False)
     if f.symbol:
-        where.add("instr(lower(symbol), lower(?)) > 0", f.symbol)
-    return _select(con, "active-trades", ACTIVE_TRADE_ROW, "trades", where, "opened_at, trade_id")
+        where.add(con.d.contains("symbol"), f.symbol)
+    order = f"{con.d.nulls_first('opened_at')}, trade_id, source"
+    return _select(con, "active-trades", ACTIVE_TRADE_ROW, "trades", where, order)
 
 
-def active_signals(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
-    where = Where().add(ACTIVE_SIGNAL).tenancy(f, indexed=False)
+def active_signals(con: ReadConnection, f: Filters, now: Now) -> QueryResult:
+    where = Where(con.d).add(ACTIVE_SIGNAL).tenancy(f, indexed=False)
     if f.symbol:
-        where.add("instr(lower(symbol), lower(?)) > 0", f.symbol)
-    return _select(con, "active-signals", SIGNAL_ROW, "signals", where, "emitted_at, signal_id")
+        where.add(con.d.contains("symbol"), f.symbol)
+    order = f"{con.d.nulls_first('emitted_at')}, signal_id, source"
+    return _select(con, "active-signals", SIGNAL_ROW, "signals", where, order)
 
 
-def positions(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
-    where = Where().add("is_active = 1").tenancy(f)
+def positions(con: ReadConnection, f: Filters, now: Now) -> QueryResult:
+    where = Where(con.d).add("is_active = 1").tenancy(f)
     if f.symbol:
-        where.add("instr(lower(symbol), lower(?)) > 0", f.symbol)
-    return _select(con, "positions", POSITION_ROW, "positions", where, "account, source, symbol")
+        where.add(con.d.contains("symbol"), f.symbol)
+    order = f"account, source, {con.d.nulls_first('symbol')}, mode, position_key"
+    return _select(con, "positions", POSITION_ROW, "positions", where, order)
 
 
-def closed_today(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
+def closed_today(con: ReadConnection, f: Filters, now: Now) -> QueryResult:
     today = local_today(f.zone, now)
     lo, hi = day_range(today, today, f.zone)
-    where = Where().add("closed_at >= ? AND closed_at < ?", lo, hi).tenancy(f, indexed=False)
+    where = Where(con.d).add("closed_at >= ? AND closed_at < ?", lo, hi)
+    where.tenancy(f, indexed=False)
     if f.kind == "signals":
-        result = _select(con, "closed-today", SIGNAL_ROW, "signals", where, "closed_at")
+        order = "closed_at, signal_id, source"
+        result = _select(con, "closed-today", SIGNAL_ROW, "signals", where, order)
     else:
-        result = _select(con, "closed-today", TRADE_ROW, "trades", where, "closed_at")
+        order = "closed_at, trade_id, source"
+        result = _select(con, "closed-today", TRADE_ROW, "trades", where, order)
     pnl = [r["realized_pnl"] for r in result.rows if r["realized_pnl"] is not None]
     result.summary = {"date": today.isoformat(), "tz": f.tz, "kind": f.kind,
                       "count": len(result.rows), "net": round(sum(pnl), 2)}  # fmt: skip
@@ -220,16 +231,16 @@ DENSE_SYMBOL = 20
 SKIP_FROM = 10_000
 
 
-def history(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
+def history(con: ReadConnection, f: Filters, now: Now) -> QueryResult:
     lo, hi = _local_range(f)
     symbols = resolve_symbols(con, f)
     record = stats(con, f, lo, hi, symbols=symbols).get(None, EMPTY)
     columns = ", ".join(TRADE_ROW)
     matches, walked = record[0], f.offset + f.limit
-    if f.symbol and matches < min(SPARSE_SYMBOL, DENSE_SYMBOL * walked):
+    if con.d is SQLITE and f.symbol and matches < min(SPARSE_SYMBOL, DENSE_SYMBOL * walked):
         # few matches: sort them (their keys and rowids, from the symbol index), then
-        # read only the page's rows
-        where_sql, params = raw_where(f, lo, hi, symbols)
+        # read only the page's rows (PostgreSQL's planner chooses this itself)
+        where_sql, params = raw_where(con.d, f, lo, hi, symbols)
         sql = (f"SELECT {columns} FROM trades WHERE rowid IN (SELECT rowid FROM trades"
                f"{where_sql} ORDER BY {HISTORY_ORDER} LIMIT ? OFFSET ?) "
                f"ORDER BY {HISTORY_ORDER}")  # fmt: skip
@@ -240,14 +251,14 @@ def history(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
         offset = f.offset
         if offset >= SKIP_FROM:
             hi, offset = skip_days(con, f, lo, hi, offset)
-        where_sql, params = raw_where(f, lo, hi, symbols, "+")
+        where_sql, params = raw_where(con.d, f, lo, hi, symbols, "+")
         sql = f"SELECT {columns} FROM trades{where_sql} ORDER BY {HISTORY_ORDER} LIMIT ? OFFSET ?"
         rows = _rows(con, sql, [*params, f.limit, offset])
     summary = {**summarise(record), "limit": f.limit, "offset": f.offset}
     return QueryResult("history", list(TRADE_ROW), rows, summary)
 
 
-def _grouped(con: sqlite3.Connection, f: Filters, name: str, column: str) -> QueryResult:
+def _grouped(con: ReadConnection, f: Filters, name: str, column: str) -> QueryResult:
     by_key = stats(con, f, *_local_range(f), group=column)
     rows = [{column: key, **summarise(record)} for key, record in by_key.items()]
     rows.sort(key=lambda r: (-r["net"], r[column]))
@@ -256,19 +267,19 @@ def _grouped(con: sqlite3.Connection, f: Filters, name: str, column: str) -> Que
     return QueryResult(name, columns, [{c: r[c] for c in columns} for r in rows])
 
 
-def plugins(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
+def plugins(con: ReadConnection, f: Filters, now: Now) -> QueryResult:
     """Per-plugin statistics, as seed 004's get_all_plugin_statistics."""
     return _grouped(con, f, "plugins", "plugin_id")
 
 
-def strategies(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
+def strategies(con: ReadConnection, f: Filters, now: Now) -> QueryResult:
     return _grouped(con, f, "strategies", "strategy")
 
 
 # --- P&L over time --------------------------------------------------------------
 
 
-def pnl(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
+def pnl(con: ReadConnection, f: Filters, now: Now) -> QueryResult:
     """Realised P&L for all time, this year, month, week (from Monday) and today."""
     today = local_today(f.zone, now)
     starts = {
@@ -294,7 +305,7 @@ def _is_utc(f: Filters, first: dt.date, last: dt.date) -> bool:
     return all(m.utcoffset() == dt.timedelta(0) for m in moments) and f.tz in UTC_NAMES
 
 
-def calendar(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
+def calendar(con: ReadConnection, f: Filters, now: Now) -> QueryResult:
     """Daily realised P&L between two local days (default: the last 365)."""
     until = f.until or local_today(f.zone, now)
     since = f.since or until - dt.timedelta(days=364)
@@ -319,7 +330,7 @@ def calendar(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
 
 
 def _daily_local(
-    con: sqlite3.Connection, f: Filters, since: dt.date, until: dt.date
+    con: ReadConnection, f: Filters, since: dt.date, until: dt.date
 ) -> list[tuple[Any, ...]]:
     """Per local day, straight from trades: each day is its own UTC range."""
     days = []
@@ -327,23 +338,28 @@ def _daily_local(
     while day <= until:
         days.append((day.isoformat(), *day_range(day, day, f.zone)))
         day += dt.timedelta(days=1)
-    where = Where("t").eq("status", "closed").tenancy(f, indexed=False).eq("strategy", f.strategy)
+    d = con.d
+    where = Where(d, "t").eq("status", "closed").tenancy(f, indexed=False)
+    where.eq("strategy", f.strategy)
+    days_sql, _ = d.json_rows("j")
     sql = f"""WITH days(day, lo, hi) AS (
-        SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?))
-        SELECT d.day, count(*), total(t.realized_pnl), sum(t.realized_pnl > 0),
-               sum(t.realized_pnl < 0)
+        SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2 FROM {days_sql})
+        SELECT d.day, count(*), {d.total("t.realized_pnl")}, {d.count_if("t.realized_pnl > 0")},
+               {d.count_if("t.realized_pnl < 0")}
         FROM days d JOIN trades t ON t.closed_at >= d.lo AND t.closed_at < d.hi
         {where.sql} GROUP BY d.day ORDER BY d.day"""
-    return con.execute(sql, [json.dumps(days), *where.params]).fetchall()
+    found = con.execute(sql, [json.dumps(days), *where.params]).fetchall()
+    return [(r[0], r[1], tidy(r[2]), r[3], r[4]) for r in found]
 
 
-def daily_loss(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
+def daily_loss(con: ReadConnection, f: Filters, now: Now) -> QueryResult:
     """Daily loss used against the limit, from daily_stats (seed 002's card)."""
     day = f.date or local_today(f.zone, now)
-    where = Where().eq("date", day.isoformat()).tenancy(f)
+    where = Where(con.d).eq("date", day.isoformat()).tenancy(f)
     columns = [*ROW_TENANCY, "date", "daily_loss_used", "daily_loss_limit", "loss_limit_hit",
                "trading_blocked", "total_realized_pnl"]  # fmt: skip
-    result = _select(con, "daily-loss", columns, "daily_stats", where, "account, source")
+    order = "account, source, plugin_id, mode"
+    result = _select(con, "daily-loss", columns, "daily_stats", where, order)
     used = sum(r["daily_loss_used"] or 0.0 for r in result.rows)
     limits = [r["daily_loss_limit"] for r in result.rows if r["daily_loss_limit"] is not None]
     for r in result.rows:
@@ -364,11 +380,11 @@ def daily_loss(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
 # --- one trade, the journal -----------------------------------------------------
 
 
-def trade(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
+def trade(con: ReadConnection, f: Filters, now: Now) -> QueryResult:
     """One trade with its status history and every event about it."""
     if not f.trade_id:
         raise QueryError("the trade query needs trade_id (--trade-id on the command line)")
-    where = Where().eq("trade_id", f.trade_id).tenancy(f)
+    where = Where(con.d).eq("trade_id", f.trade_id).tenancy(f)
     if f.source is None:
         # The key is (source, trade_id): with the few distinct sources (SQLite skips
         # from one to the next in the key's index) it is a handful of key lookups,
@@ -384,7 +400,8 @@ def trade(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
         history_rows += _rows(
             con,
             """SELECT ts, status, event_type, event_id, source
-            FROM trade_status_history WHERE source = ? AND trade_id = ? ORDER BY ts""",
+            FROM trade_status_history WHERE source = ? AND trade_id = ?
+            ORDER BY ts, event_id""",
             key,
         )
         events += _rows(
@@ -398,10 +415,10 @@ def trade(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
     return result
 
 
-def journal(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
+def journal(con: ReadConnection, f: Filters, now: Now) -> QueryResult:
     day = f.date or local_today(f.zone, now)
     lo, hi = day_range(day, day, f.zone)
-    where = Where().add("at >= ? AND at < ?", lo, hi).tenancy(f)
+    where = Where(con.d).add("at >= ? AND at < ?", lo, hi).tenancy(f)
     result = _select(con, "journal", JOURNAL_ROW, "journal_entries", where, "at, event_id")
     result.summary = {"date": day.isoformat(), "tz": f.tz, "count": len(result.rows)}
     return result
@@ -409,7 +426,7 @@ def journal(con: sqlite3.Connection, f: Filters, now: Now) -> QueryResult:
 
 # --- the registry ----------------------------------------------------------------
 
-QueryFn = Callable[[sqlite3.Connection, Filters, Now], QueryResult]
+QueryFn = Callable[[ReadConnection, Filters, Now], QueryResult]
 
 
 @dataclass(frozen=True)

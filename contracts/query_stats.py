@@ -15,41 +15,61 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from contracts.query_db import Dialect, ReadConnection
 from contracts.query_model import Filters
 from contracts.vocabulary import ROW_TENANCY
 
-RAW_SUMMARY = """count(*), sum(realized_pnl > 0), sum(realized_pnl < 0),
-    total(CASE WHEN realized_pnl > 0 THEN realized_pnl END),
-    total(CASE WHEN realized_pnl < 0 THEN realized_pnl END), max(realized_pnl), min(realized_pnl)"""
-DAY_SUMMARY = """sum(trades), sum(wins), sum(losses), total(gross_profit), total(gross_loss),
-    max(best), min(worst)"""
+
+def raw_summary(d: Dialect) -> str:
+    return f"""count(*), {d.count_if("realized_pnl > 0")}, {d.count_if("realized_pnl < 0")},
+    {d.total("CASE WHEN realized_pnl > 0 THEN realized_pnl END")},
+    {d.total("CASE WHEN realized_pnl < 0 THEN realized_pnl END")}, max(realized_pnl),
+    min(realized_pnl)"""
+
+
+def day_summary(d: Dialect) -> str:
+    return f"""{d.isum("trades")}, {d.isum("wins")}, {d.isum("losses")},
+    {d.total("gross_profit")}, {d.total("gross_loss")}, max(best), min(worst)"""
+
+
 EMPTY: tuple[Any, ...] = (0, 0, 0, 0.0, 0.0, None, None)
 MIDNIGHT = "T00:00:00.000000Z"
 
 
-def has_table(con: sqlite3.Connection, name: str) -> bool:
-    found = con.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
-    ).fetchone()
-    return found is not None
+def has_table(con: ReadConnection, name: str) -> bool:
+    known = con.tables.get(name)
+    if known is None:
+        known = con.tables[name] = con.execute(con.d.has_table, (name,)).fetchone() is not None
+    return known
 
 
-def has_trade_days(con: sqlite3.Connection) -> bool:
+def has_trade_days(con: ReadConnection) -> bool:
     return has_table(con, "trade_days")
 
 
-def can_use_days(con: sqlite3.Connection, f: Filters) -> bool:
+def can_use_days(con: ReadConnection, f: Filters) -> bool:
     return not f.symbol and not f.side and f.status in (None, "closed") and has_trade_days(con)
 
 
-def can_use_months(con: sqlite3.Connection, f: Filters) -> bool:
+def can_use_months(con: ReadConnection, f: Filters) -> bool:
     """``trade_months`` (schema 5) also answers a symbol or side filter."""
     return f.status in (None, "closed") and has_table(con, "trade_months")
+
+
+# A float sum is rounded to this many decimals as it leaves the database: SQLite and
+# PostgreSQL add rows in their own order, and the last bits of a float sum depend on it
+# (-532.12499999999 or -532.12500000001, shown as -532.12 or -532.13). Money has fewer
+# decimals than this; the sum's error is far below it.
+SUM_DIGITS = 9
+
+
+def tidy(value: float | None) -> float:
+    """A float sum from SQL, independent of the order the engine added its rows in."""
+    return round(value, SUM_DIGITS) + 0.0 if value else 0.0
 
 
 def merge(a: Sequence[Any], b: Sequence[Any]) -> tuple[Any, ...]:
@@ -129,13 +149,12 @@ def _filters(f: Filters, prefix: str = "") -> tuple[list[str], list[Any]]:
 
 # A substring matching more symbols than this is tested row by row instead.
 MAX_SYMBOLS = 500
-SYMBOL_MATCH = "instr(lower(symbol), lower(?)) > 0"
 
 
 MAX_DISTINCT = 5000
 
 
-def distinct_trades(con: sqlite3.Connection, column: str) -> list[str] | None:
+def distinct_trades(con: ReadConnection, column: str) -> list[str] | None:
     """The distinct non-null values of ``column`` (the first column of an index on
     trades), one index seek each: a loose index scan. SELECT DISTINCT would read the
     whole index (SQLite skips ahead only with ANALYZE statistics, which the worker
@@ -149,9 +168,9 @@ def distinct_trades(con: sqlite3.Connection, column: str) -> list[str] | None:
     return None if len(found) > MAX_DISTINCT else found
 
 
-def matching_symbols(con: sqlite3.Connection, text: str) -> list[str] | None:
+def matching_symbols(con: ReadConnection, text: str) -> list[str] | None:
     """The distinct stored symbols containing ``text`` (case-insensitive, the same
-    test as ``SYMBOL_MATCH``), from the prefix of the symbol index; None when there
+    test as ``Dialect.contains``), from the prefix of the symbol index; None when there
     are too many symbols to list."""
     symbols = distinct_trades(con, "symbol")
     if symbols is None:
@@ -159,7 +178,7 @@ def matching_symbols(con: sqlite3.Connection, text: str) -> list[str] | None:
     found = [
         row[0]
         for row in con.execute(
-            f"SELECT value AS symbol FROM json_each(?) WHERE {SYMBOL_MATCH}",
+            f"SELECT symbol FROM {con.d.json_texts('symbol')} WHERE {con.d.contains('symbol')}",
             (json.dumps(symbols), text),
         )
     ]
@@ -173,23 +192,25 @@ class Symbols:
 
     text: str
     matched: list[str] | None
+    d: Dialect
 
     def where(self, prefix: str = "") -> tuple[str, list[Any]]:
         """``symbol IN (...)`` (an index can serve that, a substring test cannot);
         ``prefix`` "+" keeps SQLite from choosing the symbol index for it."""
         if self.matched is None:
-            return SYMBOL_MATCH, [self.text]
+            return self.d.contains("symbol"), [self.text]
         if not self.matched:
             return "0", []
         return f"{prefix}symbol IN ({', '.join('?' * len(self.matched))})", list(self.matched)
 
 
-def resolve_symbols(con: sqlite3.Connection, f: Filters) -> Symbols | None:
+def resolve_symbols(con: ReadConnection, f: Filters) -> Symbols | None:
     """The query's symbol filter, resolved (one loose scan of the symbol index)."""
-    return Symbols(f.symbol, matching_symbols(con, f.symbol)) if f.symbol else None
+    return Symbols(f.symbol, matching_symbols(con, f.symbol), con.d) if f.symbol else None
 
 
 def raw_where(
+    d: Dialect,
     f: Filters,
     lo: str | None,
     hi: str | None,
@@ -209,18 +230,18 @@ def raw_where(
     # "+" keeps SQLite off the primary key (source, trade_id) for a source filter:
     # without statistics it would prefer that equality to the closed_at index and then
     # visit and sort every trade of the bot.
-    more, more_params = _filters(f, "+")
+    more, more_params = _filters(f, d.noindex)
     parts += more
     params += more_params
     if f.side:
-        parts.append("+side = ?")
+        parts.append(f"{d.noindex}side = ?")
         params.append(f.side)
     if symbols is not None:
-        symbol_sql, symbol_params = symbols.where(symbol_prefix)
+        symbol_sql, symbol_params = symbols.where(symbol_prefix and d.noindex)
         parts.append(symbol_sql)
         params += symbol_params
     elif f.symbol:
-        parts.append(SYMBOL_MATCH)
+        parts.append(d.contains("symbol"))
         params.append(f.symbol)
     return " WHERE " + " AND ".join(parts), params
 
@@ -247,7 +268,7 @@ def _summed_where(
 
 
 def stats(
-    con: sqlite3.Connection,
+    con: ReadConnection,
     f: Filters,
     lo: str | None,
     hi: str | None,
@@ -268,15 +289,16 @@ def stats(
     def add(sql: str, params: list[Any]) -> None:
         for record in con.execute(sql, params):
             key = (record[0] or "(none)") if group else None
-            out[key] = merge(out.get(key, EMPTY), record[1:])
+            sums = (*record[1:4], tidy(record[4]), tidy(record[5]), *record[6:])
+            out[key] = merge(out.get(key, EMPTY), sums)
 
     def summed(table: str, period: str, first: str | None, end: str | None) -> None:
         where, params = _summed_where(f, symbols, period, first, end)
-        add(f"SELECT {days_key}, {DAY_SUMMARY} FROM {table}{where}{days_by}", params)
+        add(f"SELECT {days_key}, {day_summary(con.d)} FROM {table}{where}{days_by}", params)
 
     def from_trades(edge_lo: str | None, edge_hi: str | None) -> None:
-        where, params = raw_where(f, edge_lo, edge_hi, symbols, "+")
-        add(f"SELECT {raw_key}, {RAW_SUMMARY} FROM trades{where}{raw_by}", params)
+        where, params = raw_where(con.d, f, edge_lo, edge_hi, symbols, "+")
+        add(f"SELECT {raw_key}, {raw_summary(con.d)} FROM trades{where}{raw_by}", params)
 
     # Whole UTC months from trade_months (the fewest rows), the whole days left from
     # trade_days (when the filters allow), the ragged edges (under a day) from trades.
@@ -298,29 +320,33 @@ def stats(
     return out
 
 
-def daily_utc(con: sqlite3.Connection, f: Filters, first: str, last: str) -> list[tuple[Any, ...]]:
+def daily_utc(con: ReadConnection, f: Filters, first: str, last: str) -> list[tuple[Any, ...]]:
     """(day, trades, pnl, wins, losses) per UTC day from ``trade_days``."""
     parts, params = _filters(f)
     parts += ["day >= ?", "day <= ?"]
     params += [first, last]
-    sql = f"""SELECT day, sum(trades), total(gross_profit) + total(gross_loss), sum(wins),
-        sum(losses) FROM trade_days WHERE {" AND ".join(parts)} GROUP BY day ORDER BY day"""
-    return con.execute(sql, params).fetchall()
+    d = con.d
+    sql = f"""SELECT day, {d.isum("trades")}, {d.total("gross_profit")} + {d.total("gross_loss")},
+        {d.isum("wins")}, {d.isum("losses")} FROM trade_days WHERE {" AND ".join(parts)}
+        GROUP BY day ORDER BY day"""
+    return [(r[0], r[1], tidy(r[2]), r[3], r[4]) for r in con.execute(sql, params).fetchall()]
 
 
 def counts_since(
-    con: sqlite3.Connection, f: Filters, starts: Sequence[str | None]
+    con: ReadConnection, f: Filters, starts: Sequence[str | None]
 ) -> list[tuple[int, float]]:
     """(closed trades, net P&L) from each start (UTC text, None: all time), in one pass."""
+    d = con.d
     if not can_use_days(con, f):
         cols, params = [], []
         for lo in starts:
-            cols += ["sum(closed_at >= ?)", "total(CASE WHEN closed_at >= ? THEN realized_pnl END)"]
+            cols += [d.count_if("closed_at >= ?"),
+                     d.total("CASE WHEN closed_at >= ? THEN realized_pnl END")]  # fmt: skip
             params += [lo or "", lo or ""]
-        where, where_params = raw_where(f, None, None)
+        where, where_params = raw_where(d, f, None, None)
         record = con.execute(f"SELECT {', '.join(cols)} FROM trades{where}",
                              [*params, *where_params]).fetchone()  # fmt: skip
-        return [(record[2 * i] or 0, record[2 * i + 1]) for i in range(len(starts))]
+        return [(record[2 * i] or 0, tidy(record[2 * i + 1])) for i in range(len(starts))]
     if can_use_months(con, f):
         # each period summed like a history summary: months, days, edges (a few
         # thousand aggregate rows for all of history; the short periods read days)
@@ -333,8 +359,8 @@ def counts_since(
     cols, params, edges = [], [], []
     for lo in starts:
         first, _, edge = split(lo, None)
-        cols += ["sum(CASE WHEN day >= ? THEN trades END)",
-                 "total(CASE WHEN day >= ? THEN gross_profit + gross_loss END)"]  # fmt: skip
+        cols += [d.isum("CASE WHEN day >= ? THEN trades END"),
+                 d.total("CASE WHEN day >= ? THEN gross_profit + gross_loss END")]  # fmt: skip
         params += [first or "", first or ""]
         edges.append(edge)
     parts, where_params = _filters(f)
@@ -343,12 +369,12 @@ def counts_since(
                          [*params, *where_params]).fetchone()  # fmt: skip
     out = []
     for i, edge in enumerate(edges):
-        n, net = record[2 * i] or 0, record[2 * i + 1]
+        n, net = record[2 * i] or 0, tidy(record[2 * i + 1])
         for edge_lo, edge_hi in edge:
-            sql, edge_params = raw_where(f, edge_lo, edge_hi)
-            more = con.execute(f"SELECT count(*), total(realized_pnl) FROM trades{sql}",
+            sql, edge_params = raw_where(d, f, edge_lo, edge_hi)
+            more = con.execute(f"SELECT count(*), {d.total('realized_pnl')} FROM trades{sql}",
                                edge_params).fetchone()  # fmt: skip
-            n, net = n + more[0], net + more[1]
+            n, net = n + more[0], net + tidy(more[1])
         out.append((n, net))
     return out
 
@@ -358,26 +384,29 @@ def _utc(text: str) -> dt.datetime:
 
 
 def _pieces_from_trades(
-    con: sqlite3.Connection, f: Filters, ranges: list[tuple[str, str]]
+    con: ReadConnection, f: Filters, ranges: list[tuple[str, str]]
 ) -> list[tuple[int, float, int, int]]:
     """(trades, pnl, wins, losses) of closed trades in each UTC range, in one statement
     (each range is a search of the closed_at index)."""
     if not ranges:
         return []
-    parts, params = _filters(f, "+t.")
+    d = con.d
+    parts, params = _filters(f, f"{d.noindex}t.")
     where = "".join(f" AND {p}" for p in parts)
-    sql = f"""SELECT r.key, count(*), total(t.realized_pnl), sum(t.realized_pnl > 0),
-        sum(t.realized_pnl < 0) FROM json_each(?) r JOIN trades t
+    ranges_sql, key = d.json_rows("r")
+    sql = f"""SELECT {key}, count(*), {d.total("t.realized_pnl")},
+        {d.count_if("t.realized_pnl > 0")}, {d.count_if("t.realized_pnl < 0")}
+        FROM {ranges_sql} JOIN trades t
         ON t.closed_at >= r.value ->> 0 AND t.closed_at < r.value ->> 1
-        WHERE t.status = 'closed'{where} GROUP BY r.key"""
+        WHERE t.status = 'closed'{where} GROUP BY 1"""
     out = [(0, 0.0, 0, 0)] * len(ranges)
     for key, n, pnl, wins, losses in con.execute(sql, [json.dumps(ranges), *params]):
-        out[key] = (n, pnl, wins or 0, losses or 0)
+        out[key] = (n, tidy(pnl), wins or 0, losses or 0)
     return out
 
 
 def daily_local(
-    con: sqlite3.Connection, f: Filters, bounds: Sequence[str]
+    con: ReadConnection, f: Filters, bounds: Sequence[str]
 ) -> list[tuple[int, int, float, int, int]]:
     """(local day index, trades, pnl, wins, losses) per local day, from ``trade_days``.
 
@@ -437,7 +466,7 @@ def _days_between(first: str, last: str) -> list[str]:
 
 
 def skip_days(
-    con: sqlite3.Connection, f: Filters, lo: str | None, hi: str | None, offset: int
+    con: ReadConnection, f: Filters, lo: str | None, hi: str | None, offset: int
 ) -> tuple[str | None, int]:
     """A new upper bound and offset naming the same page of closed trades newest first
     (``offset`` into [lo, hi)): the whole UTC days the offset passes over are counted
@@ -451,7 +480,7 @@ def skip_days(
         return hi, offset  # less than a day
     passed = 0
     if hi is not None and end is not None and end + MIDNIGHT < hi:
-        where, params = raw_where(f, end + MIDNIGHT, hi)
+        where, params = raw_where(con.d, f, end + MIDNIGHT, hi)
         passed = con.execute(f"SELECT count(*) FROM trades{where}", params).fetchone()[0]
         if passed > offset:
             return hi, offset
@@ -463,7 +492,8 @@ def skip_days(
         parts.append("day < ?")
         params.append(end)
     where = " WHERE " + " AND ".join(parts) if parts else ""
-    sql = f"SELECT day, sum(trades) FROM trade_days{where} GROUP BY day ORDER BY day DESC"
+    sql = f"""SELECT day, {con.d.isum("trades")} FROM trade_days{where} GROUP BY day
+        ORDER BY day DESC"""
     bound = hi
     for day, count in con.execute(sql, params):
         if passed + count > offset:

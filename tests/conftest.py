@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from tests.helpers import WorkerProcess, make_settings
+from tests.pgfix import create_database_sync, postgres_admin_url
 from tests.querydata import seeded
 from worker.embedded import EmbeddedRedis, find_redis_server
 from worker.settings import Settings
@@ -82,11 +83,32 @@ def settings(tmp_path: Path, redis_url: str, names: dict[str, str]) -> Settings:
     return make_settings(tmp_path / "scribe.db", redis_url, names)
 
 
+__all__ = ["postgres_admin_url"]  # the session's own PostgreSQL (tests/pgfix.py)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine_settings(
+    request: pytest.FixtureRequest, settings: Settings, redis_url: str, names: dict[str, str]
+) -> Settings:
+    """``settings``, once with the SQLite file and once with a fresh database of the
+    suite's own PostgreSQL (that half skipped, with the reason, where none can start)."""
+    if request.param == "sqlite":
+        return settings
+    url = create_database_sync(request.getfixturevalue("postgres_admin_url"))
+    return make_settings(url, redis_url, names)  # type: ignore[arg-type]
+
+
+def database_of(settings: Settings) -> Path | str:
+    """What a reader is given: the SQLite file, or the PostgreSQL URL."""
+    return settings.database_url or settings.db
+
+
 @pytest.fixture
-async def history_db(settings: Settings) -> Path:
-    """The database of ``settings`` holding the history of tests/querydata.py."""
-    await seeded(settings)
-    return settings.db
+async def history_db(engine_settings: Settings) -> Path | str:
+    """A database holding the history of tests/querydata.py, written by the real worker:
+    the SQLite file, or the URL of a PostgreSQL database (the fixture runs once each)."""
+    await seeded(engine_settings)
+    return database_of(engine_settings)
 
 
 @pytest.fixture

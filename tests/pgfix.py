@@ -120,6 +120,16 @@ def database_url(admin_url: str, name: str) -> str:
     return f"{base}/{name}" + (f"?{tail}" if tail else "")
 
 
+def create_database_sync(admin_url: str) -> str:
+    """A new, empty database of the suite's server (psycopg: for sync fixtures)."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as con:
+        con.execute(f"CREATE DATABASE {name}")
+    return database_url(admin_url, name)
+
+
 async def create_database(admin_url: str) -> str:
     import asyncpg
 

@@ -1,5 +1,5 @@
 """A small, known trading history, published through the real path (Publisher ->
-stream -> worker -> SQLite), for the read-side tests.
+stream -> worker -> SQLite or PostgreSQL), for the read-side tests.
 
 ``NOW`` is Wednesday 2026-11-18 12:00 UTC. Trade T2 closes at 23:30 UTC on
 Tuesday, which is already Wednesday in Europe/Berlin: the time-zone tests rest
@@ -13,7 +13,9 @@ import datetime as dt
 from typing import Any
 
 from contracts import AsyncPublisher
-from tests.helpers import count, running_worker, wait_for
+from contracts.query import QueryError
+from contracts.query_db import connect_readonly
+from tests.helpers import running_worker, wait_for
 from worker.settings import Settings
 
 NOW = dt.datetime(2026, 11, 18, 12, 0, tzinfo=dt.UTC)
@@ -73,8 +75,17 @@ async def publish_history(settings: Settings) -> dict[str, str]:
                 label = f"{source}:{event_type}:{fields.get('trade_id') or fields.get('symbol')}"
                 ids[label] = await pub.publish(event_type, **fields)
     total = len(BOT_A) + len(BOT_B)
-    await wait_for(lambda: count(settings.db, "events") == total, what="all events committed")
+    await wait_for(lambda: stored_events(settings) == total, what="all events committed")
     return ids
+
+
+def stored_events(settings: Settings) -> int:
+    """Events in the worker's database (SQLite file or PostgreSQL); 0 before it exists."""
+    try:
+        with connect_readonly(settings.database_url or settings.db) as con:
+            return int(con.execute("SELECT count(*) FROM events").fetchone()[0])
+    except QueryError:
+        return 0
 
 
 async def seeded(settings: Settings) -> dict[str, str]:

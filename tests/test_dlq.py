@@ -10,10 +10,11 @@ import redis
 from typer.testing import CliRunner
 
 from contracts.events import WIRE_FIELD
+from contracts.query import QueryError
+from contracts.query_db import connect_readonly
+from tests.conftest import database_of
 from tests.helpers import (
-    count,
     make_settings,
-    query,
     running_worker,
     tradescribe,
     wait_for,
@@ -24,7 +25,7 @@ from worker.settings import Settings
 
 
 def dlq(settings: Settings, *args: str) -> str:
-    where = ["--db", str(settings.db)]
+    where = ["--db", str(database_of(settings))]
     if args[0] == "replay":
         where += ["--redis-url", settings.redis_url, "--stream", settings.stream]
     result = CliRunner().invoke(app, ["dlq", *args, *where])
@@ -37,15 +38,26 @@ def _all_read(client: redis.Redis, settings: Settings, entries: int) -> bool:
     return bool(group["entries-read"] == entries and group["pending"] == 0)
 
 
+def rows_in(settings: Settings, table: str) -> int:
+    """Rows in ``table`` of the SQLite file or the PostgreSQL database; 0 before it exists."""
+    try:
+        with connect_readonly(database_of(settings)) as con:
+            return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    except QueryError:
+        return 0
+
+
 async def test_dead_letters_can_be_listed_shown_replayed_after_a_fix_and_purged(
-    settings: Settings, sync_redis: redis.Redis, names: dict[str, str]
+    engine_settings: Settings, sync_redis: redis.Redis, names: dict[str, str]
 ) -> None:
-    strict = make_settings(settings.db, settings.redis_url, names, max_message_bytes=256)
+    settings = engine_settings  # once on the SQLite file, once on PostgreSQL
+    strict = make_settings(database_of(settings), settings.redis_url, names,  # type: ignore[arg-type]
+                           max_message_bytes=256)  # fmt: skip
     big = wire_events("dlq", 1)[0].replace('"trade_id"', '"notes":"' + "n" * 300 + '","trade_id"')
     async with running_worker(strict):
         sync_redis.xadd(settings.stream, {WIRE_FIELD: big})
         sync_redis.xadd(settings.stream, {WIRE_FIELD: b"not json"})
-        await wait_for(lambda: count(settings.db, "dead_letters") == 2, what="2 dead letters")
+        await wait_for(lambda: rows_in(settings, "dead_letters") == 2, what="2 dead letters")
     rows = json.loads(dlq(settings, "list", "--json"))
     assert [r["reason"][:8] for r in rows] == ["invalid ", "entry is"]
     too_big = rows[1]["id"]
@@ -55,15 +67,17 @@ async def test_dead_letters_can_be_listed_shown_replayed_after_a_fix_and_purged(
     async with running_worker(settings):
         out = await anyio.to_thread.run_sync(lambda: dlq(settings, "replay", str(too_big)))
         assert out.strip() == f"replayed 1 dead letters to {settings.stream}"
-        await wait_for(lambda: count(settings.db, "events") == 1, what="the replayed event")
+        await wait_for(lambda: rows_in(settings, "events") == 1, what="the replayed event")
         await anyio.to_thread.run_sync(lambda: dlq(settings, "replay", str(too_big)))
         await wait_for(lambda: _all_read(sync_redis, settings, 4), what="the second replay read")
-    assert query(settings.db, "SELECT event_id FROM events") == [(json.loads(big)["id"],)]
+    with connect_readonly(database_of(settings)) as con:
+        stored = con.execute("SELECT event_id FROM events").fetchall()
+    assert [tuple(r) for r in stored] == [(json.loads(big)["id"],)]
     left = json.loads(dlq(settings, "list", "--json"))
     assert [r["id"] for r in left] == [rows[0]["id"]]  # replayed rows are hidden by default
     out = dlq(settings, "purge", "--before", "2999-01-01", "--json")
     assert json.loads(out) == {"deleted": 2}
-    assert count(settings.db, "dead_letters") == 0
+    assert rows_in(settings, "dead_letters") == 0
 
 
 def test_dlq_mistakes_are_one_clear_line(settings: Settings, tmp_path: Path) -> None:

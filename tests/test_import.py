@@ -10,6 +10,7 @@ from rich.console import Console
 
 from tests.helpers import (
     count,
+    make_settings,
     pending,
     query,
     run_cli,
@@ -17,6 +18,8 @@ from tests.helpers import (
     running_worker,
     wait_for,
 )
+from tests.pgfix import create_database_sync
+from tests.querydata import stored_events
 from worker.importers import FORMATS, ImportContext
 from worker.importers.run import Report, collect, progress_bar, publish
 from worker.settings import Settings
@@ -51,7 +54,7 @@ CASES = {
 def importing(settings: Settings, fmt: str, *args: str) -> list[str]:
     return [
         "import", fmt, *(args or CASES[fmt][0]),
-        "--redis-url", settings.redis_url, "--db", str(settings.db),
+        "--redis-url", settings.redis_url, "--db", str(settings.database_url or settings.db),
         "--stream", settings.stream, "--wait-s", "20",
     ]  # fmt: skip
 
@@ -297,3 +300,24 @@ def test_import_without_db_and_without_a_worker_says_no_worker_answered(
                      "--stream", settings.stream, "--wait-s", "5", "--allow-skips")  # fmt: skip
     assert result.code == 1
     assert "FAILED: could not verify the commits: no worker is listening on" in result.out
+
+
+async def test_importing_into_postgresql_twice_stores_its_records_once(
+    redis_url: str, names: dict[str, str], postgres_admin_url: str
+) -> None:
+    """The import looks up the ids PostgreSQL holds already, as it does in the file."""
+    url = create_database_sync(postgres_admin_url)
+    settings = make_settings(url, redis_url, names)  # type: ignore[arg-type]
+    _, _, events, _ = CASES["csv-trades"]
+    async with running_worker(settings):
+        first = await run_cli_in_thread(
+            *importing(settings, "csv-trades"), "--allow-skips", "--json"
+        )
+        assert first.code == 0, first.out + first.err
+        assert (first.json()["published"], first.json()["committed"]) == (events, events)
+        second = await run_cli_in_thread(
+            *importing(settings, "csv-trades"), "--allow-skips", "--json"
+        )
+        assert second.code == 0, second.out + second.err
+        assert (second.json()["already_stored"], second.json()["published"]) == (events, 0)
+    assert stored_events(settings) == events

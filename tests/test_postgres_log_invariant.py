@@ -16,12 +16,11 @@ import asyncpg
 import pytest
 
 from tests.logmodel import Scribe
-from tests.pgfix import create_database, postgres_admin_url
+from tests.pgfix import create_database
 from worker.store.pgmaint import rebuild_check
 from worker.store.postgres import PROJECTION_TABLES, PostgresStore
 from worker.store.write import Planned
 
-__all__ = ["postgres_admin_url"]  # the fixture, for the one below
 pytestmark = pytest.mark.timeout(600)
 
 _URL: list[str] = []  # the module's database, emptied before each example

@@ -21,6 +21,7 @@ import pytest
 from bench import readdata
 from bench.ceiling import create_schema
 from contracts.query import parse_filters, run_query
+from contracts.query_db import SQLITE, ReadConnection
 from contracts.query_model import utc_text
 from contracts.query_sql import HISTORY_ORDER, TRADE_ROW
 from contracts.query_stats import distinct_trades, raw_where, resolve_symbols, skip_days
@@ -143,7 +144,7 @@ def test_skipping_whole_days_by_trade_days_names_the_same_page(
 ) -> None:
     """``skip_days`` (used from an offset of 10,000) against the plain offset."""
     db, _ = trades_db
-    con = sqlite3.connect(db)
+    con = ReadConnection(sqlite3.connect(db), SQLITE)
     columns = ", ".join(TRADE_ROW)
     rng = random.Random(3)
     for filters in [{}, {"source": "bot-2"}, {"tz": "Europe/Berlin", "since": "2026-07-01",
@@ -156,14 +157,14 @@ def test_skipping_whole_days_by_trade_days_names_the_same_page(
             new_hi, new_offset = skip_days(con, f, lo, hi, offset)
             pages = []
             for h, o in ((hi, offset), (new_hi, new_offset)):
-                where, params = raw_where(f, lo, h)
+                where, params = raw_where(SQLITE, f, lo, h)
                 order = f" ORDER BY {HISTORY_ORDER} LIMIT 30 OFFSET ?"
                 sql = f"SELECT {columns} FROM trades{where}{order}"
                 pages.append(con.execute(sql, [*params, o]).fetchall())
             assert pages[0] == pages[1], (filters, offset)
             if offset > 200:
                 assert new_offset < offset  # it did skip
-    con.close()
+    con.con.close()
 
 
 @pytest.mark.parametrize("tz", ZONES)
@@ -205,7 +206,7 @@ def test_distinct_values_come_from_a_loose_index_scan(
     trades_db: tuple[Path, list[dict[str, Any]]],
 ) -> None:
     db, rows = trades_db
-    con = sqlite3.connect(db)
+    con = ReadConnection(sqlite3.connect(db), SQLITE)
     assert distinct_trades(con, "symbol") == sorted({r["symbol"] for r in rows if r["symbol"]})
     assert distinct_trades(con, "source") == sorted({r["source"] for r in rows})
     _, f = parse_filters("history", {"symbol": "btc"})
@@ -213,7 +214,7 @@ def test_distinct_values_come_from_a_loose_index_scan(
     assert symbols is not None
     assert symbols.where() == ("symbol IN (?, ?)", ["BTCUSDT", "btc-perp"])
     assert symbols.where("+") == ("+symbol IN (?, ?)", ["BTCUSDT", "btc-perp"])
-    con.close()
+    con.con.close()
 
 
 # --- the plans ------------------------------------------------------------------------
@@ -229,7 +230,7 @@ def _statements(db: Path, name: str, filters: dict[str, Any]) -> list[str]:
     spec, parsed = parse_filters(name, filters)
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     con.set_trace_callback(seen.append)
-    spec.run(con, parsed, NOW)
+    spec.run(ReadConnection(con, SQLITE), parsed, NOW)
     con.close()
     return seen
 

@@ -17,7 +17,9 @@ from contracts.client import REPLY_PREFIX, Client, request_channel
 from contracts.errors import RequestFailedError
 from contracts.events import WIRE_FIELD
 from contracts.query import DeadLetteredError, Reader, run_query
-from tests.helpers import count, running_worker, tradescribe, wait_for, worker_listening
+from contracts.query_db import connect_readonly
+from tests.conftest import database_of
+from tests.helpers import running_worker, tradescribe, wait_for, worker_listening
 from worker.settings import Settings
 
 # A 200-column terminal, so a table row is one line; the suite's channel key, which the
@@ -39,6 +41,11 @@ SAME_ON_BOTH_DOORS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
+def dead_letters(settings: Settings) -> int:
+    with connect_readonly(database_of(settings)) as con:
+        return int(con.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
+
+
 def client_for(settings: Settings, timeout_s: float = 5.0) -> Client:
     return Client(
         settings.redis_url, stream=settings.stream, group=settings.group, timeout_s=timeout_s
@@ -52,8 +59,9 @@ async def ask(settings: Settings, call: Any) -> Any:
 
 
 async def test_every_query_over_the_channel_equals_the_local_door(
-    settings: Settings, history_db: Path
+    engine_settings: Settings, history_db: Path | str
 ) -> None:
+    settings = engine_settings  # a worker on the SQLite file, and one on PostgreSQL
     answers = {}
     async with running_worker(settings):
         await worker_listening(settings)
@@ -116,8 +124,9 @@ async def test_a_path_or_sql_in_the_arguments_is_refused(settings: Settings) -> 
 
 
 async def test_query_cli_over_redis_prints_what_the_db_door_prints(
-    settings: Settings, history_db: Path
+    engine_settings: Settings, history_db: Path | str
 ) -> None:
+    settings = engine_settings
     common = ["query", "active-trades", "--account", "ACC-1", "--json"]
     local = wide_tradescribe(*common, "--db", history_db)
     remote_args = ["--redis-url", settings.redis_url, "--stream", settings.stream,
@@ -172,7 +181,9 @@ def open_trade(settings: Settings, trade_id: str) -> str:
                            quantity="1", entry_price="1.08")  # fmt: skip
 
 
-async def test_a_bot_reads_its_own_write_over_the_channel(settings: Settings) -> None:
+async def test_a_bot_reads_its_own_write_over_the_channel(engine_settings: Settings) -> None:
+    settings = engine_settings
+
     def publish_then_ask(client: Client) -> dict[str, Any]:
         event_id = open_trade(settings, "R1")
         return client.query("active-trades", {"source": "bot-r"}, wait_for=event_id)
@@ -183,20 +194,26 @@ async def test_a_bot_reads_its_own_write_over_the_channel(settings: Settings) ->
     assert [(r["trade_id"], r["status"]) for r in result["rows"]] == [("R1", "open")]
 
 
-async def test_a_bot_reads_its_own_write_with_the_local_reader(settings: Settings) -> None:
+async def test_a_bot_reads_its_own_write_with_the_local_reader(
+    engine_settings: Settings,
+) -> None:
+    settings = engine_settings
+    db = database_of(settings)
+
     def publish_then_read() -> list[dict[str, Any]]:
         event_id = open_trade(settings, "L1")
-        return Reader(settings.db, source="bot-r").query("active-trades", wait_for=event_id).rows
+        return Reader(db, source="bot-r").query("active-trades", wait_for=event_id).rows
 
     async with running_worker(settings):
-        await wait_for(settings.db.exists, what="the database file")
+        await worker_listening(settings)  # the database exists, migrated
         rows = await anyio.to_thread.run_sync(publish_then_read)
     assert [(r["trade_id"], r["status"]) for r in rows] == [("L1", "open")]
 
 
 async def test_wait_reports_committed_unknown_and_dead_lettered_ids(
-    settings: Settings, sync_redis: redis.Redis
+    engine_settings: Settings, sync_redis: redis.Redis
 ) -> None:
+    settings = engine_settings
     dead_id = new_event_id()
     bad = {"id": dead_id, "type": "trade.opened", "source": "bot-r",
            "ts": "2026-11-18T10:00:00Z", "data": {"trade_id": "D1"}}  # fmt: skip
@@ -204,7 +221,7 @@ async def test_wait_reports_committed_unknown_and_dead_lettered_ids(
         await worker_listening(settings)
         good_id = await anyio.to_thread.run_sync(open_trade, settings, "W1")
         sync_redis.xadd(settings.stream, {WIRE_FIELD: json.dumps(bad)})
-        await wait_for(lambda: count(settings.db, "dead_letters") == 1, what="a dead letter")
+        await wait_for(lambda: dead_letters(settings) == 1, what="a dead letter")
         committed = await ask(settings, lambda c: c.wait_for_event(good_id, 10))
         unknown = await ask(settings, lambda c: c.request("wait", {"event_id": new_event_id(),
                                                                    "timeout_s": 0.2}))  # fmt: skip

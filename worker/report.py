@@ -69,7 +69,9 @@ def _day(value: Any, name: str) -> dt.date | None:
         raise ReportError(f"bad --{name} {value!r}: use YYYY-MM-DD") from None
 
 
-def gather(db: Path, filters: dict[str, Any], now: dt.datetime | None = None) -> dict[str, Any]:
+def gather(
+    db: Path | str, filters: dict[str, Any], now: dt.datetime | None = None
+) -> dict[str, Any]:
     """Every number the page shows, through the same queries as the CLI.
 
     ``since`` / ``until`` (local days, inclusive) bound the history, the calendar and
@@ -273,7 +275,7 @@ def render(data: dict[str, Any], filters: dict[str, Any]) -> str:
     )
 
 
-def write_report(db: Path, out: Path, filters: dict[str, Any]) -> Path:
+def write_report(db: Path | str, out: Path, filters: dict[str, Any]) -> Path:
     page = render(gather(db, filters), filters)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -57,8 +57,8 @@ class Settings(BaseSettings):
     )
     database_url: str | None = Field(
         None,
-        description="PostgreSQL to write to (postgresql://user@host/dbname); unset: SQLite "
-        "at db. Only the write path runs on PostgreSQL so far (docs/postgresql.md).",
+        description="PostgreSQL to write to and read from (postgresql://user@host/dbname); "
+        "unset: SQLite at db. The dashboard reads SQLite only so far (docs/postgresql.md).",
     )
     stream: str = Field(DEFAULT_STREAM, min_length=1, description="Stream key bots publish to.")
     group: str = Field("tradescribe", min_length=1, description="Consumer group name.")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,13 +18,14 @@ from rich.table import Table
 from contracts.redisclient import sync_client
 from contracts.redisurl import mask_url
 from worker.cli.options import ConfigOpt, DbOpt, GroupOpt, JsonOpt, RedisOpt, StreamOpt
-from worker.settings import load_settings
+from worker.settings import Settings, load_settings
 from worker.store import maintenance, pgsql
 from worker.store.backup import BackupError, default_backup_dir, restore, take_backup
 from worker.store.schema import SCHEMA_VERSION
 
 db_app = typer.Typer(
-    help="Schema version, migrations and rebuilding projections.", no_args_is_help=True
+    help="Schema version, migrations, rebuilding projections, copying to PostgreSQL.",
+    no_args_is_help=True,
 )
 
 
@@ -156,18 +159,92 @@ def rebuild(
         raise typer.Exit(1)
 
 
+@db_app.command("copy")
+def copy(
+    source: Annotated[
+        Path, typer.Option("--from", help="The SQLite database file to copy (worker may run).")
+    ],
+    to: Annotated[
+        str, typer.Option("--to", help="postgresql://user@host/dbname (an existing database).")
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy an SQLite database into PostgreSQL: every table, verified by row counts and
+    checksums on both sides; a second run copies nothing new."""
+    from worker.settings import check_postgres_url
+
+    try:
+        check_postgres_url(to)
+    except ValueError as exc:
+        raise BackupError(f"--to {mask_url(to)}: {exc}") from None
+    from worker.store import pgcopy
+
+    console = Console(stderr=True)
+    with _progress(console, enabled=not as_json) as progress:
+        result = anyio.run(lambda: pgcopy.copy(source, to, progress))
+    if as_json:
+        _emit(result, True, [])
+        return
+    table = Table("table", "sqlite rows", "postgresql rows", "copied", "checksum", "equal",
+                  title=f"db copy {result['from']} -> {result['to']}")  # fmt: skip
+    for t in result["tables"]:
+        same = t["sqlite_checksum"] == t["postgresql_checksum"]
+        checksum = (
+            t["sqlite_checksum"] if same else f"{t['sqlite_checksum']} / {t['postgresql_checksum']}"
+        )
+        table.add_row(t["table"], f"{t['sqlite_rows']:,}", f"{t['postgresql_rows']:,}",
+                      f"{t['copied']:,}", checksum, "yes" if t["equal"] else "NO")  # fmt: skip
+    Console().print(table)
+    rows = sum(t["sqlite_rows"] for t in result["tables"])
+    typer.echo(
+        f"EQUAL: {len(result['tables'])} tables, {rows:,} rows; copied {result['copied']:,} rows"
+    )
+
+
+@contextlib.contextmanager
+def _progress(
+    console: Console, enabled: bool
+) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    """``progress(what, total)``: a rich progress bar per phase, on a terminal only."""
+    from rich.progress import MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    shown = enabled and console.is_terminal
+    columns = (*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeRemainingColumn())
+    bars = Progress(*columns, console=console, disable=not shown, transient=True)
+
+    def start(what: str, total: int) -> Callable[[int], None]:
+        task = bars.add_task(what, total=total)
+        return lambda n: bars.advance(task, n)
+
+    with bars:
+        yield start
+
+
 def backup(
     config: ConfigOpt = None,
     db: DbOpt = None,
     to: Annotated[
-        Path | None, typer.Option("--to", help="Folder (default: backups/ beside the db).")
+        Path | None,
+        typer.Option(
+            "--to", help="Folder (default: backups/ beside the db; PostgreSQL: ./backups)."
+        ),
     ] = None,
     keep: Annotated[int, typer.Option(min=0, help="Keep the newest N backups (0: all).")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
-    """An online, consistent copy (SQLite backup API) while the worker keeps writing."""
+    """An online, consistent copy while the worker keeps writing (SQLite's backup API;
+    on PostgreSQL, pg_dump)."""
     settings = load_settings(config, db=db)
-    settings.sqlite_file("tradescribe backup (on PostgreSQL: pg_dump)")
+    if settings.database_url is not None:
+        from worker.store import pgbackup
+
+        out = pgbackup.dump(settings.database_url, to or settings.backup_dir or Path("backups"),
+                            keep)  # fmt: skip
+        lines = [f"backup {out['path']} (pg_dump --format=custom of {out['db']}): "
+                 f"{out['events']} events, last stream id {out['last_stream_id']}, "
+                 f"{out['bytes']} bytes"]  # fmt: skip
+        _emit(out, as_json, lines + [f"removed old backup {p}" for p in out["removed"]])
+        return
     to_dir = to or settings.backup_dir or default_backup_dir(settings.db)
     result = take_backup(settings.db, to_dir, keep)
     lines = [
@@ -195,9 +272,18 @@ def restore_command(
     group: GroupOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Replace the database with a backup (worker stopped; integrity checked first)."""
+    """Replace the database with a backup (worker stopped; integrity checked first). On
+    PostgreSQL: pg_restore of a `tradescribe backup` dump into an empty database."""
     settings = load_settings(config, db=db, redis_url=redis_url, stream=stream, group=group)
-    settings.sqlite_file("tradescribe restore (on PostgreSQL: pg_restore)")
+    if settings.database_url is not None:
+        from worker.store import pgbackup
+
+        result = pgbackup.restore(file, settings.database_url)
+        lines = [f"restored {file} into {result['db']} (pg_restore): {result['events']} "
+                 f"events, last stream id {result['last_stream_id']}"]  # fmt: skip
+        _rewound(result, rewind_group, settings, lines)
+        _emit(result, as_json, lines)
+        return
     if file.resolve() == settings.db.resolve():
         raise BackupError(f"{file} is the database itself; give a backup file")
     to_dir = settings.backup_dir or default_backup_dir(settings.db)
@@ -208,12 +294,17 @@ def restore_command(
     ]
     if result["previous_saved_as"]:
         lines.append(f"the previous database was saved as {result['previous_saved_as']}")
-    if rewind_group:
+    _rewound(result, rewind_group, settings, lines)
+    _emit(result, as_json, lines)
+
+
+def _rewound(result: dict[str, Any], wanted: bool, settings: Settings, lines: list[str]) -> None:
+    """``--rewind-group``: the group reads again after the backup's last stream id."""
+    if wanted:
         last = str(result["last_stream_id"] or "0")
         rewind(settings.redis_url, settings.stream, settings.group, last)
         result["group_rewound_to"] = last
         lines.append(f"group '{settings.group}' of '{settings.stream}' now reads after {last}")
-    _emit(result, as_json, lines)
 
 
 def rewind(redis_url: str, stream: str, group: str, last_id: str) -> None:

@@ -9,6 +9,8 @@ The single-writer rule: the worker owns every write that carries trading data.
 ``replay`` and ``purge`` touch only the ``dead_letters`` table, in one short
 transaction with a busy timeout; the worker takes its write lock per batch and
 retries on "database is locked", so it waits at most that long and loses nothing.
+On PostgreSQL (``--db postgresql://...``) the same statements run in one transaction
+of their own; the rows they change are ones the worker never updates.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts.events import WIRE_FIELD
+from contracts.query_db import connect_postgres, pg_marks, psycopg_module
+from contracts.query_model import QueryError
 from contracts.redisclient import sync_client
 from contracts.redisurl import mask_url
 from worker.cli.options import ConfigOpt, DbOpt, JsonOpt, RedisOpt, StreamOpt
@@ -46,16 +50,46 @@ class DeadLetterError(WorkerError):
     """A dead-letter command cannot do what was asked."""
 
 
+class _Db:
+    """The dead letters' table on either engine: reads, and one write transaction."""
+
+    def __init__(self, con: Any, postgres: bool) -> None:
+        self.con = con
+        self.postgres = postgres
+
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        cur = self.con.execute(pg_marks(sql) if self.postgres else sql, params)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def write(self, sql: str, params: list[tuple[Any, ...]]) -> int:
+        """Run ``sql`` once per parameter tuple in one transaction; rows changed."""
+        if self.postgres:
+            with self.con.transaction(), self.con.cursor() as cur:
+                changed = 0
+                for one in params:
+                    cur.execute(pg_marks(sql), one)
+                    changed += cur.rowcount
+                return changed
+        self.con.execute("BEGIN IMMEDIATE")
+        changed = sum(self.con.execute(sql, one).rowcount for one in params)
+        self.con.execute("COMMIT")
+        return changed
+
+
 @contextlib.contextmanager
-def _connect(settings: Settings, *, write: bool = False) -> Iterator[sqlite3.Connection]:
-    settings.sqlite_file("tradescribe dlq")
+def _connect(settings: Settings, *, write: bool = False) -> Iterator[_Db]:
+    if settings.database_url is not None:
+        with _connect_postgres(settings.database_url, write) as db:
+            yield db
+        return
     if not settings.db.is_file():
         raise DeadLetterError(f"database {settings.db} does not exist (fix --db or TRADESCRIBE_DB)")
     mode = "rw" if write else "ro"
     con = sqlite3.connect(f"file:{settings.db}?mode={mode}", uri=True, isolation_level=None)
     try:
         con.execute(f"PRAGMA busy_timeout = {int(settings.busy_timeout_ms)}")
-        yield con
+        yield _Db(con, postgres=False)
     except sqlite3.OperationalError as exc:
         raise DeadLetterError(
             f"database {settings.db}: {exc} (is the worker busy? try again)"
@@ -64,10 +98,24 @@ def _connect(settings: Settings, *, write: bool = False) -> Iterator[sqlite3.Con
         con.close()
 
 
-def _rows(con: sqlite3.Connection, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    cur = con.execute(sql, params)
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+@contextlib.contextmanager
+def _connect_postgres(url: str, write: bool) -> Iterator[_Db]:
+    try:
+        con = connect_postgres(url, read_only=not write)
+    except QueryError as exc:
+        raise DeadLetterError(str(exc)) from None
+    psycopg = psycopg_module()
+    try:
+        yield _Db(con, postgres=True)
+    except psycopg.errors.UndefinedTable:
+        raise DeadLetterError(
+            f"{mask_url(url)} holds no dead_letters table: not a tradescribe database, or "
+            "not migrated yet (tradescribe db migrate --db URL)"
+        ) from None
+    except psycopg.OperationalError as exc:
+        raise DeadLetterError(f"{mask_url(url)}: {str(exc).strip()} (try again)") from None
+    finally:
+        con.close()
 
 
 def _text(raw: bytes | str) -> str:
@@ -86,8 +134,8 @@ def list_(
     settings = load_settings(config, db=db)
     where = "" if replayed else "WHERE replayed_at IS NULL"
     with _connect(settings) as con:
-        rows = _rows(con, f"SELECT {_COLUMNS} FROM dead_letters {where} ORDER BY id DESC LIMIT ?",
-                     (limit,))  # fmt: skip
+        rows = con.rows(f"SELECT {_COLUMNS} FROM dead_letters {where} ORDER BY id DESC LIMIT ?",
+                        (limit,))  # fmt: skip
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -111,7 +159,7 @@ def show(
     settings = load_settings(config, db=db)
     with _connect(settings) as con:
         sql = f"SELECT {_COLUMNS}, raw_size, raw_sha256, raw FROM dead_letters WHERE id = ?"
-        rows = _rows(con, sql, (dead_letter_id,))
+        rows = con.rows(sql, (dead_letter_id,))
     if not rows:
         raise DeadLetterError(
             f"no dead letter with id {dead_letter_id} (see: tradescribe dlq list)"
@@ -147,12 +195,12 @@ def replay(
     with _connect(settings) as con:
         # An oversized entry kept only its first bytes (raw_sha256 says so): never replayed.
         if all_:
-            rows = _rows(con, "SELECT id, raw FROM dead_letters WHERE replayed_at IS NULL "
-                              "AND raw_sha256 IS NULL")  # fmt: skip
+            rows = con.rows("SELECT id, raw FROM dead_letters WHERE replayed_at IS NULL "
+                            "AND raw_sha256 IS NULL ORDER BY id")  # fmt: skip
         else:
             marks = ", ".join("?" * len(ids or []))
-            rows = _rows(con, f"SELECT id, raw, raw_sha256 FROM dead_letters "
-                              f"WHERE id IN ({marks})", tuple(ids or []))  # fmt: skip
+            rows = con.rows(f"SELECT id, raw, raw_sha256 FROM dead_letters "
+                            f"WHERE id IN ({marks}) ORDER BY id", tuple(ids or []))  # fmt: skip
             missing = sorted(set(ids or []) - {r["id"] for r in rows})
             if missing:
                 raise DeadLetterError(
@@ -167,12 +215,10 @@ def replay(
                 )
     replayed = _publish(settings, rows)
     with _connect(settings, write=True) as con:
-        con.execute("BEGIN IMMEDIATE")
-        con.executemany(
+        con.write(
             "UPDATE dead_letters SET replayed_at = ? WHERE id = ?",
             [(utc_text(dt.datetime.now(dt.UTC)), i) for i in replayed],
         )
-        con.execute("COMMIT")
     if as_json:
         typer.echo(json.dumps({"replayed": replayed}))
     else:
@@ -215,11 +261,7 @@ def purge(
         moment = moment.replace(tzinfo=dt.UTC)
     settings = load_settings(config, db=db)
     with _connect(settings, write=True) as con:
-        con.execute("BEGIN IMMEDIATE")
-        deleted = con.execute(
-            "DELETE FROM dead_letters WHERE received_at < ?", (utc_text(moment),)
-        ).rowcount
-        con.execute("COMMIT")
+        deleted = con.write("DELETE FROM dead_letters WHERE received_at < ?", [(utc_text(moment),)])
     if as_json:
         typer.echo(json.dumps({"deleted": deleted}))
     else:

@@ -44,9 +44,11 @@ def import_command(
     config: ConfigOpt = None,
     redis_url: RedisOpt = None,
     db: Annotated[
-        Path | None,
+        str | None,  # a path, or a postgresql:// URL (Path would fold its "//")
         typer.Option(
-            "--db", help="Database to verify in (default: ask the worker).", show_default=False
+            "--db",
+            help="Database to verify in: file or postgresql:// URL (default: ask the worker).",
+            show_default=False,
         ),
     ] = None,
     stream: StreamOpt = None,
@@ -99,7 +101,7 @@ def import_command(
     ctx = ImportContext(fmt, source, account, plugin_id, mode, zone, mapping, file_id)
     # Without a database here (no --db, TRADESCRIBE_DB or db = in the TOML file), the
     # worker itself says what it committed, over the request channel.
-    via_worker = "db" not in settings.model_fields_set
+    via_worker = not {"db", "database_url"} & settings.model_fields_set
     report = run_import(ctx, paths, settings, dry_run=dry_run, wait_s=wait_s, via_worker=via_worker)
     problems = report.problems(allow_skips)
     report.ok = not problems
@@ -131,9 +133,8 @@ def run_import(
     wait_s: float,
     via_worker: bool = False,
 ) -> Report:
-    redis_url, stream, db = settings.redis_url, settings.stream, settings.db
-    if not via_worker:  # the ids already stored are looked up in the file
-        settings.sqlite_file("tradescribe import's look-up of stored ids")
+    redis_url, stream = settings.redis_url, settings.stream
+    db = settings.database_url or settings.db  # the ids already stored are looked up there
     report = Report(ctx.fmt, [str(p) for p in paths], dry_run)
     console = Console(stderr=True)
     with progress_bar(console) as progress:

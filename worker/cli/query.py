@@ -36,10 +36,12 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _database(config: Path | None, db: str | None) -> Path:
+def _database(config: Path | None, db: str | None) -> Path | str:
+    """The SQLite file, or the PostgreSQL URL, the settings name."""
     from worker.settings import load_settings
 
-    return load_settings(config, db=db).sqlite_file("tradescribe query")
+    settings = load_settings(config, db=db)
+    return settings.database_url or settings.db
 
 
 def check_filters(name: str, filters: dict[str, Any]) -> None:
@@ -55,8 +57,8 @@ def check_filters(name: str, filters: dict[str, Any]) -> None:
         )
 
 
-def fetch(name: str, filters: dict[str, Any], db: Path) -> dict[str, Any]:
-    """One query's result as plain JSON, from the database file.
+def fetch(name: str, filters: dict[str, Any], db: Path | str) -> dict[str, Any]:
+    """One query's result as plain JSON, from the database file or PostgreSQL URL.
 
     The ``--redis-url`` door (``worker.cli.remote.fetch_remote``) returns the
     same dict: the worker's ``query`` command calls this same ``run_query``.
@@ -98,7 +100,8 @@ def query(
 ) -> None:
     """Ask the database a named question: state for bots, numbers for dashboards.
 
-    Reads the SQLite file read-only (--db; safe while the worker runs), or asks
+    Reads the database read-only (--db: the SQLite file or a postgresql:// URL; safe
+    while the worker runs), or asks
     the running worker over Redis (--redis-url; exit 2: no worker, 3: no Redis).
     """
     filters = {k: v for k, v in locals().items() if k not in NOT_FILTERS and v is not None}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from contracts.query import (
     connect_readonly,
     parse_filters,
 )
+from contracts.query_db import ReadConnection
 from contracts.query_sql import ACTIVE_TRADE, summarise
 from contracts.query_stats import EMPTY, MIDNIGHT, has_table
 from worker.http.tokens import Principal
@@ -78,7 +78,9 @@ def scoped(principal: Principal, name: str, params: dict[str, Any]) -> tuple[Que
     return spec, f.model_copy(update=scope)
 
 
-def run_scoped(db: Path, principal: Principal, name: str, params: dict[str, Any]) -> dict[str, Any]:
+def run_scoped(
+    db: Path | str, principal: Principal, name: str, params: dict[str, Any]
+) -> dict[str, Any]:
     """One named query as ``tradescribe query NAME --json`` prints it, scoped."""
     from contracts.query import wait_for_event
 
@@ -146,7 +148,7 @@ def bots(db: Path, principal: Principal, params: dict[str, Any]) -> list[dict[st
 
 
 def _closed_by_source(
-    con: sqlite3.Connection, where: str, args: list[Any]
+    con: ReadConnection, where: str, args: list[Any]
 ) -> dict[str, tuple[Any, ...]]:
     """Per source in scope: trades, wins, losses, gross profit and loss, best, worst,
     and its last day in ``trade_days`` (a row kept with ``trades = 0`` included)."""
@@ -194,7 +196,7 @@ class Tally:
 _TALLIES: dict[tuple[Any, ...], Tally] = {}
 
 
-def _tally(con: sqlite3.Connection, db: Path, principal: Principal) -> Tally:
+def _tally(con: ReadConnection, db: Path, principal: Principal) -> Tally:
     scope = ("*",) if principal.admin else (principal.accounts, principal.sources)
     key = (str(db), *scope)
     known = _TALLIES.get(key) or Tally()

@@ -22,7 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from contracts.client import Client
 from contracts.errors import NoWorkerError, RedisUnreachableError, RequestFailedError
 from contracts.events import WIRE_FIELD, AnyEvent, to_wire
-from contracts.query_model import DeadLetteredError
+from contracts.query_db import connect_readonly, is_url
+from contracts.query_model import DeadLetteredError, QueryError
 from contracts.redisclient import SyncRedis
 from worker.importers import FORMATS
 from worker.importers.base import ImportContext, Record, RecordError, Skip
@@ -145,8 +146,11 @@ def publish(client: SyncRedis, stream: str, events: Sequence[AnyEvent], progress
     return sent
 
 
-def stored_ids(db: Path, ids: Sequence[str], table: str = "events") -> set[str]:
+def stored_ids(db: Path | str, ids: Sequence[str], table: str = "events") -> set[str]:
     """Which of these ids the table holds (read-only; nothing if there is no database)."""
+    if is_url(db):
+        return _stored_ids_postgres(str(db), ids, table)
+    db = Path(db)
     if not db.exists() or not ids:
         return set()
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
@@ -164,7 +168,24 @@ def stored_ids(db: Path, ids: Sequence[str], table: str = "events") -> set[str]:
     return found
 
 
-def verify(db: Path, ids: Sequence[str], wait_s: float, report: Report) -> None:
+def _stored_ids_postgres(url: str, ids: Sequence[str], table: str) -> set[str]:
+    """:func:`stored_ids` on PostgreSQL (nothing before the worker made the schema)."""
+    found: set[str] = set()
+    try:
+        with connect_readonly(url) as con:
+            for start in range(0, len(ids), _CHUNK):
+                chunk = list(ids[start : start + _CHUNK])
+                marks = ", ".join("?" * len(chunk))
+                sql = f"SELECT event_id FROM {table} WHERE event_id IN ({marks})"
+                found.update(r[0] for r in con.execute(sql, chunk))
+    except QueryError as exc:
+        if "not migrated yet" in str(exc):
+            return set()
+        raise
+    return found
+
+
+def verify(db: Path | str, ids: Sequence[str], wait_s: float, report: Report) -> None:
     """Wait up to ``wait_s`` for every id to be committed or dead-lettered."""
     started = time.monotonic()
     deadline = started + wait_s

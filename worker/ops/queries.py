@@ -1,6 +1,6 @@
 """The read side over the request channel: the ``query`` and ``wait`` commands.
 
-Both read the worker's own database file (``settings.db``) through
+Both read the worker's own database (the SQLite file, or its PostgreSQL URL) through
 ``contracts.query``, read-only; a request names a query from its registry and
 gives filter values, never SQL or a path. The blocking reads run in threads
 (at most :data:`MAX_THREADS` at once), and a wait is cut into short slices so a
@@ -10,6 +10,7 @@ stopping worker is never held up by a waiting client.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -86,7 +87,7 @@ async def wait_committed(worker: Worker, event_id: str, timeout_s: float) -> boo
         left = max(0.0, deadline - time.monotonic())
         step = min(left, SLICE_S)
         found = await anyio.to_thread.run_sync(
-            wait_for_event, worker.settings.db, event_id, step, limiter=_threads()
+            wait_for_event, _database(worker), event_id, step, limiter=_threads()
         )
         if found:
             return True
@@ -98,7 +99,6 @@ async def wait_committed(worker: Worker, event_id: str, timeout_s: float) -> boo
 @command("wait", WaitArgs)
 async def wait(worker: Worker, args: WaitArgs) -> dict[str, Any]:
     """Is ``event_id`` committed (waiting up to ``timeout_s``), or dead-lettered and why?"""
-    _sqlite_only(worker)
     started = time.monotonic()
     reason = None
     try:
@@ -116,14 +116,9 @@ async def wait(worker: Worker, args: WaitArgs) -> dict[str, Any]:
     }
 
 
-def _sqlite_only(worker: Worker) -> None:
-    """The query layer reads the SQLite file; on PostgreSQL it is not ported yet."""
-    if worker.settings.database_url is not None:
-        raise RequestError(
-            "unavailable",
-            "this worker writes to PostgreSQL; queries over the request channel read "
-            "SQLite only so far (docs/postgresql.md)",
-        )
+def _database(worker: Worker) -> Path | str:
+    """What the worker writes to: its SQLite file, or its PostgreSQL URL."""
+    return worker.settings.database_url or worker.settings.db
 
 
 def _split_wait(args: QueryArgs) -> tuple[dict[str, Any], str | None, float]:
@@ -152,7 +147,6 @@ def _split_wait(args: QueryArgs) -> tuple[dict[str, Any], str | None, float]:
 @command("query", QueryArgs)
 async def query(worker: Worker, args: QueryArgs) -> dict[str, Any]:
     """Run one named query on the worker's database: ``QueryResult.as_dict()``."""
-    _sqlite_only(worker)
     filters, wait_for, timeout_s = _split_wait(args)
     try:
         parse_filters(args.name, filters)  # a bad name or filter is the caller's mistake
@@ -171,7 +165,7 @@ async def query(worker: Worker, args: QueryArgs) -> dict[str, Any]:
                 f"event {wait_for} was not committed within {timeout_s:g}s; "
                 "is the worker reading the stream the bot publishes to?",
             )
-    db = worker.settings.db
+    db = _database(worker)
     try:
         if args.scope is not None:  # in SQL, by the function `serve` calls for a token
             from worker.http.answers import principal_of
