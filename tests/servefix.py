@@ -64,7 +64,7 @@ def http(
 class ServeProcess:
     """Started when uvicorn says it listens (its own log line), not after a sleep."""
 
-    def __init__(self, db: Path | None, tokens: Path, log: Path, *extra: str) -> None:
+    def __init__(self, db: Path | str | None, tokens: Path, log: Path, *extra: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log

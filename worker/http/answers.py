@@ -1,10 +1,11 @@
-"""Where ``serve``'s answers come from: the SQLite file on this host, or the worker
-over the request channel. One implementation of each answer, two transports.
+"""Where ``serve``'s answers come from: the database this host reads (the SQLite file,
+or PostgreSQL by URL), or the worker over the request channel. One implementation of
+each answer, two transports.
 
-:class:`LocalAnswers` calls the read functions (``reads``, ``seed``) on the file.
+:class:`LocalAnswers` calls the read functions (``reads``, ``seed``) on the database.
 :class:`RemoteAnswers` sends the token's scope and the same parameters to the
 worker, whose commands (``worker/ops/answers.py``) call those very functions on
-its own file; the replies are signed with the channel key and checked by
+its own database; the replies are signed with the channel key and checked by
 ``contracts.client.Client``. The server's routes only ever see an ``Answers``.
 
 Every method blocks (the server runs them in threads).
@@ -52,9 +53,10 @@ class Answers(Protocol):
 
 
 class LocalAnswers:
-    """The file on this host, read-only through the query layer."""
+    """The database this host reads (the SQLite file, or a PostgreSQL URL), read-only
+    through the query layer."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: Path | str) -> None:
         self.db = db
 
     def query(self, p: Principal, name: str, params: dict[str, Any]) -> dict[str, Any]:

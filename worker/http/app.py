@@ -68,9 +68,9 @@ Handler = Callable[[Request, Principal], Awaitable[Response]]
 
 @dataclass
 class ServeConfig:
-    db: Path | None  # None: answers come from the worker (``answers``, remote mode)
+    db: Path | str | None  # the file or a PostgreSQL URL; None: the worker's ``answers``
     tokens: Path
-    answers: Answers | None = None  # None: the file ``db``, read-only
+    answers: Answers | None = None  # None: the database ``db``, read-only
     redis_url: str | None = None
     stream: str = "tradescribe:events"
     group: str = "tradescribe"

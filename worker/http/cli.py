@@ -19,14 +19,17 @@ if TYPE_CHECKING:
 
 Opt = typer.Option
 ConfigOpt = Annotated[Path | None, Opt("--config", help="TOML settings file.")]
-DbOpt = Annotated[str | None, Opt("--db", help="SQLite database file [env TRADESCRIBE_DB]")]
+DbOpt = Annotated[
+    str | None,
+    Opt("--db", help="SQLite database file, or a postgresql:// URL [env TRADESCRIBE_DB]"),
+]
 TokensOpt = Annotated[
     Path | None,
     Opt(
         "--tokens",
         envvar="TRADESCRIBE_TOKENS",
         help="Token file (default: <db stem>.tokens.db beside the database; "
-        "serve --remote has none, so give it) [env TRADESCRIBE_TOKENS]",
+        "serve --remote and a PostgreSQL --db have none, so give it) [env TRADESCRIBE_TOKENS]",
     ),
 ]
 
@@ -38,12 +41,22 @@ class ServeError(TradescribeError):
     """``serve`` was asked for something unsafe or impossible."""
 
 
-def _paths(config: Path | None, db: str | None, tokens: Path | None) -> tuple[Path, Path]:
+def _paths(config: Path | None, db: str | None, tokens: Path | None) -> tuple[Path | str, Path]:
+    """The database (the SQLite file, or the PostgreSQL URL) and the token file:
+    ``--tokens``, else beside the SQLite file; a URL has no folder, so it needs ``--tokens``."""
     from worker.http.tokens import default_path
     from worker.settings import load_settings
 
-    database = load_settings(config, db=db).sqlite_file("tradescribe serve")
-    return database, tokens or default_path(database)
+    settings = load_settings(config, db=db)
+    if settings.database_url is None:
+        return settings.db, tokens or default_path(settings.db)
+    if tokens is None:
+        raise ServeError(
+            f"--db {settings.db_label} is PostgreSQL: there is no database folder to keep the "
+            "tokens beside; give --tokens FILE (or TRADESCRIBE_TOKENS), the same on `serve` "
+            "and `tradescribe token`"
+        )
+    return settings.database_url, tokens
 
 
 def _token_file(config: Path | None, db: str | None, tokens: Path | None) -> Path:
@@ -135,7 +148,9 @@ def serve(
         where = f"answers from the worker on {mask_url(named or '')}"
     else:
         database, token_file = _paths(config, db, tokens)
-        if not database.parent.is_dir():  # the file itself may come later, with the worker
+        if isinstance(database, str):
+            _say_if_unreachable(database)
+        elif not database.parent.is_dir():  # the file itself may come later, with the worker
             raise ServeError(
                 f"the folder of --db {database} does not exist; fix --db (the worker's "
                 "database), or give --remote to ask a worker on another host"
@@ -144,7 +159,7 @@ def serve(
             key = client_key(settings)
         except ChannelKeyError:
             key = None
-        answers, where = None, f"database {database}"
+        answers, where = None, f"database {settings.db_label}"
     app, server = create_app(ServeConfig(
         db=database, tokens=token_file, answers=answers, redis_url=named, stream=settings.stream,
         group=settings.group, heartbeat_ttl_s=settings.heartbeat_ttl_s, channel_key=key,
@@ -167,6 +182,19 @@ def serve(
 
     uvicorn_server.handle_exit = handle_exit  # type: ignore[method-assign]
     uvicorn_server.run()
+
+
+def _say_if_unreachable(url: str) -> None:
+    """A warning now, not at the first request, when PostgreSQL cannot be read (the
+    schema may come later, with the worker)."""
+    from contracts.query import QueryError
+    from worker.http.reads import max_seq
+
+    try:
+        max_seq(url)
+    except QueryError as exc:
+        typer.echo(f"tradescribe serve: warning: {exc}; answering 400 until it can be read",
+                   err=True)  # fmt: skip
 
 
 def _remote(

@@ -23,7 +23,7 @@ from contracts.query import (
     connect_readonly,
     parse_filters,
 )
-from contracts.query_db import ReadConnection
+from contracts.query_db import SQLITE, ReadConnection
 from contracts.query_sql import ACTIVE_TRADE, summarise
 from contracts.query_stats import EMPTY, MIDNIGHT, has_table
 from worker.http.tokens import Principal
@@ -94,7 +94,7 @@ def run_scoped(
 
 def _scope_sql(principal: Principal) -> tuple[str, list[Any]]:
     if principal.admin:
-        return "1", []
+        return "TRUE", []  # both engines (SQLite since 3.23)
     sql = f"account IN ({', '.join('?' * len(principal.accounts))})"
     params: list[Any] = list(principal.accounts)
     if principal.sources:
@@ -103,7 +103,7 @@ def _scope_sql(principal: Principal) -> tuple[str, list[Any]]:
     return sql, params
 
 
-def bots(db: Path, principal: Principal, params: dict[str, Any]) -> list[dict[str, Any]]:
+def bots(db: Path | str, principal: Principal, params: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per bot (source) in scope: trades, win rate, net, profit factor (all
     time, from ``trade_months``: one pass over a table ~1/40 the size of ``trades``;
     ``trade_days``, ~1/10, on a schema without it), open trades (the partial index of
@@ -112,13 +112,14 @@ def bots(db: Path, principal: Principal, params: dict[str, Any]) -> list[dict[st
     where, args = _scope_sql(principal)
     with connect_readonly(db) as con:
         closed = _closed_by_source(con, where, args)
+        plus = con.d.noindex
         active = {
             r[0]: r[1:]
             for r in con.execute(
                 # GROUP BY +source: grouping by the key's first column would walk the whole
                 # primary key (1.2 s at 1,000,000 trades) instead of the partial index (1 ms)
                 f"SELECT source, count(*), max(updated_at) FROM trades WHERE {ACTIVE_TRADE}"
-                f" AND {_plus(where)} GROUP BY +source",
+                f" AND {_plus(con, where)} GROUP BY {plus}source",
                 args,
             )
         }
@@ -134,7 +135,7 @@ def bots(db: Path, principal: Principal, params: dict[str, Any]) -> list[dict[st
                 day = record[7]
                 last.append(con.execute(
                     f"""SELECT max(closed_at) FROM trades WHERE closed_at >= ? AND closed_at < ?
-                    AND +status = 'closed' AND +source = ? AND {_plus(where)}""",
+                    AND {plus}status = 'closed' AND {plus}source = ? AND {_plus(con, where)}""",
                     [day + MIDNIGHT, _next_day(day) + MIDNIGHT, source, *args],
                 ).fetchone()[0])  # fmt: skip
             out.append({
@@ -152,8 +153,9 @@ def _closed_by_source(
 ) -> dict[str, tuple[Any, ...]]:
     """Per source in scope: trades, wins, losses, gross profit and loss, best, worst,
     and its last day in ``trade_days`` (a row kept with ``trades = 0`` included)."""
-    figures = "sum(trades), sum(wins), sum(losses), total(gross_profit), total(gross_loss), " \
-        "max(best), min(worst)"  # fmt: skip
+    d = con.d
+    figures = f"{d.isum('trades')}, {d.isum('wins')}, {d.isum('losses')}, " \
+        f"{d.total('gross_profit')}, {d.total('gross_loss')}, max(best), min(worst)"  # fmt: skip
     if not has_table(con, "trade_months"):  # before schema 5
         sql = f"SELECT source, {figures}, max(day) FROM trade_days WHERE {where} GROUP BY source"
         return {r[0]: r[1:] for r in con.execute(sql, args)}
@@ -177,8 +179,11 @@ def _next_day(day: str) -> str:
     return (dt.date.fromisoformat(day) + dt.timedelta(days=1)).isoformat()
 
 
-def _plus(where: str) -> str:
-    """The scope written ``+account``/``+source``: the query keeps to its own index."""
+def _plus(con: ReadConnection, where: str) -> str:
+    """The scope written ``+account``/``+source`` on SQLite: the query keeps to its own
+    index (PostgreSQL has no such hint: the scope as it is)."""
+    if con.d is not SQLITE:
+        return where
     return where.replace("account IN", "+account IN").replace("source IN", "+source IN")
 
 
@@ -196,7 +201,7 @@ class Tally:
 _TALLIES: dict[tuple[Any, ...], Tally] = {}
 
 
-def _tally(con: ReadConnection, db: Path, principal: Principal) -> Tally:
+def _tally(con: ReadConnection, db: Path | str, principal: Principal) -> Tally:
     scope = ("*",) if principal.admin else (principal.accounts, principal.sources)
     key = (str(db), *scope)
     known = _TALLIES.get(key) or Tally()
@@ -220,7 +225,7 @@ def _tally(con: ReadConnection, db: Path, principal: Principal) -> Tally:
     return tally
 
 
-def health(db: Path, principal: Principal) -> dict[str, Any]:
+def health(db: Path | str, principal: Principal) -> dict[str, Any]:
     """The health strip: last commit and its age, events per type (in scope); for
     an admin also the dead letters and the file itself."""
     with connect_readonly(db) as con:
@@ -233,9 +238,20 @@ def health(db: Path, principal: Principal) -> dict[str, Any]:
         }
         if principal.admin:
             out["dead_letters"] = con.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
-            out["schema_version"] = con.execute("PRAGMA user_version").fetchone()[0]
-            out["db_bytes"] = os.path.getsize(db)
+            out["schema_version"], out["db_bytes"] = _version_and_size(con, db)
     return out
+
+
+def _version_and_size(con: ReadConnection, db: Path | str) -> tuple[int, int]:
+    """The schema version and the database's size in bytes: the file's, or what
+    PostgreSQL's ``pg_database_size`` says of the database."""
+    if con.d is SQLITE:
+        return int(con.execute("PRAGMA user_version").fetchone()[0]), os.path.getsize(db)
+    version, size = con.execute(
+        "SELECT (SELECT coalesce(max(version), 0) FROM schema_migrations),"
+        " pg_database_size(current_database())"
+    ).fetchone()
+    return int(version), int(size)
 
 
 def _age(moment: str) -> float:
@@ -243,7 +259,7 @@ def _age(moment: str) -> float:
     return round((dt.datetime.now(dt.UTC) - at).total_seconds(), 3)
 
 
-def dead_letters(db: Path, limit: int) -> list[dict[str, Any]]:
+def dead_letters(db: Path | str, limit: int) -> list[dict[str, Any]]:
     """The latest dead letters (admin only), bytes shown as text."""
     with connect_readonly(db) as con:
         cur = con.execute("SELECT * FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,))
@@ -256,7 +272,9 @@ def dead_letters(db: Path, limit: int) -> list[dict[str, Any]]:
     return rows
 
 
-def events_since(db: Path, principal: Principal, after: int, upto: int) -> list[dict[str, Any]]:
+def events_since(
+    db: Path | str, principal: Principal, after: int, upto: int
+) -> list[dict[str, Any]]:
     """Committed events in (after, upto] that ``principal`` may see, for the live stream."""
     where, args = _scope_sql(principal)
     with connect_readonly(db) as con:
@@ -269,7 +287,7 @@ def events_since(db: Path, principal: Principal, after: int, upto: int) -> list[
         return [dict(zip(names, r, strict=True)) for r in cur]
 
 
-def max_seq(db: Path) -> int:
+def max_seq(db: Path | str) -> int:
     with connect_readonly(db) as con:
         return int(con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
 

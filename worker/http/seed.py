@@ -27,7 +27,7 @@ def _dates(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def trades(db: Path, p: Principal, params: dict[str, Any]) -> list[dict[str, Any]]:
+def trades(db: Path | str, p: Principal, params: dict[str, Any]) -> list[dict[str, Any]]:
     filters = {**_pick(params, "symbol", "limit", "offset", "tz", "side", "strategy"),
                **_dates(params)}  # fmt: skip
     rows = run_scoped(db, p, "history", filters)["rows"]
@@ -42,7 +42,7 @@ def trades(db: Path, p: Principal, params: dict[str, Any]) -> list[dict[str, Any
     ]  # fmt: skip
 
 
-def cumulative_pnl(db: Path, p: Principal, params: dict[str, Any]) -> dict[str, Any]:
+def cumulative_pnl(db: Path | str, p: Principal, params: dict[str, Any]) -> dict[str, Any]:
     result = run_scoped(db, p, "pnl", _pick(params, "tz"))
     names = {"all_time": "all_time", "year": "year", "month": "month", "week": "week",
              "today": "day"}  # fmt: skip
@@ -52,7 +52,7 @@ def cumulative_pnl(db: Path, p: Principal, params: dict[str, Any]) -> dict[str, 
     return out
 
 
-def daily_stats(db: Path, p: Principal, params: dict[str, Any]) -> list[dict[str, Any]]:
+def daily_stats(db: Path | str, p: Principal, params: dict[str, Any]) -> list[dict[str, Any]]:
     rows = run_scoped(db, p, "daily-loss", _pick(params, "tz", "date"))["rows"]
     return [
         {"broker_id": r["account"], "source": r["source"], "plugin_id": r["plugin_id"],
@@ -64,12 +64,12 @@ def daily_stats(db: Path, p: Principal, params: dict[str, Any]) -> list[dict[str
     ]  # fmt: skip
 
 
-def pnl_calendar(db: Path, p: Principal, params: dict[str, Any]) -> dict[str, Any]:
+def pnl_calendar(db: Path | str, p: Principal, params: dict[str, Any]) -> dict[str, Any]:
     rows = run_scoped(db, p, "calendar", {**_pick(params, "tz"), **_dates(params)})["rows"]
     return {r["date"]: r["pnl"] for r in rows}
 
 
-ROUTES: dict[str, Callable[[Path, Principal, dict[str, Any]], Any]] = {
+ROUTES: dict[str, Callable[[Path | str, Principal, dict[str, Any]], Any]] = {
     "trades": trades,
     "cumulative-pnl": cumulative_pnl,
     "daily-stats": daily_stats,
@@ -88,7 +88,7 @@ def as_table(result: Any) -> dict[str, Any]:
 
 
 def equity(
-    db: Path,
+    db: Path | str,
     p: Principal,
     tz: dict[str, Any],
     all_time: float,
@@ -116,7 +116,7 @@ def equity(
     return {"by": "trade", "start": start, "points": points}
 
 
-def dashboard_live(db: Path, p: Principal) -> dict[str, Any]:
+def dashboard_live(db: Path | str, p: Principal) -> dict[str, Any]:
     """The parts of the dashboard that move with the clock, not with commits (the
     commit's age) or without an event (an admin's dead letters, the file's size):
     made for every request, a millisecond."""
@@ -124,7 +124,7 @@ def dashboard_live(db: Path, p: Principal) -> dict[str, Any]:
             "health": clean(health(db, p))}  # fmt: skip
 
 
-def dashboard_data(db: Path, p: Principal, params: dict[str, Any]) -> dict[str, Any]:
+def dashboard_data(db: Path | str, p: Principal, params: dict[str, Any]) -> dict[str, Any]:
     """The parts of the dashboard that change only with commits (and with the day):
     the costly ones, which the server shares (``worker/http/shared.py``)."""
     tz = _pick({"tz": params.get("tz")}, "tz")

@@ -2,8 +2,9 @@
 another host: ``dashboard``, ``bots``, ``health``, ``dead-letters``, ``seed``,
 ``events`` and ``seq``.
 
-Each calls the same function ``serve`` calls on a file of its own host
-(``worker.http.answers.LocalAnswers``), on the worker's database, read-only. A
+Each calls the same function ``serve`` calls on a database of its own host
+(``worker.http.answers.LocalAnswers``), on the worker's database (its SQLite file
+or its PostgreSQL), read-only. A
 request may carry a ``scope`` (accounts, and optionally sources): the answer is
 then narrowed to it in SQL, exactly as for a token of ``serve``. A scope only
 ever narrows: without one a request sees everything, as ``query`` always could.
@@ -22,7 +23,7 @@ from contracts.query import QueryError
 from worker.consume import Worker
 from worker.http.answers import LocalAnswers, principal_of
 from worker.http.seed import ROUTES
-from worker.ops.queries import Scope, _threads
+from worker.ops.queries import Scope, _database, _threads
 from worker.ops.responder import RequestError, command
 
 Params = dict[str, str | int | float | bool | None]
@@ -53,27 +54,17 @@ class DeadLetterArgs(BaseModel):
     limit: int = Field(100, ge=1, le=1000)
 
 
-def _file_only(worker: Worker) -> None:
-    """These answers read the SQLite file (``worker/http/reads.py``)."""
-    if worker.settings.database_url is not None:
-        raise RequestError(
-            "unavailable",
-            "this worker writes to PostgreSQL; the dashboard's answers read its SQLite "
-            "file only so far (run serve where a SQLite worker runs)",
-        )
-
-
 async def _read(worker: Worker, fn: Any, *args: Any, quick: bool = False) -> Any:
-    """``fn(LocalAnswers(worker's file), *args)`` in a thread; a query layer's
+    """``fn(LocalAnswers(worker's database), *args)`` in a thread; a query layer's
     complaint (bad filter, no file yet) becomes an error reply. ``quick`` reads do
     not queue behind the slow ones' threads."""
-    _file_only(worker)
-    local = LocalAnswers(worker.settings.db)
+    local = LocalAnswers(_database(worker))
     limiter = None if quick else _threads()
     try:
         return await anyio.to_thread.run_sync(lambda: fn(local, *args), limiter=limiter)
     except QueryError as exc:
-        code = "unavailable" if "does not exist" in str(exc) else "bad_args"
+        unreachable = ("does not exist", "cannot connect", "cannot read")
+        code = "unavailable" if any(m in str(exc) for m in unreachable) else "bad_args"
         raise RequestError(code, str(exc)) from None
 
 
@@ -139,7 +130,7 @@ _seen: weakref.WeakKeyDictionary[Worker, _Seen] = weakref.WeakKeyDictionary()
 async def seq(worker: Worker, args: BaseModel) -> dict[str, Any]:
     """The last committed ``seq``: what a remote ``serve`` polls to learn of commits.
 
-    Read from the file only when the worker has committed new events since the last
+    Read from the database only when the worker has committed new events since the last
     ask (its in-memory counter moved), so polling an idle worker reads nothing."""
     seen = _seen.setdefault(worker, _Seen())
     committed = worker.stats.committed
