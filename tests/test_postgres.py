@@ -351,16 +351,6 @@ def test_db_version_and_migrate_work_on_a_postgres_url(pg_url: str) -> None:
     assert "EQUAL" in check.out
 
 
-def test_sqlite_only_commands_say_so_in_one_line_on_a_postgres_url() -> None:
-    url = "postgresql://scribe@db.example/trades"
-    for args in (["serve"],):  # the dashboard; query, dlq, backup... read PostgreSQL too
-        result = run_cli(*args, "--db", url)
-        assert result.code != 0, args
-        assert "works on the SQLite file only" in result.err, (args, result.err)
-        assert "Traceback" not in result.err
-        assert len(result.err.strip().splitlines()) == 1, result.err
-
-
 def test_a_database_url_is_checked_with_a_one_line_error() -> None:
     s = load_settings(db="postgresql://scribe:s3cret@db.example:5433/trades")
     assert s.engine == "postgresql"

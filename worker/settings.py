@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None,
         description="PostgreSQL to write to and read from (postgresql://user@host/dbname); "
-        "unset: SQLite at db. The dashboard reads SQLite only so far (docs/postgresql.md).",
+        "unset: SQLite at db (docs/postgresql.md).",
     )
     stream: str = Field(DEFAULT_STREAM, min_length=1, description="Stream key bots publish to.")
     group: str = Field("tradescribe", min_length=1, description="Consumer group name.")
@@ -183,16 +183,6 @@ class Settings(BaseSettings):
     def db_label(self) -> str:
         """The database as a person may see it: the file, or the URL without password."""
         return str(self.db) if self.database_url is None else mask_url(self.database_url)
-
-    def sqlite_file(self, what: str) -> Path:
-        """The SQLite file, for a command that reads or writes the file itself; on
-        PostgreSQL a one-line ConfigError saying ``what`` is not supported there yet."""
-        if self.database_url is not None:
-            raise ConfigError(
-                f"{what} works on the SQLite file only; with PostgreSQL (--db {self.db_label}) "
-                "it is not supported yet (docs/postgresql.md)"
-            )
-        return self.db
 
     @model_validator(mode="after")
     def _password_into_url(self) -> Settings:
