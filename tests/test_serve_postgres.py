@@ -38,8 +38,10 @@ from worker.store import pgsql
 tradescribe = partial(_tradescribe, columns=200, channel_key=True)
 # What two databases written at different moments may not share: when each event was
 # committed (and what follows from it); and what is each engine's own: the database's
-# size, its schema version (PostgreSQL's frozen SQL counts from 1: `db version`).
-CLOCKED = {"committed_at", "last_commit_at", "received_at", "db_bytes", "schema_version"}
+# size, its schema version (PostgreSQL's frozen SQL counts from 1: `db version`), a dead
+# letter's partition stream (a column of PostgreSQL's schema only, with partitions).
+CLOCKED = {"committed_at", "last_commit_at", "received_at", "db_bytes", "schema_version",
+           "stream"}  # fmt: skip
 
 
 def same(value: Any) -> Any:
