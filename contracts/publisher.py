@@ -136,14 +136,14 @@ class Publisher:
         wire = core.wire(event)
         if core.route(wire):
             try:
-                self._xadd(wire)
+                self._xadd(core.stream_of(event), wire)
                 return event.id
             except (redis.RedisError, OSError) as exc:
                 core.send_failed(exc, wire)
         self._kick()
         return event.id
 
-    def _xadd(self, wire: str) -> None:
+    def _xadd(self, stream: str, wire: str) -> None:
         """XADD on the held connection, retried once on a fresh one (as the client's
         ``Retry(NoBackoff(), 1)`` did); a retried entry may be stored twice in the
         stream, and the worker keeps one."""
@@ -154,7 +154,7 @@ class Publisher:
                     conn = self._conn = self._client.connection_pool.get_connection()
                 try:
                     conn.send_command(  # type: ignore[no-untyped-call]
-                        "XADD", self._core.stream, "*", WIRE_FIELD, wire
+                        "XADD", stream, "*", WIRE_FIELD, wire
                     )
                     conn.read_response()
                     return
@@ -198,7 +198,7 @@ class Publisher:
                 try:
                     pipe = self._client.pipeline(transaction=False)
                     for line in chunk.lines:
-                        pipe.xadd(core.stream, {WIRE_FIELD: line})
+                        pipe.xadd(core.stream_of_line(line), {WIRE_FIELD: line})
                     pipe.execute()
                 except (redis.RedisError, OSError) as exc:
                     self._wake.wait(core.chunk_failed(exc))
@@ -295,7 +295,7 @@ class AsyncPublisher:
         wire = core.wire(event)
         if core.route(wire):
             try:
-                await self._client.xadd(core.stream, {WIRE_FIELD: wire})
+                await self._client.xadd(core.stream_of(event), {WIRE_FIELD: wire})
                 return event.id
             except (redis.RedisError, OSError) as exc:
                 core.send_failed(exc, wire)
@@ -334,7 +334,7 @@ class AsyncPublisher:
                 try:
                     pipe = self._client.pipeline(transaction=False)
                     for line in chunk.lines:
-                        pipe.xadd(core.stream, {WIRE_FIELD: line})
+                        pipe.xadd(core.stream_of_line(line), {WIRE_FIELD: line})
                     await pipe.execute()
                 except (redis.RedisError, OSError) as exc:
                     await asyncio.sleep(core.chunk_failed(exc))

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts.events import WIRE_FIELD
+from contracts.partitions import stream_for_wire
 from contracts.redisurl import mask_url
 from worker.cli.options import ConfigOpt, DbOpt, JsonOpt, RedisOpt, StreamOpt
 from worker.cli.output import cell, terminal_text
@@ -183,7 +184,8 @@ def _publish(settings: Settings, rows: list[dict[str, Any]]) -> list[int]:
     try:
         pipe = client.pipeline(transaction=False)
         for r in rows:
-            pipe.xadd(settings.stream, {WIRE_FIELD: r["raw"]})
+            stream = stream_for_wire(settings.stream, r["raw"], settings.partitions)
+            pipe.xadd(stream, {WIRE_FIELD: r["raw"]})
         pipe.execute()
     except redis.RedisError as exc:
         raise DeadLetterError(

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from contracts.events import EVENT_ADAPTER, WIRE_FIELD, AnyEvent, to_wire
 from contracts.ids import new_event_id
+from contracts.partitions import stream_for
 from worker.http.tokens import Principal
 
 MAX_EVENTS = 1000
@@ -94,10 +95,13 @@ def validate(principal: Principal, body: Any) -> list[AnyEvent]:
     return events
 
 
-async def append(client: aioredis.Redis, stream: str, events: list[AnyEvent]) -> list[str]:
-    """XADD every event in one MULTI/EXEC: the stream gets all of them or none."""
+async def append(
+    client: aioredis.Redis, stream: str, events: list[AnyEvent], partitions: int = 1
+) -> list[str]:
+    """XADD every event in one MULTI/EXEC: the stream gets all of them or none (with
+    partitions, each event goes to its source's partition stream)."""
     async with client.pipeline(transaction=True) as pipe:
         for event in events:
-            pipe.xadd(stream, {WIRE_FIELD: to_wire(event)})
+            pipe.xadd(stream_for(stream, event.source, partitions), {WIRE_FIELD: to_wire(event)})
         await pipe.execute()
     return [event.id for event in events]
