@@ -21,7 +21,13 @@ from contracts import Publisher, build_event, to_wire
 from contracts.partitions import partition_of, partition_stream, stream_for, stream_for_wire
 from tests.helpers import make_settings, run_cli, wait_for
 from tests.pgfix import create_database, postgres_admin_url
-from tests.test_postgres import PgWorkerProcess, pg_count, pg_fetch, wait_count
+from tests.test_postgres import (
+    PgWorkerProcess,
+    pg_count,
+    pg_fetch,
+    wait_at_least,
+    wait_count,
+)
 from worker.partitions import fair_share
 from worker.settings import Settings
 from worker.store.pgmaint import rebuild_check
@@ -168,7 +174,9 @@ def holders(names: dict[str, str], client: redis.Redis) -> set[str]:
     """The consumers holding the partitions' leases; empty unless every partition has one."""
     found = set()
     for p in range(K):
-        raw = client.get(f"tradescribe:lease:{partition_stream(names['stream'], p)}:{names['group']}")
+        raw = client.get(
+            f"tradescribe:lease:{partition_stream(names['stream'], p)}:{names['group']}"
+        )
         if raw is None:
             return set()
         found.add(json.loads(raw)["consumer"])
@@ -203,9 +211,7 @@ def test_three_workers_share_partitions_and_one_sigkilled_is_taken_over(
 
 
 async def wait_at_least_async(url: str, n: int) -> None:
-    with anyio.fail_after(60):
-        while await pg_count(url, "events") < n:
-            await anyio.sleep(0.05)
+    await wait_at_least(url, "events", n, 60)
 
 
 # -- PostgreSQL restarted mid-ingest -------------------------------------------------------
@@ -241,7 +247,7 @@ def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnPostgr
     folder.mkdir()
     try:
         pg = OwnPostgres(folder)
-    except Exception as exc:  # noqa: BLE001  (any reason it cannot start)
+    except Exception as exc:  # any reason it cannot start
         pytest.skip(f"no PostgreSQL of its own could be started: {exc}")
     try:
         yield pg
@@ -267,10 +273,24 @@ def test_postgres_restarted_mid_ingest_loses_nothing_with_two_workers(
         anyio.run(wait_for, lambda: partition_pending(sync_redis, names) == 0, 20)
         print(f"sent {len(sent)}, {at_restart} stored when PostgreSQL came back, all after")
         assert at_restart < len(sent), "the restart came too late to prove anything"
+        logs = "".join(proc.output() for proc in procs)
+        assert "commit failed" in logs  # the outage was seen, and retried
+        assert "Traceback" not in logs, logs[-3000:]
         for proc in procs:
-            assert proc.process is not None and proc.process.poll() is None, proc.output()[-2000:]
+            assert proc.process is not None
+            assert proc.process.poll() is None, proc.output()[-2000:]
         anyio.run(check_invariants, url, sent, 8, 1500)
         assert holders(names, sync_redis) == {"w0", "w1"}
     finally:
         for proc in procs:
             proc.stop()
+
+
+def test_a_deadlock_or_serialization_failure_is_the_stores_outage_never_an_entrys() -> None:
+    import asyncpg
+
+    from worker.entries import store_error
+
+    assert store_error(asyncpg.exceptions.DeadlockDetectedError("deadlock detected"))
+    assert store_error(asyncpg.exceptions.SerializationError("could not serialize"))
+    assert not store_error(asyncpg.exceptions.UniqueViolationError("duplicate key"))
