@@ -83,7 +83,7 @@ def test_publisher_routes_each_event_to_its_sources_partition(
 def test_partitions_on_sqlite_are_refused_in_one_line(tmp_path: Path, redis_url: str) -> None:
     result = run_cli("worker", "--db", str(tmp_path / "x.db"), "--redis-url", redis_url,
                      "--partitions", "4")  # fmt: skip
-    assert result.code != 0
+    assert result.code == 6  # EXIT_NOTCONFIGURED: systemd does not restart it
     assert "partitions 4 needs PostgreSQL" in result.err, result.err
     assert "Traceback" not in result.err
 

@@ -17,7 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from worker.consume import Worker
-from worker.errors import ConfigError
+from worker.errors import PartitionsNeedPostgresError
 from worker.ops import queries as query_commands  # noqa: F401  (registers the query and wait commands)
 from worker.ops.health import keep_heartbeat, log_ready
 from worker.ops.metrics import refresh_backlog, serve_metrics
@@ -69,7 +69,7 @@ async def run_worker(
 ) -> Worker:
     """Run the worker until it is stopped (SIGTERM/SIGINT when ``handle_signals``)."""
     if settings.partitions > 1 and settings.database_url is None:
-        raise ConfigError(
+        raise PartitionsNeedPostgresError(
             f"partitions {settings.partitions} needs PostgreSQL (--db postgresql://...): "
             "SQLite has one writer, so keep partitions at 1 with it (docs/scaling.md)"
         )
