@@ -28,6 +28,7 @@ from tests.test_postgres import (
     wait_at_least,
     wait_count,
 )
+from worker.embedded import EmbeddedRedis
 from worker.partitions import fair_share
 from worker.settings import Settings
 from worker.store.pgmaint import rebuild_check
@@ -78,6 +79,29 @@ def test_publisher_routes_each_event_to_its_sources_partition(
     assert sync_redis.exists(stream) == 0  # nothing on the unpartitioned stream
     total = sum(sync_redis.xlen(partition_stream(stream, p)) for p in range(K))
     assert total == 6
+
+
+def test_events_spooled_while_redis_was_down_drain_to_their_sources_partition(
+    own_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
+    own_redis.stop()
+    with Publisher(own_redis.url, source="bot-c", stream="s", partitions=K,
+                   spool_dir=tmp_path / "spool") as pub:  # fmt: skip
+        for n in range(5):
+            pub.publish("trade.opened", {**OPENED, "trade_id": f"T{n}"})
+        assert pub.spool_status().events == 5  # type: ignore[union-attr]
+        own_redis.start()
+        pub.publish("trade.opened", {**OPENED, "trade_id": "T5"})
+        assert pub.flush(timeout_s=10)
+    client = redis.Redis.from_url(own_redis.url)
+    try:
+        entries = client.xrange(stream_for("s", "bot-c", K))
+        assert client.exists("s") == 0
+    finally:
+        client.close()
+    assert [json.loads(f[b"event"])["data"]["trade_id"] for _, f in entries] == [
+        f"T{n}" for n in range(6)
+    ]
 
 
 def test_partitions_on_sqlite_are_refused_in_one_line(tmp_path: Path, redis_url: str) -> None:
