@@ -67,7 +67,7 @@ TARGETS = (
     Target("reads_slowest_ms", "slowest read query (median)", "<=", 100.0, " ms"),
     Target("http_slowest_p99_ms", "HTTP p99, slowest route", "<=", 100.0, " ms"),
     Target("http_drain_ratio", "drain, 20 dashboards/alone", ">=", 0.9),
-    Target("pg_vs_sqlite", "drain, PostgreSQL one worker / SQLite", ">=", 0.7),
+    Target("pg_vs_sqlite", "drain, PostgreSQL/SQLite", ">=", 0.7),
 )
 
 

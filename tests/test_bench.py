@@ -134,7 +134,7 @@ def assert_postgres_phase(figures: dict[str, Any], stdout: str) -> None:
         assert all(two["cpu_us_per_event"][k] > 0 for k in ("worker_0", "worker_1", "postgres"))
         assert one["cpu_us_per_event"]["postgres"] > 0
     assert "pg_vs_sqlite" in {v["key"] for v in figures["targets"]}
-    assert "PostgreSQL one worker / SQLite" in stdout
+    assert "drain, PostgreSQL/SQLite" in stdout
 
 
 def assert_ceiling_wrote_the_workers_rows(worker_db: Path, ceiling_db: Path) -> None:
