@@ -28,6 +28,7 @@ from bench import drain, pgdrain
 from bench.errors import BenchError
 from bench.workload import wire_events
 from contracts.events import WIRE_FIELD
+from contracts.keys import stream_key
 from contracts.partitions import partition_streams, stream_for_wire
 from worker.settings import Settings
 
@@ -163,7 +164,7 @@ async def _wal_bytes(url: str | None) -> int:
 def _holders(client: redis.Redis, s: Settings) -> list[str | None]:
     out = []
     for stream in partition_streams(s.stream, s.partitions):
-        raw = client.get(f"tradescribe:lease:{stream}:{s.group}")
+        raw = client.get(stream_key("lease", stream, s.group))
         out.append(json.loads(raw)["consumer"] if raw else None)
     return out
 

@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from contracts import Publisher, build_event, to_wire
+from contracts.keys import stream_key
 from contracts.partitions import partition_of, partition_stream, stream_for, stream_for_wire
 from tests.helpers import make_settings, run_cli, wait_for
 from tests.pgfix import create_database, postgres_admin_url
@@ -198,9 +199,7 @@ def holders(names: dict[str, str], client: redis.Redis) -> set[str]:
     """The consumers holding the partitions' leases; empty unless every partition has one."""
     found = set()
     for p in range(K):
-        raw = client.get(
-            f"tradescribe:lease:{partition_stream(names['stream'], p)}:{names['group']}"
-        )
+        raw = client.get(stream_key("lease", partition_stream(names["stream"], p), names["group"]))
         if raw is None:
             return set()
         found.add(json.loads(raw)["consumer"])
@@ -318,3 +317,7 @@ def test_a_deadlock_or_serialization_failure_is_the_stores_outage_never_an_entry
     assert store_error(asyncpg.exceptions.DeadlockDetectedError("deadlock detected"))
     assert store_error(asyncpg.exceptions.SerializationError("could not serialize"))
     assert not store_error(asyncpg.exceptions.UniqueViolationError("duplicate key"))
+    # seen when PostgreSQL shut down mid-commit: committing event by event on that
+    # connection would have dead-lettered each event for the driver's state
+    assert store_error(asyncpg.InternalClientError("cannot switch to state 15"))
+    assert store_error(asyncpg.exceptions._base.ProtocolError("unexpected message"))
