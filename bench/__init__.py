@@ -61,6 +61,7 @@ def bench(
     rows += [(f"drain with {int(k):,} stored, events/s", v) for k, v in figures["scale"].items()]
     rows += _read_rows(figures.get("reads"))
     rows += _http_rows(figures.get("http"))
+    rows += _pg_rows(figures.get("postgres"))
     render(figures, rows, Console())
     if json_file is not None:
         write_json(json_file, figures)
@@ -143,6 +144,25 @@ def _http_rows(http: dict[str, Any] | None) -> list[tuple[str, Any]]:
         rows.append((f"http live: {name.replace('_', ' ')} ms", spread))
     rows.append(("http live: events, trades/s", f"{live['events']:,}, {live['trades_per_s']:g}"))
     return rows
+
+
+def _pg_rows(pg: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    if not pg:
+        return [("postgres", "not measured")]
+    if "skipped" in pg:
+        return [("postgres", f"skipped: {pg['skipped']}")]
+    one, two = pg["one_worker"], pg["two_workers"]
+
+    def cpu(run: dict[str, Any]) -> str:
+        return " / ".join(f"{v:.1f}" for v in run["cpu_us_per_event"].values())
+
+    return [
+        ("postgres: SQLite drain just before, events/s", pg["sqlite_events_per_s"]),
+        ("postgres: one worker, events/s", one["events_per_s"]),
+        (f"postgres: two workers, {two['partitions']} partitions, events/s", two["events_per_s"]),
+        ("postgres x1: CPU us/event, worker / postgres / redis", cpu(one)),
+        ("postgres x2: CPU us/event, worker 0 / worker 1 / postgres / redis", cpu(two)),
+    ]
 
 
 __all__ = ["bench"]

@@ -74,6 +74,7 @@ TARGETS = (
     # worker.store.sql.WAL_RESTART_BYTES: past it the writer waits for readers once
     Target("wal_max_mb", "WAL file, largest while draining", "<=", 64.0, " MiB"),
     Target("http_commit_to_client_p99_ms", "commit to client p99", "<=", 1e3, " ms"),
+    Target("pg_vs_sqlite", "drain, PostgreSQL/SQLite", ">=", 0.7),
 )
 
 

@@ -9,7 +9,9 @@
 6. backlog: the worker's peak RSS draining a large backlog;
 7. reads: every read-side query case timed on 1,000,000 closed trades (``reads.py``);
 8. http: ``tradescribe serve`` on that database, 20 clients, the drain beside 20
-   dashboards, and commit-to-client latency on the live stream (``httpload.py``).
+   dashboards, and commit-to-client latency on the live stream (``httpload.py``);
+9. postgres: the drain into SQLite, then PostgreSQL with one worker and with two
+   (``pgphase.py``; skipped, with the reason, where no PostgreSQL can start).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import redis
 from pydantic import ValidationError
 from rich.console import Console
 
-from bench import ceiling, drain, httpload, naive, oldway, reads, report, scale
+from bench import ceiling, drain, httpload, naive, oldway, pgphase, reads, report, scale
 from bench.errors import BenchError
 from bench.workload import SOURCES, check_sample, wire_events
 from worker.embedded import EmbeddedRedis, find_redis_server
@@ -44,14 +46,15 @@ class Sizes:
     reads_trades: int = reads.FULL_TRADES  # closed trades the reads phase queries
     http_s: float = 30.0  # the HTTP clients' time on the routes
     http_drain: int = 200_000  # events drained alone, then again beside the dashboards
+    pg_drain: int = 100_000  # events of each drain of the PostgreSQL phase
 
 
 FULL = Sizes(500_000, (1_000_000, 5_000_000), 1_000_000, 10.0, 10.0)
 # backlog 0: the peak RSS is the drain phase's (no separate backlog run)
 QUICK = Sizes(25_000, (50_000, 250_000), 0, 2.0, 1.5, reads_trades=reads.QUICK_TRADES,
-              http_s=6.0, http_drain=25_000)  # fmt: skip
+              http_s=6.0, http_drain=25_000, pg_drain=20_000)  # fmt: skip
 SMOKE = Sizes(4_000, (8_000, 40_000), 0, 1.0, 1.0, reads_trades=5_000,
-              http_s=3.0, http_drain=4_000)  # test suite size  # fmt: skip
+              http_s=3.0, http_drain=4_000, pg_drain=4_000)  # test suite size  # fmt: skip
 _BYTES_PER_EVENT = 1000  # database + WAL, generously
 _BYTES_PER_READ_TRADE = 800  # the reads phase's database (removed after)
 
@@ -129,6 +132,7 @@ def run_bench(workdir: Path, sizes: Sizes, console: Console, quick: bool) -> dic
         phase_backlog(bench, figures)
         phase_reads(bench, figures, quick)
         phase_http(bench, figures)
+        pgphase.phase_postgres(bench, figures)
         figures["targets"] = report.verdicts(figures)
         return figures
     finally:

@@ -141,7 +141,7 @@ class Publisher:
         wire = core.wire(event)
         if core.route(wire):
             try:
-                self._xadd(wire)
+                self._xadd(core.stream_of(event), wire)
                 return event.id
             except REDIS_ERRORS as exc:
                 core.send_failed(exc, wire)
@@ -160,14 +160,14 @@ class Publisher:
                 self._client = self._build()
             return self._client
 
-    def _xadd(self, wire: str) -> None:
+    def _xadd(self, stream: str, wire: str) -> None:
         """XADD on the held connection, retried once on a fresh one (as the client's
         ``Retry(NoBackoff(), 1)`` did); a retried entry may be stored twice in the
         stream, and the worker keeps one. On a cluster, the client's own XADD, which
         finds the shard holding the stream."""
         client = self._client if self._client is not None else self._redis()
         if isinstance(client, redis.RedisCluster):
-            client.xadd(self._core.stream, {WIRE_FIELD: wire})
+            client.xadd(stream, {WIRE_FIELD: wire})
             return
         with self._conn_lock:
             for attempt in (1, 2):
@@ -176,7 +176,7 @@ class Publisher:
                     conn = self._conn = client.connection_pool.get_connection()
                 try:
                     conn.send_command(  # type: ignore[no-untyped-call]
-                        "XADD", self._core.stream, "*", WIRE_FIELD, wire
+                        "XADD", stream, "*", WIRE_FIELD, wire
                     )
                     conn.read_response()
                     return
@@ -220,7 +220,7 @@ class Publisher:
                 try:
                     pipe = self._redis().pipeline(transaction=False)
                     for line in chunk.lines:
-                        pipe.xadd(core.stream, {WIRE_FIELD: line})
+                        pipe.xadd(core.stream_of_line(line), {WIRE_FIELD: line})
                     pipe.execute()
                 except REDIS_ERRORS as exc:
                     self._wake.wait(core.chunk_failed(exc))
@@ -319,7 +319,7 @@ class AsyncPublisher:
         wire = core.wire(event)
         if core.route(wire):
             try:
-                await self._client.xadd(core.stream, {WIRE_FIELD: wire})
+                await self._client.xadd(core.stream_of(event), {WIRE_FIELD: wire})
                 return event.id
             except REDIS_ERRORS as exc:
                 core.send_failed(exc, wire)
@@ -358,7 +358,7 @@ class AsyncPublisher:
                 try:
                     pipe = self._client.pipeline(transaction=False)
                     for line in chunk.lines:
-                        pipe.xadd(core.stream, {WIRE_FIELD: line})
+                        pipe.xadd(core.stream_of_line(line), {WIRE_FIELD: line})
                     await pipe.execute()
                 except REDIS_ERRORS as exc:
                     await asyncio.sleep(core.chunk_failed(exc))

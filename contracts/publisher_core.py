@@ -49,6 +49,7 @@ from contracts.events import (
     build_event,
     to_wire,
 )
+from contracts.partitions import check_partitions, stream_for, stream_for_wire
 from contracts.redisclient import TRANSIENT_ERRORS
 from contracts.redisurl import mask_url
 from contracts.spool import (
@@ -83,6 +84,9 @@ class PublisherOptions:
     plugin_id: str | None = None
     mode: str | None = None
     stream: str = DEFAULT_STREAM
+    partitions: int = 1
+    """K > 1: each event goes to ``<stream>:{p}``, p chosen by its source
+    (:mod:`contracts.partitions`); give the workers the same ``partitions``."""
     timeout_s: float = 0.5
     """Socket connect/read timeout: the longest the first publish of an outage waits."""
     spool: bool = True
@@ -126,6 +130,7 @@ class PublisherKeywords(_RequiredKeywords, total=False):
     plugin_id: str | None
     mode: str | None
     stream: str
+    partitions: int
     timeout_s: float
     spool: bool
     spool_dir: str | Path | None
@@ -151,6 +156,10 @@ class PublisherCore:
         self.redis_url = redis_url
         self.options = options
         self.stream = options.stream
+        try:
+            self.partitions = check_partitions(options.partitions)
+        except ValueError as exc:
+            raise TypeError(f"PublisherOptions: {exc}") from None
         # Tenancy left as None is not sent: the contract's defaults apply without
         # overriding what an earlier event of the same trade said.
         tenancy = {"account": options.account, "plugin_id": options.plugin_id, "mode": options.mode}
@@ -205,6 +214,14 @@ class PublisherCore:
         return wire
 
     # -- sending -------------------------------------------------------------------
+
+    def stream_of(self, event: AnyEvent) -> str:
+        """The stream ``event`` goes to: ``stream``, or its source's partition."""
+        return stream_for(self.stream, event.source, self.partitions)
+
+    def stream_of_line(self, line: str) -> str:
+        """The stream of a spooled line (its source read from the JSON when partitioned)."""
+        return stream_for_wire(self.stream, line, self.partitions)
 
     def route(self, wire: str) -> bool:
         """True: send ``wire`` to Redis now. False: events wait in the spool, so it was

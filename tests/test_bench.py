@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,7 +40,7 @@ REQUIRED = (
 )
 
 
-def bench(*args: str, timeout: float = 110) -> subprocess.CompletedProcess[str]:
+def bench(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TRADESCRIBE_")}
     if "TRADESCRIBE_REDIS_SERVER" in os.environ:
         clean["TRADESCRIBE_REDIS_SERVER"] = os.environ["TRADESCRIBE_REDIS_SERVER"]
@@ -134,6 +135,26 @@ def test_quick_bench_writes_every_figure_and_prints_the_targets(tmp_path: Path) 
     assert "HTTP p99, slowest route" in out.stdout
     assert "drain, 20 dashboards/alone" in out.stdout
     assert not (tmp_path / "http-tokens.db").exists()
+    assert_postgres_phase(figures, out.stdout)
+
+
+def assert_postgres_phase(figures: dict[str, Any], stdout: str) -> None:
+    """SQLite, PostgreSQL with one worker and with two drained the same events; or the
+    phase says why it was skipped (no PostgreSQL could start)."""
+    pg = figures["postgres"]
+    if "skipped" in pg:
+        assert "no PostgreSQL could be started" in pg["skipped"]
+        return
+    one, two = pg["one_worker"], pg["two_workers"]
+    assert one["stored"] == two["stored"] == pg["events"] > 0
+    assert (one["workers"], one["partitions"], two["workers"], two["partitions"]) == (1, 1, 2, 4)
+    assert figures["pg_vs_sqlite"] == one["events_per_s"] / pg["sqlite_events_per_s"]
+    assert set(two["cpu_us_per_event"]) == {"worker_0", "worker_1", "postgres", "redis"}
+    if sys.platform.startswith("linux"):
+        assert all(two["cpu_us_per_event"][k] > 0 for k in ("worker_0", "worker_1", "postgres"))
+        assert one["cpu_us_per_event"]["postgres"] > 0
+    assert "pg_vs_sqlite" in {v["key"] for v in figures["targets"]}
+    assert "drain, PostgreSQL/SQLite" in stdout
 
 
 def assert_ceiling_wrote_the_workers_rows(worker_db: Path, ceiling_db: Path) -> None:

@@ -337,15 +337,17 @@ def test_db_version_and_migrate_work_on_a_postgres_url(pg_url: str) -> None:
     assert before.json()["version"] == 0
     dry = run_cli("db", "migrate", "--db", pg_url, "--dry-run")
     assert dry.code == 0, dry.err
-    assert "schema version 0 -> 1" in dry.out
+    assert "schema version 0 -> 2" in dry.out
     assert "would apply migration 1" in dry.out
+    assert "would apply migration 2" in dry.out
     done = run_cli("db", "migrate", "--db", pg_url)
     assert done.code == 0, done.err
     assert "applied migration 1" in done.out
+    assert "applied migration 2" in done.out
     again = run_cli("db", "migrate", "--db", pg_url)
     assert "nothing to do: up to date" in again.out
     after = run_cli("db", "version", "--db", pg_url)
-    assert "schema version 1 (this tradescribe: 1; up to date)" in after.out
+    assert "schema version 2 (this tradescribe: 2; up to date)" in after.out
     check = run_cli("db", "rebuild", "--check", "--db", pg_url)
     assert check.code == 0, check.err
     assert "EQUAL" in check.out
@@ -416,7 +418,7 @@ async def test_status_reports_the_postgres_database_and_the_worker_answers_queri
     got = json.loads(status.stdout)
     assert got["db_path"] == s.db_label
     assert got["events_stored"] == 1
-    assert got["schema_version"] == 1
+    assert got["schema_version"] == 2  # 0002.sql: dead letters known by stream
     assert got["db_bytes"] > 0
     assert remote.exit_code == 0, remote.output
     assert [r["text"] for r in json.loads(remote.stdout)["rows"]] == ["hello"]

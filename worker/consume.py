@@ -49,15 +49,27 @@ class _Batch:
 
 
 class Worker:
-    """The single writer. ``await worker.run()``; ``worker.stop()`` to end it cleanly."""
+    """The single writer of one stream. ``await worker.run()``; ``worker.stop()`` to end
+    it cleanly. With stream partitions, :class:`worker.partitions.PartitionedWorker` runs
+    one of these per partition it holds (``stream``), all counting into its ``stats``."""
 
     def __init__(
-        self, settings: Settings, redis: AsyncRedis, store: SqliteStore | PostgresStore
+        self,
+        settings: Settings,
+        redis: AsyncRedis,
+        store: SqliteStore | PostgresStore,
+        *,
+        stream: str | None = None,
+        stats: Stats | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
         self.store = store
-        self.stats = Stats()
+        self.stream = settings.stream if stream is None else stream
+        self.stats = Stats() if stats is None else stats
+        # A partition taken over: the entries its last owner left pending are claimed
+        # first (it holds no lease nor lock any more), so the source order holds.
+        self.takes_over = False
         self.identity = worker_identity(settings.consumer)
         self._stopping = anyio.Event()
         self.ready = anyio.Event()
@@ -89,11 +101,21 @@ class Worker:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         s = self.settings
         await self.store.lock_writer(self.identity)  # the file's lock, or PostgreSQL's
-        lease = RedisLease(self.redis, s.stream, s.group, self.identity, s.lease_ttl_ms)
-        leased = False
+        lease = RedisLease(self.redis, self.stream, s.group, self.identity, s.lease_ttl_ms)
         try:
             await self._until_redis_answers(lease.acquire)
-            leased = True
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.store.unlock_writer()
+            raise
+        await self.run_leased(lease, task_status=task_status)
+
+    async def run_leased(
+        self, lease: RedisLease, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Consume with the store's writer lock and ``lease`` held; release both at the end."""
+        s = self.settings
+        try:
             await self._until_redis_answers(self._carry_over_attempts)
             await self.store.migrate()
             self.store.start_writer()
@@ -101,7 +123,7 @@ class Worker:
             log.info(
                 "worker %s started: stream=%s group=%s db=%s",
                 s.consumer,
-                s.stream,
+                self.stream,
                 s.group,
                 s.db_label,
             )
@@ -113,12 +135,11 @@ class Worker:
                 await self._consume()
                 tg.cancel_scope.cancel()
         finally:
-            if leased:
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await lease.release()
-                    except RedisError:
-                        log.warning("could not release the writer lease; it expires by itself")
+            with anyio.CancelScope(shield=True):
+                try:
+                    await lease.release()
+                except RedisError:
+                    log.warning("could not release the writer lease; it expires by itself")
             with anyio.CancelScope(shield=True):
                 await self.store.unlock_writer()
             if self.ready.is_set():  # a worker that never started has nothing to report
@@ -158,7 +179,8 @@ class Worker:
         name before cluster support (``contracts.keys``): renamed, if nothing is at the
         new name yet. A cluster never had the old name (and cannot RENAME across slots)."""
         s = self.settings
-        old, new = legacy_stream_key("attempts", s.stream, s.group), attempts_key(s.stream, s.group)
+        old = legacy_stream_key("attempts", self.stream, s.group)
+        new = attempts_key(self.stream, s.group)
         if old == new or is_cluster(self.redis) or not await self.redis.exists(old):
             return
         if await self.redis.renamenx(old, new):
@@ -167,12 +189,12 @@ class Worker:
     async def _ensure_group(self) -> None:
         s = self.settings
         try:
-            await self.redis.xgroup_create(s.stream, s.group, id="0", mkstream=True)
-            log.info("created consumer group %s on %s", s.group, s.stream)
+            await self.redis.xgroup_create(self.stream, s.group, id="0", mkstream=True)
+            log.info("created consumer group %s on %s", s.group, self.stream)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise RedisSetupError(
-                    f"cannot create consumer group {s.group} on {s.stream}: {exc}"
+                    f"cannot create consumer group {s.group} on {self.stream}: {exc}"
                 ) from exc
 
     # -- the loop ----------------------------------------------------------------
@@ -263,7 +285,7 @@ class Worker:
 
     async def _attempts_left(self, ids: list[str]) -> set[str]:
         """Of these entries, those with an attempt counted and never ended."""
-        key = attempts_key(self.settings.stream, self.settings.group)
+        key = attempts_key(self.stream, self.settings.group)
         try:
             counts = await self.redis.hmget(key, ids)
         except (*_TRANSIENT_REDIS, ResponseError) as exc:
@@ -280,7 +302,7 @@ class Worker:
     async def _pipelined_attempts(self, ids: list[str], add: bool) -> None:
         if not ids:
             return
-        key = attempts_key(self.settings.stream, self.settings.group)
+        key = attempts_key(self.stream, self.settings.group)
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for i in ids:
@@ -292,7 +314,7 @@ class Worker:
 
     async def _attempt(self, stream_id: str, add: int) -> int:
         """Count an attempt at a suspect entry (``add`` 1), or forget its count (0)."""
-        key = attempts_key(self.settings.stream, self.settings.group)
+        key = attempts_key(self.stream, self.settings.group)
         while True:
             try:
                 if add:
@@ -310,6 +332,8 @@ class Worker:
 
     async def _read(self) -> AsyncIterator[tuple[list[Entry], dict[str, int]]]:
         """Own pending entries first, then idle ones of dead consumers, then new ones."""
+        if self.takes_over:
+            await self._claim_left_behind()
         async for batch in self._read_pending():
             yield batch
         next_claim = 0.0
@@ -331,6 +355,30 @@ class Worker:
             after = entries[-1][0]
             yield entries, await self._deliveries(entries)
 
+    async def _claim_left_behind(self) -> None:
+        """Make every entry pending in the group ours (XAUTOCLAIM, idle or not),
+        to be read with our own pending ones before anything new: called only when this
+        process holds the partition's lease and its store lock, so whoever read them
+        can no longer commit them."""
+        s = self.settings
+        cursor = "0-0"
+        claimed = 0
+        while not self.stopping:
+            try:
+                reply = await self.redis.xautoclaim(
+                    self.stream, s.group, s.consumer, 0, cursor, count=s.batch_max
+                )  # not JUSTID: redis-py then drops the cursor from the reply
+            except _TRANSIENT_REDIS as exc:
+                self.stats.note_error(_UNREACHABLE, exc)
+                await anyio.sleep(self._backoff().next())
+                continue
+            cursor = _text(reply[0])
+            claimed += len(reply[1])
+            if cursor == "0-0":
+                break
+        if claimed:
+            log.info("took over %d pending entries of %s", claimed, self.stream)
+
     async def _read_claimable(self) -> AsyncIterator[tuple[list[Entry], dict[str, int]]]:
         s = self.settings
         cursor = "0-0"
@@ -341,7 +389,7 @@ class Worker:
             held = set(self._in_flight)
             try:
                 reply = await self.redis.xautoclaim(
-                    s.stream, s.group, s.consumer, s.claim_idle_ms, cursor, count=s.batch_max
+                    self.stream, s.group, s.consumer, s.claim_idle_ms, cursor, count=s.batch_max
                 )
             except _TRANSIENT_REDIS as exc:
                 self.stats.note_error(_UNREACHABLE, exc)
@@ -364,7 +412,7 @@ class Worker:
         while not self.stopping:
             try:
                 reply = await self.redis.xreadgroup(
-                    s.group, s.consumer, {s.stream: after}, count=s.batch_max, block=block
+                    s.group, s.consumer, {self.stream: after}, count=s.batch_max, block=block
                 )
                 self.stats.recovered(_UNREACHABLE)
                 return _entries(reply)
@@ -386,7 +434,7 @@ class Worker:
         s = self.settings
         try:
             pending = await self.redis.xpending_range(
-                s.stream, s.group, entries[0][0], entries[-1][0], len(entries), s.consumer
+                self.stream, s.group, entries[0][0], entries[-1][0], len(entries), s.consumer
             )
         except _TRANSIENT_REDIS:
             return {}
@@ -491,7 +539,7 @@ class Worker:
         while ids:
             try:
                 with anyio.CancelScope(shield=True):
-                    await self.redis.xack(s.stream, s.group, *ids)
+                    await self.redis.xack(self.stream, s.group, *ids)
                 last = self.stats.last_stream_id  # acks may end out of order
                 if last is None or stream_order(ids[-1]) > stream_order(last):
                     self.stats.last_stream_id = ids[-1]
@@ -529,17 +577,17 @@ class Worker:
     async def trim(self) -> int:
         """Drop entries that are committed and older than ``trim_keep_s``."""
         s = self.settings
-        groups = await self.redis.xinfo_groups(s.stream)
+        groups = await self.redis.xinfo_groups(self.stream)
         ours = next((g for g in groups if _text(g["name"]) == s.group), None)
         if ours is None:
             return 0
         bound = _text(ours["last-delivered-id"])
-        summary = await self.redis.xpending(s.stream, s.group)
+        summary = await self.redis.xpending(self.stream, s.group)
         if summary["pending"]:
             bound = min(bound, _text(summary["min"]), key=stream_order)
         keep_from = f"{int((time.time() - s.trim_keep_s) * 1000)}-0"
         min_id = min(bound, keep_from, key=stream_order)
-        return int(await self.redis.xtrim(s.stream, minid=min_id, approximate=False))
+        return int(await self.redis.xtrim(self.stream, minid=min_id, approximate=False))
 
 
 def _text(value: Any) -> str:

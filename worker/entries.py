@@ -141,7 +141,13 @@ def _postgres_store_error(exc: BaseException) -> bool | None:
     class 22 data exception, 23 integrity, or a value the driver cannot encode) is the
     entry's; anything else (connection, disk, locks, shutdown, schema) is the store's."""
     asyncpg = sys.modules.get("asyncpg")  # loaded only by the PostgreSQL store
-    if asyncpg is None or not isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+    if asyncpg is None:
+        return None
+    if isinstance(exc, asyncpg.InternalClientError):
+        # the driver's own state (e.g. "cannot switch to state 15; another operation is
+        # in progress" as a server shuts down): the connection's fault, never the entry's
+        return True
+    if not isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
         return None
     if isinstance(exc, asyncpg.exceptions._base.DataError):
         return False

@@ -35,6 +35,12 @@ class ConfigError(WorkerError):
     """A setting has a value it cannot take."""
 
 
+class PartitionsNeedPostgresError(ConfigError):
+    """``partitions`` > 1 with SQLite: one file has one writer (a restart would not help)."""
+
+    exit_code = EXIT_NOT_CONFIGURED
+
+
 class DatabasePathError(WorkerError):
     """``--db`` names no file the worker can create (a folder, a missing folder)."""
 

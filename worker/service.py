@@ -17,6 +17,7 @@ from redis.backoff import NoBackoff
 
 from contracts.redisclient import AsyncRedis, async_client
 from worker.consume import Worker
+from worker.errors import PartitionsNeedPostgresError
 from worker.ops import answers as serve_commands  # noqa: F401  (registers serve --remote's)
 from worker.ops import queries as query_commands  # noqa: F401  (registers the query and wait commands)
 from worker.ops.health import keep_heartbeat, log_ready
@@ -24,6 +25,7 @@ from worker.ops.metrics import refresh_backlog, serve_metrics
 from worker.ops.responder import serve_requests
 from worker.ops.sdnotify import notify_systemd
 from worker.ops.trust import worker_key
+from worker.partitions import PartitionedWorker
 from worker.settings import Settings
 from worker.store.backup import backup_periodically
 from worker.store.sqlite import SqliteStore
@@ -68,9 +70,15 @@ async def run_worker(
     task_status: TaskStatus[Worker] = anyio.TASK_STATUS_IGNORED,
 ) -> Worker:
     """Run the worker until it is stopped (SIGTERM/SIGINT when ``handle_signals``)."""
+    if settings.partitions > 1 and settings.database_url is None:
+        raise PartitionsNeedPostgresError(
+            f"partitions {settings.partitions} needs PostgreSQL (--db postgresql://...): "
+            "SQLite has one writer, so keep partitions at 1 with it (docs/scaling.md)"
+        )
     store = await open_store(settings)
     client = redis_client(settings)
-    worker = Worker(settings, client, store)
+    kind = PartitionedWorker if settings.partitions > 1 else Worker
+    worker = kind(settings, client, store)
     try:
         key = worker_key(settings)  # made beside the database if none is configured
         with serve_metrics(worker) as metrics:

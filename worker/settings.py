@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from contracts.events import DEFAULT_STREAM
+from contracts.partitions import MAX_PARTITIONS
 from contracts.redisurl import check_redis_url, mask_url, with_password
 from worker.errors import ConfigError
 from worker.ops.trust import key_source
@@ -61,6 +62,14 @@ class Settings(BaseSettings):
         "unset: SQLite at db (docs/postgresql.md).",
     )
     stream: str = Field(DEFAULT_STREAM, min_length=1, description="Stream key bots publish to.")
+    partitions: int = Field(
+        1,
+        ge=1,
+        le=MAX_PARTITIONS,
+        description="Streams the load is split into: with K > 1 events go to "
+        "<stream>:{p} by source and each partition has one worker at a time "
+        "(PostgreSQL only; docs/scaling.md). Publishers must use the same K.",
+    )
     group: str = Field("tradescribe", min_length=1, description="Consumer group name.")
     consumer: str = Field(
         default_factory=socket.gethostname,

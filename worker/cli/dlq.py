@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts.events import WIRE_FIELD
+from contracts.partitions import stream_for_wire
 from contracts.query_db import connect_postgres, pg_marks, psycopg_module
 from contracts.query_model import QueryError
 from contracts.redisclient import sync_client
@@ -230,7 +231,8 @@ def _publish(settings: Settings, rows: list[dict[str, Any]]) -> list[int]:
     try:
         pipe = client.pipeline(transaction=False)
         for r in rows:
-            pipe.xadd(settings.stream, {WIRE_FIELD: r["raw"]})
+            stream = stream_for_wire(settings.stream, r["raw"], settings.partitions)
+            pipe.xadd(stream, {WIRE_FIELD: r["raw"]})
         pipe.execute()
     except redis.RedisError as exc:
         raise DeadLetterError(

@@ -147,7 +147,7 @@ def run_import(
         new = [e for e in events if e.id not in already]
         client = sync_client(redis_url, socket_timeout=10, socket_connect_timeout=5)
         try:
-            report.published = publish(client, stream, new, progress)
+            report.published = publish(client, stream, new, progress, settings.partitions)
         except redis.RedisError as exc:
             raise ImportFailedError(
                 f"cannot publish to Redis at {mask_url(redis_url)}: {exc} "

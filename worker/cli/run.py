@@ -53,6 +53,10 @@ def worker(
         str | None, typer.Option(help="Consumer name (default: host name).")
     ] = None,
     batch_max: Annotated[int | None, typer.Option(help="Most events per transaction.")] = None,
+    partitions: Annotated[
+        int | None,
+        typer.Option(help="Partition streams shared with other workers (PostgreSQL only)."),
+    ] = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = None,
     log_format: Annotated[str | None, typer.Option(help="text or json (journald).")] = None,
     metrics_port: Annotated[
@@ -77,6 +81,7 @@ def worker(
         group=group,
         consumer=consumer,
         batch_max=batch_max,
+        partitions=partitions,
         log_level=log_level,
         log_format=log_format,
         metrics_port=metrics_port,

@@ -73,6 +73,7 @@ class ServeConfig:
     answers: Answers | None = None  # None: the database ``db``, read-only
     redis_url: str | None = None
     stream: str = "tradescribe:events"
+    partitions: int = 1  # ingest routes each event to its source's partition stream
     group: str = "tradescribe"
     heartbeat_ttl_s: float = 30.0
     channel_key: bytes | None = None  # checks the worker's signed heartbeat
@@ -368,7 +369,7 @@ class Server:
 
             self._redis = async_client(self.config.redis_url)
         try:
-            ids = await append(self._redis, self.config.stream, events)
+            ids = await append(self._redis, self.config.stream, events, self.config.partitions)
         except Exception as exc:  # redis down: say so, publish nothing
             log.warning("ingest: cannot append to the stream: %s", exc)
             return error(503, f"cannot reach Redis: {exc}; nothing was published")

@@ -162,6 +162,7 @@ def serve(
         answers, where = None, f"database {settings.db_label}"
     app, server = create_app(ServeConfig(
         db=database, tokens=token_file, answers=answers, redis_url=named, stream=settings.stream,
+        partitions=settings.partitions,
         group=settings.group, heartbeat_ttl_s=settings.heartbeat_ttl_s, channel_key=key,
         poll_s=poll_ms / 1000,
         secure_cookie=tls_cert is not None or behind_proxy,

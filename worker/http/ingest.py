@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from contracts.events import EVENT_ADAPTER, WIRE_FIELD, AnyEvent, to_wire
 from contracts.ids import new_event_id
+from contracts.partitions import stream_for
 from contracts.redisclient import AsyncRedis
 from worker.http.tokens import Principal
 
@@ -94,11 +95,15 @@ def validate(principal: Principal, body: Any) -> list[AnyEvent]:
     return events
 
 
-async def append(client: AsyncRedis, stream: str, events: list[AnyEvent]) -> list[str]:
+async def append(
+    client: AsyncRedis, stream: str, events: list[AnyEvent], partitions: int = 1
+) -> list[str]:
     """XADD every event in one MULTI/EXEC: the stream gets all of them or none (one
-    stream, one hash slot: a cluster runs it as a transaction on the stream's shard)."""
+    stream, one hash slot: a cluster runs it as a transaction on the stream's shard).
+    With partitions each event goes to its source's partition stream; a token is bound
+    to one source, so a request's events share one stream."""
     async with client.pipeline(transaction=True) as pipe:
         for event in events:
-            pipe.xadd(stream, {WIRE_FIELD: to_wire(event)})
+            pipe.xadd(stream_for(stream, event.source, partitions), {WIRE_FIELD: to_wire(event)})
         await pipe.execute()
     return [event.id for event in events]

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from contracts.client import Client
 from contracts.errors import NoWorkerError, RedisUnreachableError, RequestFailedError
 from contracts.events import WIRE_FIELD, AnyEvent, to_wire
+from contracts.partitions import stream_for
 from contracts.query_db import connect_readonly, is_url
 from contracts.query_model import DeadLetteredError, QueryError
 from contracts.redisclient import SyncRedis
@@ -132,15 +133,22 @@ def collect(
     return events
 
 
-def publish(client: SyncRedis, stream: str, events: Sequence[AnyEvent], progress: Progress) -> int:
-    """XADD every event, pipelined in chunks; returns how many Redis took."""
+def publish(
+    client: SyncRedis,
+    stream: str,
+    events: Sequence[AnyEvent],
+    progress: Progress,
+    partitions: int = 1,
+) -> int:
+    """XADD every event (to its source's partition stream when ``partitions`` > 1),
+    pipelined in chunks; returns how many Redis took."""
     task = progress.add_task("publishing", total=len(events))
     sent = 0
     for start in range(0, len(events), _CHUNK):
         chunk = events[start : start + _CHUNK]
         pipe = client.pipeline(transaction=False)
         for event in chunk:
-            pipe.xadd(stream, {WIRE_FIELD: to_wire(event)})
+            pipe.xadd(stream_for(stream, event.source, partitions), {WIRE_FIELD: to_wire(event)})
         sent += sum(1 for reply in pipe.execute() if reply)
         progress.advance(task, len(chunk))
     return sent

@@ -47,14 +47,22 @@ INSERT_EVENTS = (
     "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
 )
 STORED_BODIES = "SELECT event_id, stream_id, body FROM events WHERE event_id = ANY($1::text[])"
+# $9: the partition stream ('' for the single stream): ids repeat across streams.
 INSERT_DEAD = """INSERT INTO dead_letters (stream_id, event_id, raw, reason, deliveries,
-    received_at, raw_size, raw_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-ON CONFLICT (stream_id) DO NOTHING"""
-SET_LAST = """INSERT INTO meta (key, value) VALUES ('last_stream_id', $1)
+    received_at, raw_size, raw_sha256, stream) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (stream, stream_id) DO NOTHING"""
+# $1: 'last_stream_id', or 'last_stream_id:<partition stream>' for one partition.
+SET_LAST = """INSERT INTO meta (key, value) VALUES ($1, $2)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value"""
 
 # One fixed pair of keys for pg_try_advisory_lock(int, int): the one writer of a database.
+# With stream partitions, each partition's writer holds it shared (so a single-stream
+# worker is refused while partitions are written, and the other way round) and holds
+# (PARTITION_LOCK_CLASS, p) alone: one writer per partition.
 LOCK_KEYS = (0x74726164, 0x77726974)  # "trad", "writ"
+PARTITION_LOCK_CLASS = 0x74727074  # "trpt"
+# Taken around migrations: workers starting together migrate one after the other.
+MIGRATE_LOCK_KEYS = (0x74726164, 0x6D696772)  # "trad", "migr"
 LOCK_HOLDER = """SELECT a.pid, a.application_name, a.client_addr::text
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 AND l.objid = $2

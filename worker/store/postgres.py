@@ -18,6 +18,13 @@ per table per batch. No row cache: a row read inside the transaction is never st
 whatever another session did.
 
 Only one writer per database: a session advisory lock, held by the store's connection.
+With stream partitions (docs/scaling.md) one writer per partition: each partition's
+store holds that lock shared and its partition's lock alone. Partitions never write the
+same row of a projection (every entity and aggregate key holds the event's source, and
+a source has one partition); the rows they share are the event log's ids (``ON
+CONFLICT DO NOTHING``, PostgreSQL waits for the other transaction), the dead letters
+(known by stream and stream id) and ``meta``'s per-partition ``last_stream_id``. A
+deadlock or serialization failure there is a store error: retried, never a dead letter.
 """
 
 from __future__ import annotations
@@ -96,17 +103,23 @@ class PostgresStore:
     migration_backup: str | None = None
     writer = None  # merges run in the worker's process: no write process to start
 
-    def __init__(self, con: asyncpg.Connection, url: str) -> None:
+    def __init__(
+        self, con: asyncpg.Connection, url: str, partition: tuple[int, str] | None = None
+    ) -> None:
         self._con = con
         self.url = url
+        # (p, its stream) when this store writes one partition; None: the one writer.
+        self.partition = partition
+        self._dead_stream = partition[1] if partition else ""
+        self._last_key = f"last_stream_id:{partition[1]}" if partition else "last_stream_id"
         self._locked = False
         # One operation at a time on the connection: the heartbeat's and status's
         # reads wait for the batch in hand (asyncpg refuses overlapping operations).
         self._turn = anyio.Lock()
 
     @classmethod
-    async def open(cls, url: str) -> PostgresStore:
-        return cls(await _connect(url), url)
+    async def open(cls, url: str, partition: tuple[int, str] | None = None) -> PostgresStore:
+        return cls(await _connect(url), url, partition)
 
     def start_writer(self) -> None:
         """Nothing to start (kept for the loop, which calls it after :meth:`migrate`)."""
@@ -123,25 +136,43 @@ class PostgresStore:
             await self._lock()
 
     async def _lock(self) -> None:
-        if await self._con.fetchval("SELECT pg_try_advisory_lock($1, $2)", *pgsql.LOCK_KEYS):
-            self._locked = True
-            return
-        holder = await self._con.fetchrow(pgsql.LOCK_HOLDER, *pgsql.LOCK_KEYS)
-        who = (
-            f"{holder['application_name'] or 'a session'} (server pid {holder['pid']}"
-            f"{', from ' + holder['client_addr'] if holder['client_addr'] else ''})"
-            if holder
-            else "another session"
-        )
-        raise AlreadyRunningError(
-            f"another worker, {who}, is writing to this PostgreSQL database; stop it "
-            "first, or give this one another database"
-        )
+        con = self._con
+        if self.partition is None:
+            if await con.fetchval("SELECT pg_try_advisory_lock($1, $2)", *pgsql.LOCK_KEYS):
+                self._locked = True
+                return
+            who = await _holder(con, pgsql.LOCK_KEYS)
+            raise AlreadyRunningError(
+                f"another worker, {who}, is writing to this PostgreSQL database; stop it "
+                "first, or give this one another database"
+            )
+        if not await con.fetchval("SELECT pg_try_advisory_lock_shared($1, $2)", *pgsql.LOCK_KEYS):
+            who = await _holder(con, pgsql.LOCK_KEYS)
+            raise AlreadyRunningError(
+                f"a single-stream worker, {who}, is writing to this PostgreSQL database; "
+                "stop it before starting workers with partitions"
+            )
+        mine = (pgsql.PARTITION_LOCK_CLASS, self.partition[0])
+        if not await con.fetchval("SELECT pg_try_advisory_lock($1, $2)", *mine):
+            who = await _holder(con, mine)
+            await con.execute("SELECT pg_advisory_unlock_shared($1, $2)", *pgsql.LOCK_KEYS)
+            raise AlreadyRunningError(
+                f"another worker, {who}, is writing partition {self.partition[1]}"
+            )
+        self._locked = True
 
     async def unlock_writer(self) -> None:
         if self._locked and not self._con.is_closed():
             async with self._turn:
-                await self._con.execute("SELECT pg_advisory_unlock($1, $2)", *pgsql.LOCK_KEYS)
+                if self.partition is None:
+                    await self._con.execute("SELECT pg_advisory_unlock($1, $2)", *pgsql.LOCK_KEYS)
+                else:
+                    await self._con.execute(
+                        "SELECT pg_advisory_unlock($1, $2), pg_advisory_unlock_shared($3, $4)",
+                        pgsql.PARTITION_LOCK_CLASS,
+                        self.partition[0],
+                        *pgsql.LOCK_KEYS,
+                    )
         self._locked = False
 
     async def _connected(self) -> asyncpg.Connection:
@@ -180,7 +211,13 @@ class PostgresStore:
         (version before, version after). No automatic backup: take a ``pg_dump`` first
         (docs/postgresql.md); ``backup_dir`` is not used."""
         async with self._turn:
-            return await self._migrate(await self._connected())
+            con = await self._connected()
+            # Workers starting together: one migrates, the others then find it done.
+            await con.execute("SELECT pg_advisory_lock($1, $2)", *pgsql.MIGRATE_LOCK_KEYS)
+            try:
+                return await self._migrate(con)
+            finally:
+                await con.execute("SELECT pg_advisory_unlock($1, $2)", *pgsql.MIGRATE_LOCK_KEYS)
 
     async def _migrate(self, con: asyncpg.Connection) -> tuple[int, int]:
         before = await self._version(con)
@@ -215,7 +252,7 @@ class PostgresStore:
         async with self._turn:
             con = await self._connected()
             async with con.transaction():
-                return await _write(con, batch)
+                return await _write(con, batch, self._dead_stream, self._last_key)
 
     async def commit(self, good: Sequence[Decoded], dead: Sequence[DeadLetter]) -> tuple[int, int]:
         return await self.commit_planned(self.prepare(good, dead))
@@ -239,7 +276,21 @@ async def _connect(url: str) -> asyncpg.Connection:
     return con
 
 
-async def _write(con: asyncpg.Connection, batch: Planned) -> tuple[int, int]:
+async def _holder(con: asyncpg.Connection, keys: tuple[int, int]) -> str:
+    """The session holding an advisory lock, as a person may see it."""
+    holder = await con.fetchrow(pgsql.LOCK_HOLDER, *keys)
+    if not holder:
+        return "another session"
+    addr = holder["client_addr"]
+    return (
+        f"{holder['application_name'] or 'a session'} (server pid {holder['pid']}"
+        f"{', from ' + addr if addr else ''})"
+    )
+
+
+async def _write(
+    con: asyncpg.Connection, batch: Planned, dead_stream: str, last_key: str
+) -> tuple[int, int]:
     changes, appends, dead = batch.changes, batch.appends, batch.dead
     conflicts = 0
     if batch.events:
@@ -262,9 +313,9 @@ async def _write(con: asyncpg.Connection, batch: Planned) -> tuple[int, int]:
     await _run(con, plan_projections(changes, source))
     await _run(con, appends)
     if dead:
-        await con.executemany(pgsql.INSERT_DEAD, dead)
+        await con.executemany(pgsql.INSERT_DEAD, [(*d, dead_stream) for d in dead])
     if batch.last_stream_id is not None:
-        await con.execute(pgsql.SET_LAST, batch.last_stream_id)
+        await con.execute(pgsql.SET_LAST, last_key, batch.last_stream_id)
     return inserted, conflicts
 
 
