@@ -140,6 +140,19 @@ class Client:
             self._conn = None
 
 
+def page_threads(pollers: list[Client], stop: threading.Event) -> list[threading.Thread]:
+    """One thread per client fetching the dashboard as the page does (one fetch in
+    flight, fetches at least PAGE_SPACING_S apart, start to start) until ``stop``."""
+
+    def poll(c: Client) -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            c.get(DASHBOARD)
+            stop.wait(max(started + PAGE_SPACING_S - time.monotonic(), 0))
+
+    return [threading.Thread(target=poll, args=(c,), daemon=True) for c in pollers]
+
+
 def run_clients(
     clients: list[Client], loop: Callable[[int, Client], None], seconds_max: float
 ) -> None:
@@ -210,14 +223,7 @@ def drain_with_pollers(
     client.xgroup_create(s.stream, s.group, id="0")
     stop = threading.Event()
 
-    def poll(_: int, c: Client) -> None:
-        while not stop.is_set():
-            started = time.monotonic()
-            c.get(DASHBOARD)
-            stop.wait(max(started + PAGE_SPACING_S - time.monotonic(), 0))
-
-    threads = [threading.Thread(target=poll, args=(i, c), daemon=True) for i, c in
-               enumerate(pollers)]  # fmt: skip
+    threads = page_threads(pollers, stop)
     for t in threads:
         t.start()
     child = drain.WorkerChild(s, log)
@@ -307,15 +313,8 @@ def commit_to_client(
     pollers = [Client(port, tokens["admin" if i % 2 else "tenant"]) for i in range(CLIENTS)]
     stop = threading.Event()
 
-    def poll(_: int, c: Client) -> None:
-        while not stop.is_set():
-            started = time.monotonic()
-            c.get(DASHBOARD)
-            stop.wait(max(started + PAGE_SPACING_S - time.monotonic(), 0))
-
     child = drain.WorkerChild(s, log)
-    threads = [threading.Thread(target=poll, args=(i, c), daemon=True) for i, c in
-               enumerate(pollers)]  # fmt: skip
+    threads = page_threads(pollers, stop)
     published: dict[str, float] = {}
     listener: StreamListener | None = None
     try:
