@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 import redis.exceptions
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 _WIRE_KEY = WIRE_FIELD.encode()
 _TRANSIENT_REDIS = TRANSIENT_ERRORS  # a cluster failing over, too
 _UNREACHABLE = "redis unreachable"
+
+
+# Entries decoded between two turns of the event loop (about 2 ms of CPU).
+DECODE_STEP = 200
 
 
 @dataclass(slots=True)
@@ -236,7 +241,7 @@ class Worker:
                     await self._count_attempts(counted)
                 batch: _Batch | None = None
                 while entries:
-                    batch, entries = self._batch(entries, deliveries)
+                    batch, entries = await self._batch(entries, deliveries)
                     if counted:  # decoded and planned: the attempt ended
                         await self._forget_attempts(counted)
                         counted = []
@@ -244,12 +249,27 @@ class Worker:
                 batch = None  # so that it is freed with the spent batches, in one go
                 self._spent.clear()
 
-    def _batch(
+    async def _batch(
         self, entries: list[Entry], deliveries: dict[str, int]
     ) -> tuple[_Batch, list[Entry]]:
         """The batch of these entries, and those that go in the next one: a batch holds
-        an event id once (see :func:`decode`)."""
-        good, dead, repeats = decode(entries, deliveries, self.settings.max_message_bytes)
+        an event id once (see :func:`decode`).
+
+        Decoded :data:`DECODE_STEP` entries at a time, letting the batch before it
+        commit in between: on PostgreSQL that commit is a series of round trips, each
+        of which would otherwise wait for the whole batch to be decoded."""
+        good: list[Decoded] = []
+        dead: list[DeadLetter] = []
+        repeats: list[Entry] = []
+        seen: set[str] = set()
+        limit = self.settings.max_message_bytes
+        for start in range(0, len(entries), DECODE_STEP):
+            if start:
+                await anyio.lowlevel.checkpoint()
+            g, d, r = decode(entries[start : start + DECODE_STEP], deliveries, limit, seen)
+            good += g
+            dead += d
+            repeats += r
         batch = self._prepare(good, dead)
         later = {i for i, _ in repeats}
         batch.ids = [i for i, _ in entries if i not in later]
@@ -278,7 +298,7 @@ class Worker:
                 dead = bounded(stream_id, raw, reason, times)
                 batch = self._prepare([], [dead])
             else:
-                batch = self._batch([entry], deliveries)[0]
+                batch = (await self._batch([entry], deliveries))[0]
             await self._attempt(stream_id, 0)
             batch.ids = [stream_id]
             yield batch

@@ -29,7 +29,7 @@ _WIRE_KEY = WIRE_FIELD.encode()
 
 
 def decode(
-    entries: list[Entry], deliveries: dict[str, int], limit: int
+    entries: list[Entry], deliveries: dict[str, int], limit: int, seen: set[str] | None = None
 ) -> tuple[list[Decoded], list[DeadLetter], list[Entry]]:
     """Each entry validated on its own: whatever one raises makes it a dead letter
     with the reason, never the batch's failure.
@@ -38,11 +38,14 @@ def decode(
     from a copy it refuses by the id alone: a second entry with an id seen before in
     ``entries`` is returned apart (third value), to go into the next batch, where
     the store finds it a duplicate or an id conflict as for any id in the log.
+    ``seen``: the ids of the batch's entries decoded before these (a batch decoded in
+    parts), added to.
     """
     good: list[Decoded] = []
     dead: list[DeadLetter] = []
     repeats: list[Entry] = []
-    seen: set[str] = set()
+    if seen is None:
+        seen = set()
     for stream_id, fields in entries:
         if not fields:
             continue  # deleted from the stream before we read it; nothing to store

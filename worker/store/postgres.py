@@ -1,15 +1,17 @@
 """The PostgreSQL store: the same calls as :class:`worker.store.sqlite.SqliteStore`, the
 same guarantees, one transaction per batch.
 
-A batch commits as: its event rows COPYed into a session table, one ``INSERT ...
-SELECT ... ON CONFLICT (event_id) DO NOTHING RETURNING event_id`` (the ids the log took;
-an id it held already is a duplicate or, with another body, an id conflict: a dead
-letter, its changes dropped, as :func:`worker.store.write.write_planned` does); the
-entity rows the batch touches read ``FOR UPDATE`` inside the transaction and merged in
-Python by the same :func:`worker.store.rows.merge` (through the same planner,
-:func:`worker.store.write.plan_projections`, so ``trade_days``/``trade_months`` deltas
-come with it); the resulting statements pipelined with ``executemany``; dead letters;
-COMMIT. The stream entries are acknowledged after that, by the loop, as on SQLite.
+A batch commits as: its event rows COPYed into a session table; the entity rows the
+batch touches read ``FOR UPDATE``; one ``INSERT ... SELECT ... ON CONFLICT (event_id) DO
+NOTHING RETURNING event_id`` (the ids the log took) sent, and while PostgreSQL runs it
+the changes merged here in Python by the same :func:`worker.store.rows.merge` (through
+the same planner, :func:`worker.store.write.plan_projections`, so ``trade_days``/
+``trade_months`` deltas come with it). An id the log held already is a duplicate or,
+with another body, an id conflict: a dead letter, its changes dropped and the rest
+merged again (as :func:`worker.store.write.write_planned` does). Then the resulting
+statements, each INSERT's rows as one statement over column arrays
+(:mod:`worker.store.pgbulk`); dead letters; COMMIT. The stream entries are
+acknowledged after that, by the loop, as on SQLite.
 
 Why merge in Python rather than in SQL: the merge is per-field versions over a JSON
 column plus the terminal-status rule and derived P&L; written again in SQL it would be a
@@ -33,11 +35,13 @@ import datetime as dt
 import logging
 import os
 import socket
+import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 try:
     import asyncpg
@@ -50,7 +54,7 @@ except ImportError as _missing:  # an extra: SQLite needs none of it
 
 from contracts.events import parse_event
 from worker.errors import AlreadyRunningError, DatabaseNewerError
-from worker.store import pgsql
+from worker.store import pgbulk, pgsql
 from worker.store.batch import DeadLetter, Decoded, append_statements, plan_batch
 from worker.store.entities import Entity
 from worker.store.projections import ENTITIES, project, utc_text
@@ -293,30 +297,45 @@ async def _write(
 ) -> tuple[int, int]:
     changes, appends, dead = batch.changes, batch.appends, batch.dead
     conflicts = 0
+    # The rows every change touches, locked; then the event log's INSERT goes out and,
+    # while PostgreSQL runs it, the changes are merged here as if every event were new
+    # (they are, but for a redelivery): the two biggest parts of a batch overlap.
     if batch.events:
         await con.copy_records_to_table(
             "events_in",
             records=[(i, *row) for i, row in enumerate(batch.events)],
             columns=("ord", *EVENT_COLUMNS),
         )
-        new = {r[0] for r in await con.fetch(pgsql.INSERT_EVENTS)}
-        inserted = len(new)
-        if inserted != len(batch.events):  # some ids were in the log already
-            refused, conflicted = await _not_new(con, batch.events, new)
-            changes = [c for c in changes if c.event_id not in refused]
-            appends = [(sql, [r for r in rows if r[0] not in refused]) for sql, rows in appends]
-            dead = [*dead, *conflicted]
-            conflicts = len(conflicted)
-    else:
-        inserted = 0
-    source = _Fetched(await _rows_for(con, changes))
-    await _run(con, plan_projections(changes, source))
+    rows = await _rows_for(con, changes)
+    new: set[str] = set()
+    async with anyio.create_task_group() as tg:
+        if batch.events:
+            tg.start_soon(_insert_events, con, new)
+            await anyio.lowlevel.checkpoint()  # the INSERT is on its way
+        statements = plan_projections(changes, _Fetched(rows))
+    inserted = len(new)
+    if inserted != len(batch.events):  # some ids were in the log already
+        refused, conflicted = await _not_new(con, batch.events, new)
+        changes = [c for c in changes if c.event_id not in refused]
+        appends = [(sql, [r for r in kept if r[0] not in refused]) for sql, kept in appends]
+        dead = [*dead, *conflicted]
+        conflicts = len(conflicted)
+        # Merged again without them, into the rows as stored (the merge above changed
+        # its copies in place).
+        statements = plan_projections(changes, _Fetched(await _rows_for(con, changes)))
+    await _run(con, statements)
     await _run(con, appends)
     if dead:
         await con.executemany(pgsql.INSERT_DEAD, [(*d, dead_stream) for d in dead])
     if batch.last_stream_id is not None:
         await con.execute(pgsql.SET_LAST, last_key, batch.last_stream_id)
     return inserted, conflicts
+
+
+async def _insert_events(con: asyncpg.Connection, new: set[str]) -> None:
+    """The batch's event rows (COPYed into the session table) into the log; ``new``
+    gets the ids it took."""
+    new.update(r[0] for r in await con.fetch(pgsql.INSERT_EVENTS))
 
 
 async def _not_new(
@@ -356,10 +375,28 @@ async def _rows_for(
     return found
 
 
+# Per connection: its database's column types (read once), for pgbulk's array casts.
+_TYPES: weakref.WeakKeyDictionary[asyncpg.Connection, pgbulk.ColumnTypes] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 async def _run(con: asyncpg.Connection, statements: Iterable[Statement]) -> None:
+    """Run the planner's statements: an INSERT's rows as one statement over column
+    arrays (:mod:`worker.store.pgbulk`), anything else row by row."""
+    types = _TYPES.get(con)
     for sql, params in statements:
-        if params:
-            await con.executemany(pgsql.translate(sql), params)
+        if not params:
+            continue
+        pg_sql = pgsql.translate(sql)
+        if types is None:
+            types = _TYPES[con] = pgbulk.column_types(await con.fetch(pgbulk.COLUMN_TYPES_SQL))
+        bulk = pgbulk.bulk_of(pg_sql, types)
+        if bulk is None or pgbulk.repeats_a_key(bulk, params):
+            await con.executemany(pg_sql, params)
+        else:
+            await con.execute(bulk.sql, *pgbulk.as_columns(bulk, params))
+
 
 
 async def replay(con: asyncpg.Connection, chunk: int) -> int:
