@@ -293,6 +293,8 @@ def status_table(r: dict[str, Any]) -> Table:
         ("schema version", r.get("schema_version")),
         ("last error", _last_error(r)),
     ]
+    if "partitions" in r:  # a worker of partitions: those it holds now
+        rows.insert(4, ("partitions held", " ".join(f"{{{p}}}" for p in r["partitions"]) or "none"))
     for name, value in rows:
         table.add_row(name, cell("-" if value is None else value))
     return table

@@ -162,7 +162,7 @@ def _read_beat(
     if raw is None:
         health.reasons.append(
             f"no heartbeat at {name}: no worker consumes group '{group}' of '{stream}' "
-            "(or it stopped beating over a TTL ago)"
+            "(or it stopped beating over a TTL ago; workers of partitions: --partitions K)"
         )
         return None
     text = verify(key, heartbeat_header(name), raw.decode(errors="replace"))
