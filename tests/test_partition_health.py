@@ -24,10 +24,12 @@ from contracts.partitions import partition_stream
 from tests.helpers import make_settings, run_cli, wait_for, where_flags
 from tests.pgfix import create_database, postgres_admin_url
 from tests.test_postgres import PgWorkerProcess
+from tests.test_security import acl_user
+from worker.embedded import EmbeddedRedis
 from worker.ops.health import heartbeat_key, worker_heartbeat_key
 from worker.settings import Settings
 
-__all__ = ["postgres_admin_url"]
+__all__ = ["acl_user", "postgres_admin_url"]
 pytestmark = pytest.mark.timeout(180)
 
 K = 4
@@ -107,6 +109,28 @@ def test_the_dashboards_pipeline_health_judges_partitions_too(settings: Settings
     assert found["ok"] is False
     assert found["reasons"][0].startswith("no worker holds partitions {0} {1} {2} {3}")
     assert len(found["partitions"]) == K
+
+
+def test_the_ops_acl_recipe_runs_check_with_partitions_once_given_their_keys(
+    acl_user: Any, settings: Settings, redis_server: EmbeddedRedis
+) -> None:
+    """docs/scaling.md: the ops user needs the partition streams and the leases added."""
+    s = settings
+    ops_url = acl_user("ops")
+    where = ["--redis-url", ops_url, "--stream", s.stream, "--group", s.group]
+    args = ["check", "--partitions", str(K), "--ping-timeout", "0.3", *where]
+    refused = run_cli(*args)
+    admin = redis.Redis(port=redis_server.port)
+    admin.execute_command("ACL", "SETUSER", f"tradescribe-ops-{s.group}",
+                          f"~{s.stream}:*", "~tradescribe:lease:*")  # fmt: skip
+    admin.close()
+    allowed = run_cli(*args)
+    assert refused.code == 1
+    assert "no permissions to access one of the keys" in refused.out, refused.out
+    assert allowed.code == 1  # no worker runs: a verdict, not a refusal
+    assert allowed.out.startswith("unhealthy: no worker holds partitions {0} {1} {2} {3}"), (
+        allowed.out
+    )
 
 
 # -- three workers on PostgreSQL -------------------------------------------------------------
