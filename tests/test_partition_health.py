@@ -242,7 +242,7 @@ def test_check_names_a_sigkilled_worker_and_its_partitions_until_the_others_hold
         assert short.code == 1
         assert short.out == (
             "unhealthy: 2 live workers (w0, w2), fewer than --min-workers 3: one stopped or "
-            "died; its partitions are held by the others\n"
+            "died; start it again\n"
         )
     finally:
         for proc in procs:

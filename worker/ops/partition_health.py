@@ -209,7 +209,7 @@ def _judge(
         names = ", ".join(sorted(alive)) or "none"
         health.reasons.append(
             f"{len(alive)} live workers ({names}), fewer than --min-workers {min_workers}: "
-            "one stopped or died; its partitions are held by the others"
+            "one stopped or died; start it again"
         )
     for w in health.workers:
         hb = w.heartbeat or {}
