@@ -102,6 +102,20 @@ class Client:
         ``RedisUnreachableError`` when Redis cannot be reached, and
         ``RequestFailedError`` when the worker answers with an error.
         """
+        return self._ask(command, args, timeout_s, every=False)[0]
+
+    def request_all(
+        self, command: str, args: dict[str, Any] | None = None, timeout_s: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Send one request that every worker listening on the channel answers (several
+        workers share a stream's partitions) and return their ``result`` s, in the order
+        they came: once as many came as PUBLISH reached, or when ``timeout_s`` ends with
+        at least one. Raises as :meth:`request` does; a worker's error reply raises too."""
+        return self._ask(command, args, timeout_s, every=True)
+
+    def _ask(
+        self, command: str, args: dict[str, Any] | None, timeout_s: float | None, *, every: bool
+    ) -> list[dict[str, Any]]:
         timeout = self.timeout_s if timeout_s is None else timeout_s
         request_id = uuid.uuid4().hex
         reply_to = REPLY_PREFIX + uuid.uuid4().hex
@@ -116,6 +130,7 @@ class Client:
         )
         header = reply_header(request_id, command, reply_to)
         refused_before = self.refused_replies
+        replies: list[str] = []
         try:
             listeners = publish(self._client, self.channel, body)
             if listeners == 0:
@@ -123,7 +138,12 @@ class Client:
                     f"no worker is listening on {self.channel} at {mask_url(self.redis_url)} "
                     "(is `tradescribe worker` running with the same --stream and --group?)"
                 )
-            reply = self._wait_reply(reply_to, header, time.monotonic() + timeout)
+            deadline = time.monotonic() + timeout
+            while len(replies) < (listeners if every else 1):
+                reply = self._wait_reply(reply_to, header, deadline)
+                if reply is None:
+                    break
+                replies.append(reply)
         except redis.AuthenticationError as exc:
             raise RedisUnreachableError(
                 f"Redis at {mask_url(self.redis_url)} refused the credentials: {exc} "
@@ -135,19 +155,19 @@ class Client:
                 "(check that redis-server is running and the URL is right)"
             ) from exc
         refused = self.refused_replies - refused_before
-        if reply is None and refused:
+        if not replies and refused:
             raise ForgedReplyError(
                 f"no worker answered '{command}' on {self.channel} within {timeout:g} s with "
                 f"a reply signed by the channel key; {refused} unsigned or forged "
                 "repl(ies) were refused: someone else answers on the channel, or the worker "
                 "uses another key (check TRADESCRIBE_CHANNEL_KEY / channel_key_file)"
             )
-        if reply is None:
+        if not replies:
             raise NoWorkerError(
                 f"no worker answered '{command}' on {self.channel} within {timeout:g} s "
                 "(the worker may be overloaded or stuck; try --timeout)"
             )
-        return _result(reply, request_id)
+        return [_result(reply, request_id) for reply in replies]
 
     def _wait_reply(self, reply_to: str, header: str, deadline: float) -> str | None:
         """The first reply signed for this request; refused ones are counted and skipped."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import redis
 import typer
@@ -19,10 +19,20 @@ from rich.table import Table
 from contracts.errors import NoWorkerError, RedisUnreachableError
 from contracts.redisclient import REDIS_ERRORS, sync_client
 from contracts.redisurl import mask_url
-from worker.cli.options import ConfigOpt, DbOpt, GroupOpt, JsonOpt, RedisOpt, StreamOpt
+from worker.cli.options import (
+    ConfigOpt,
+    DbOpt,
+    GroupOpt,
+    JsonOpt,
+    PartitionsOpt,
+    RedisOpt,
+    StreamOpt,
+)
 from worker.cli.output import cell
 from worker.cli.remote import exits_unanswered, worker_client
+from worker.errors import EXIT_NO_WORKER
 from worker.ops.health import Health, check_health
+from worker.ops.partition_health import PartitionsHealth, check_partitions
 from worker.ops.trust import client_key
 from worker.settings import Settings, load_settings
 
@@ -48,12 +58,45 @@ def status(
     redis_url: RedisOpt = None,
     stream: StreamOpt = None,
     group: GroupOpt = None,
+    partitions: PartitionsOpt = None,
+    consumer: Annotated[
+        str | None,
+        typer.Option("--consumer", help="Ask only the worker of this consumer name."),
+    ] = None,
     as_json: JsonOpt = False,
     timeout: TimeoutOpt = 2.0,
 ) -> None:
-    """Ask the running worker how it is doing (exit 2: no worker, 3: no Redis)."""
-    s = _settings(config, redis_url=redis_url, stream=stream, group=group)
-    result, _ = _ask(s, timeout, "status")
+    """Ask the running worker how it is doing (exit 2: no worker, 3: no Redis).
+
+    With --partitions K > 1 every worker answers: a table each (--json: {"workers":
+    [...]}, by consumer name); --consumer NAME prints that worker's alone."""
+    s = _settings(config, redis_url=redis_url, stream=stream, group=group, partitions=partitions)
+    if consumer is None and s.partitions == 1:
+        result, _ = _ask(s, timeout, "status")
+        _print_status(result, as_json)
+        return
+    with exits_unanswered(), worker_client(s, timeout) as client:
+        results = sorted(client.request_all("status"), key=lambda r: str(r.get("consumer")))
+    if consumer is not None:
+        mine = [r for r in results if r.get("consumer") == consumer]
+        if not mine:
+            others = ", ".join(str(r.get("consumer")) for r in results)
+            typer.secho(
+                f"error: no worker named {consumer} answered within {timeout:g} s "
+                f"(these did: {others})",
+                fg="red",
+                err=True,
+            )
+            raise typer.Exit(EXIT_NO_WORKER)
+        _print_status(mine[0], as_json)
+    elif as_json:
+        typer.echo(json.dumps({"workers": results}, indent=2, sort_keys=True))
+    else:
+        for result in results:
+            Console().print(status_table(result))
+
+
+def _print_status(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(result, indent=2, sort_keys=True))
         return
@@ -82,6 +125,7 @@ def check(
     redis_url: RedisOpt = None,
     stream: StreamOpt = None,
     group: GroupOpt = None,
+    partitions: PartitionsOpt = None,
     max_beat_age: Annotated[
         float | None,
         typer.Option("--max-beat-age", min=0.1, help="Seconds (default: the heartbeat TTL)."),
@@ -102,11 +146,24 @@ def check(
             "replayed for as long as it is young).",
         ),
     ] = 2.0,
+    min_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--min-workers",
+            min=1,
+            help="With --partitions: fail when fewer workers than this are alive, even "
+            "once the others hold every partition.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Exit 0 if a worker beat recently, answers a signed ping now and nothing is stuck,
-    else 1 with the reasons."""
-    s = _settings(config, redis_url=redis_url, stream=stream, group=group)
+    else 1 with the reasons. With --partitions K > 1: every partition has a live holder
+    (its own fresh beat, an answer to the ping); the JSON has each worker and partition."""
+    s = _settings(config, redis_url=redis_url, stream=stream, group=group, partitions=partitions)
+    if s.partitions > 1:
+        _check_partitions(s, max_beat_age, max_pending_age, error_window, ping_timeout,
+                          min_workers, as_json)  # fmt: skip
     key = client_key(s)
     client: redis.Redis | redis.RedisCluster | None = None
     try:
@@ -131,6 +188,54 @@ def check(
         _answers_a_ping(s, ping_timeout, health)
     typer.echo(json.dumps(health.as_dict(), default=str) if as_json else health.summary())
     raise typer.Exit(0 if health.ok else 1)
+
+
+def _check_partitions(
+    s: Settings,
+    max_beat_age: float | None,
+    max_pending_age: float,
+    error_window: float,
+    ping_timeout: float,
+    min_workers: int | None,
+    as_json: bool,
+) -> NoReturn:
+    """``check`` of workers sharing partitions: exits 0 or 1."""
+    key = client_key(s)
+    client: redis.Redis | redis.RedisCluster | None = None
+    try:
+        answered = _who_answers_a_ping(s, ping_timeout)
+        client = sync_client(s.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        health: PartitionsHealth = check_partitions(
+            client,
+            s.stream,
+            s.group,
+            s.partitions,
+            key=key,
+            answered=answered,
+            max_beat_age_s=max_beat_age or s.heartbeat_ttl_s,
+            max_pending_age_s=max_pending_age,
+            error_window_s=error_window,
+            min_workers=min_workers,
+        )
+    except (*REDIS_ERRORS, RedisUnreachableError) as exc:
+        line = f"unhealthy: cannot reach Redis at {mask_url(s.redis_url)}: {exc}"
+        typer.echo(json.dumps({"ok": False, "reasons": [line]}) if as_json else line)
+        raise typer.Exit(1) from None
+    finally:
+        if client is not None:
+            client.close()
+    typer.echo(json.dumps(health.as_dict(), default=str) if as_json else health.summary())
+    raise typer.Exit(0 if health.ok else 1)
+
+
+def _who_answers_a_ping(s: Settings, timeout: float) -> set[str]:
+    """The consumers that answer one signed ping within ``timeout`` (every listening
+    worker answers it); empty when none does."""
+    try:
+        with worker_client(s, timeout) as client:
+            return {str(r.get("consumer")) for r in client.request_all("ping")}
+    except NoWorkerError:
+        return set()
 
 
 def _answers_a_ping(s: Settings, timeout: float, health: Health) -> None:
@@ -188,6 +293,8 @@ def status_table(r: dict[str, Any]) -> Table:
         ("schema version", r.get("schema_version")),
         ("last error", _last_error(r)),
     ]
+    if "partitions" in r:  # a worker of partitions: those it holds now
+        rows.insert(4, ("partitions held", " ".join(f"{{{p}}}" for p in r["partitions"]) or "none"))
     for name, value in rows:
         table.add_row(name, cell("-" if value is None else value))
     return table

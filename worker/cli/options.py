@@ -36,3 +36,12 @@ GroupOpt = Annotated[
     typer.Option("--group", help="Consumer group [env TRADESCRIBE_GROUP].", show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.")]
+PartitionsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--partitions",
+        min=1,
+        help="Partition streams the workers share [env TRADESCRIBE_PARTITIONS].",
+        show_default=False,
+    ),
+]

@@ -287,7 +287,13 @@ class Server:
     async def pipeline(self) -> dict[str, Any]:
         c = self.config
         found = await self.run(
-            reads.pipeline, c.redis_url, c.stream, c.group, c.heartbeat_ttl_s, c.channel_key
+            reads.pipeline,
+            c.redis_url,
+            c.stream,
+            c.group,
+            c.heartbeat_ttl_s,
+            c.channel_key,
+            c.partitions,
         )
         return found  # type: ignore[no-any-return]
 

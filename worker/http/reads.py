@@ -293,15 +293,22 @@ def max_seq(db: Path | str) -> int:
 
 
 def pipeline(
-    redis_url: str | None, stream: str, group: str, heartbeat_ttl_s: float, key: bytes | None
+    redis_url: str | None,
+    stream: str,
+    group: str,
+    heartbeat_ttl_s: float,
+    key: bytes | None,
+    partitions: int = 1,
 ) -> dict[str, Any]:
     """The worker's heartbeat (signed: checked with the channel ``key``) and the group's
-    pending entries, as ``tradescribe check`` judges them (admin only); what went wrong
+    pending entries, as ``tradescribe check`` judges them (admin only; with partitions,
+    every partition's holder and its own beat, without check's ping); what went wrong
     when Redis or the key is missing."""
     import redis
 
     from contracts.redisclient import REDIS_ERRORS, sync_client
     from worker.ops.health import check_health
+    from worker.ops.partition_health import check_partitions
 
     if redis_url is None:
         return {"ok": None, "reasons": ["no --redis-url: the pipeline cannot be asked"]}
@@ -310,6 +317,10 @@ def pipeline(
     client: redis.Redis | redis.RedisCluster | None = None
     try:
         client = sync_client(redis_url, socket_timeout=1, socket_connect_timeout=1)
+        if partitions > 1:
+            return check_partitions(client, stream, group, partitions, key=key, answered=None,
+                                    max_beat_age_s=heartbeat_ttl_s, max_pending_age_s=300,
+                                    error_window_s=60).as_dict()  # fmt: skip
         return check_health(client, stream, group, key=key, max_beat_age_s=heartbeat_ttl_s,
                             max_pending_age_s=300, error_window_s=60).as_dict()  # fmt: skip
     except REDIS_ERRORS as exc:

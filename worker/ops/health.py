@@ -6,6 +6,11 @@ JSON of its identity and counters, signed with the channel key and bound to the
 key's name and the beat's time (``contracts.channelauth``). ``tradescribe
 check`` believes only a beat that verifies and is recent, then reads the
 stream's pending entries and says whether all is well.
+
+A worker of stream partitions (``partitions`` > 1) beats on a key of its own,
+``tradescribe:heartbeat:{<stream>}:<group>:<consumer>``, still in the stream's slot,
+and its beat lists the partitions it holds; :mod:`worker.ops.partition_health` judges
+those workers and partitions.
 """
 
 from __future__ import annotations
@@ -26,13 +31,22 @@ from contracts.keys import stream_key
 from contracts.redisclient import SyncRedis
 from worker.consume import Worker
 from worker.ops.status import counters, database_status, identity, redis_backlog, stream_id_age
+from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def heartbeat_key(stream: str, group: str) -> str:
-    """In the stream's hash slot (``contracts.keys``)."""
-    return stream_key("heartbeat", stream, group)
+def heartbeat_key(stream: str, group: str, consumer: str | None = None) -> str:
+    """In the stream's hash slot (``contracts.keys``); with ``consumer``, that worker's
+    own key (the stream's tag comes first in the name, so the slot stays the stream's)."""
+    key = stream_key("heartbeat", stream, group)
+    return key if consumer is None else f"{key}:{consumer}"
+
+
+def worker_heartbeat_key(s: Settings) -> str:
+    """The key a worker beats on: the stream's and group's for a single worker, its own
+    (by consumer name) for a worker of partitions, so that several never share one."""
+    return heartbeat_key(s.stream, s.group, s.consumer if s.partitions > 1 else None)
 
 
 def heartbeat_value(worker: Worker) -> dict[str, Any]:
@@ -43,14 +57,14 @@ MAX_CLOCK_AHEAD_S = 5.0  # a beat from further in the future is not believed
 
 
 async def beat(worker: Worker, key: bytes) -> None:
-    s = worker.settings
-    name = heartbeat_key(s.stream, s.group)
+    name = worker_heartbeat_key(worker.settings)
     value = sign(key, heartbeat_header(name), json.dumps(heartbeat_value(worker), default=str))
-    await worker.redis.set(name, value, px=int(s.heartbeat_ttl_s * 1000))
+    await worker.redis.set(name, value, px=int(worker.settings.heartbeat_ttl_s * 1000))
 
 
 async def keep_heartbeat(worker: Worker, key: bytes) -> None:
-    """Beat until cancelled; on a clean stop, remove the key so checks fail at once."""
+    """Beat until cancelled; on a clean stop, remove the key so checks fail at once (its
+    own key only: other workers' beats stay)."""
     s = worker.settings
     await worker.ready.wait()
     try:
@@ -67,7 +81,7 @@ async def keep_heartbeat(worker: Worker, key: bytes) -> None:
             anyio.move_on_after(2),
             contextlib.suppress(RedisError, OSError),
         ):
-            await worker.redis.delete(heartbeat_key(s.stream, s.group))
+            await worker.redis.delete(worker_heartbeat_key(s))
 
 
 @dataclass
@@ -148,7 +162,7 @@ def _read_beat(
     if raw is None:
         health.reasons.append(
             f"no heartbeat at {name}: no worker consumes group '{group}' of '{stream}' "
-            "(or it stopped beating over a TTL ago)"
+            "(or it stopped beating over a TTL ago; workers of partitions: --partitions K)"
         )
         return None
     text = verify(key, heartbeat_header(name), raw.decode(errors="replace"))

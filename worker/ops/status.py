@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from contracts.redisurl import mask_url
 from worker.consume import Worker
+from worker.partitions import PartitionedWorker
 from worker.stats import Stats
 
 RATE_WINDOW_S = 60.0
@@ -87,8 +88,24 @@ def identity(worker: Worker) -> dict[str, Any]:
         "redis_url": mask_url(s.redis_url),
         "stream": s.stream,
         "group": s.group,
+        **held_partitions(worker),
         "at": time.time(),
     }
+
+
+def held_partitions(worker: Worker) -> dict[str, Any]:
+    """``partitions``: the partitions a worker of partitions holds now (none for a
+    single worker, whose status and heartbeat keep their keys as they were)."""
+    if not isinstance(worker, PartitionedWorker):
+        return {}
+    return {"partitions": sorted(worker.lanes)}
+
+
+def backlog_streams(worker: Worker) -> list[str]:
+    """The streams whose backlog is the worker's: its stream, or the partitions it holds."""
+    if isinstance(worker, PartitionedWorker):
+        return [worker.streams[p] for p in sorted(worker.lanes)]
+    return [worker.stream]
 
 
 async def collect_status(worker: Worker) -> dict[str, Any]:
@@ -100,7 +117,8 @@ async def collect_status(worker: Worker) -> dict[str, Any]:
 
 
 async def redis_backlog(worker: Worker) -> dict[str, Any]:
-    """Pending entries, the oldest one's age, and the entries not yet read (lag)."""
+    """Pending entries, the oldest one's age, and the entries not yet read (lag); summed
+    over the partitions a worker of partitions holds."""
     s = worker.settings
     out: dict[str, Any] = {
         "pending": None,
@@ -112,8 +130,15 @@ async def redis_backlog(worker: Worker) -> dict[str, Any]:
         "redis_error": None,
     }
     try:
-        out.update(await pending_summary(worker.redis, s.stream, s.group))
-        out.update(await group_lag(worker.redis, s.stream, s.group))
+        parts = []
+        for stream in backlog_streams(worker):
+            parts.append(
+                {
+                    **await pending_summary(worker.redis, stream, s.group),
+                    **await group_lag(worker.redis, stream, s.group),
+                }
+            )
+        out.update(_summed(parts))
         info = await worker.redis.info("server")
         out["redis_version"] = info.get("redis_version")
     except (RedisError, OSError) as exc:
@@ -129,6 +154,24 @@ async def pending_summary(client: Any, stream: str, group: str) -> dict[str, Any
         "pending": count,
         "oldest_pending_id": oldest,
         "oldest_pending_age_s": stream_id_age(oldest),
+    }
+
+
+def _summed(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One stream's backlog as it is; several streams' added up (the oldest pending entry
+    of them all; lag unknown when one stream's is)."""
+    if len(parts) == 1:
+        return parts[0]
+    pending = [p for p in parts if p["pending"]]
+    oldest = max(pending, key=lambda p: p["oldest_pending_age_s"] or 0.0, default=None)
+    lags = [p["lag"] for p in parts]
+    sources = sorted({str(p["lag_source"]) for p in parts})
+    return {
+        "pending": sum(p["pending"] for p in parts),
+        "oldest_pending_id": None if oldest is None else oldest["oldest_pending_id"],
+        "oldest_pending_age_s": None if oldest is None else oldest["oldest_pending_age_s"],
+        "lag": None if None in lags else sum(lags),
+        "lag_source": ", ".join(sources) if sources else "no partition held",
     }
 
 
