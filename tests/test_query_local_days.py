@@ -226,3 +226,45 @@ def test_daily_local_equals_the_earlier_way(
                     timezones=st.sampled_from([ZoneInfo(z) for z, _ in ZONES])))  # fmt: skip
 def test_utc_text_equals_strftime(moment: dt.datetime) -> None:
     assert utc_text(moment) == reference_utc_text(moment)
+
+
+# --- the dashboard's parts on one connection ----------------------------------------
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(
+    zone_day=st.sampled_from(ZONES),
+    raw=trades,
+    scoped=st.booleans(),
+)
+def test_the_dashboard_on_one_connection_equals_its_parts_apart(
+    db: Path, zone_day: tuple[str, dt.date], raw: list[Any], scoped: bool
+) -> None:
+    """``dashboard_data`` reads every part on one connection that remembers its sums
+    (``reads.one_connection``); each part read on its own connection, as the routes
+    read them, says the same."""
+    from worker.http import reads, seed
+    from worker.http.tokens import Principal
+
+    tz, _ = zone_day
+    # around now, so that today, this week and the calendar's year hold trades
+    base = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    rows = [(source, account,
+             utc_text(base + dt.timedelta(minutes=minute * 7, microseconds=micros)), pnl)
+            for source, account, minute, micros, pnl in raw]  # fmt: skip
+    _store(db, rows)
+    p = Principal("t", "t", ("ACC-1",) if scoped else (), (), publish=False, admin=not scoped)
+    params = {"tz": tz}
+    together = seed.dashboard_data(db, p, params)
+    apart = {
+        "pnl": reads.run_scoped(db, p, "pnl", params),
+        "bots": reads.clean(reads.bots(db, p, params)),
+        "open_trades": reads.run_scoped(db, p, "active-trades", {}),
+        "history": reads.run_scoped(db, p, "history", {**params, "limit": 50}),
+        "calendar": reads.run_scoped(db, p, "calendar", params),
+        "daily_loss": reads.run_scoped(db, p, "daily-loss", params),
+    }
+    all_time = apart["pnl"]["rows"][0]["pnl"] if apart["pnl"]["rows"] else 0.0
+    apart["equity"] = reads.clean(seed.equity(db, p, params, all_time))
+    assert together == apart
