@@ -122,12 +122,25 @@ class QueryResult:
 
 def utc_text(moment: dt.datetime) -> str:
     """The projections' fixed-width UTC text, so comparisons are string comparisons."""
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = moment.astimezone(dt.UTC)
+    if utc.year < 1000:  # strftime's %Y and isoformat pad such years differently
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # the same text as strftime("%Y-%m-%dT%H:%M:%S.%fZ"), in a third of the time (a
+    # calendar makes one per day)
+    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def day_start(day: dt.date, zone: ZoneInfo) -> str:
     """Local midnight of ``day`` in ``zone``, as UTC text."""
     return utc_text(dt.datetime.combine(day, dt.time(), tzinfo=zone))
+
+
+def day_starts(first: dt.date, days: int, zone: ZoneInfo) -> list[str]:
+    """``day_start`` of ``first`` and of each of the ``days - 1`` days after it."""
+    ordinal = first.toordinal()
+    midnight = dt.time()
+    return [utc_text(dt.datetime.combine(dt.date.fromordinal(ordinal + i), midnight, tzinfo=zone))
+            for i in range(days)]  # fmt: skip
 
 
 def day_range(first: dt.date, last: dt.date, zone: ZoneInfo) -> tuple[str, str]:

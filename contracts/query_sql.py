@@ -23,6 +23,7 @@ from contracts.query_model import (
     QueryResult,
     day_range,
     day_start,
+    day_starts,
     local_today,
 )
 from contracts.query_stats import (
@@ -315,9 +316,11 @@ def calendar(con: ReadConnection, f: Filters, now: Now) -> QueryResult:
     if _is_utc(f, since, until) and can_use_days(con, f):
         records = daily_utc(con, f, since.isoformat(), until.isoformat())
     elif can_use_days(con, f):
-        days = [since + dt.timedelta(days=i) for i in range((until - since).days + 1)]
-        bounds = [day_start(d, f.zone) for d in [*days, until + dt.timedelta(days=1)]]
-        records = [(days[i].isoformat(), *v) for i, *v in daily_local(con, f, bounds)]
+        count = (until - since).days + 1
+        bounds = day_starts(since, count + 1, f.zone)
+        first = since.toordinal()
+        records = [(dt.date.fromordinal(first + i).isoformat(), *v)
+                   for i, *v in daily_local(con, f, bounds) if v[0]]  # fmt: skip
     else:
         records = _daily_local(con, f, since, until)
     keys = ("date", "trades", "pnl", "wins", "losses")

@@ -267,6 +267,17 @@ def _summed_where(
     return (" WHERE " + " AND ".join(parts) if parts else ""), params
 
 
+def _remembered(con: ReadConnection, sql: str, params: list[Any]) -> list[Any]:
+    """The records of a read of sums; read once per connection whose ``memo`` is set
+    (the same sums asked twice in one answer: the dashboard's P&L and history)."""
+    if con.memo is None:
+        return con.execute(sql, params).fetchall()
+    key = (sql, tuple(params))
+    if key not in con.memo:
+        con.memo[key] = con.execute(sql, params).fetchall()
+    return con.memo[key]
+
+
 def stats(
     con: ReadConnection,
     f: Filters,
@@ -287,7 +298,7 @@ def stats(
     out: dict[Any, tuple[Any, ...]] = {}
 
     def add(sql: str, params: list[Any]) -> None:
-        for record in con.execute(sql, params):
+        for record in _remembered(con, sql, params):
             key = (record[0] or "(none)") if group else None
             sums = (*record[1:4], tidy(record[4]), tidy(record[5]), *record[6:])
             out[key] = merge(out.get(key, EMPTY), sums)
@@ -405,6 +416,26 @@ def _pieces_from_trades(
     return out
 
 
+def _micros(text: str) -> int:
+    """Microseconds since its UTC midnight of a UTC text (``utc_text``'s fixed layout)."""
+    return (int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])) * 1_000_000 \
+        + int(text[20:26])  # fmt: skip
+
+
+_DAY_MICROS = 86_400_000_000
+
+
+def _longest(day: str, pieces: list[tuple[str, str, int]]) -> tuple[str, str, int]:
+    """The first of the longest pieces of UTC ``day`` (as ``max`` picks it)."""
+    largest, longest = pieces[0], -1
+    if len(pieces) > 1:
+        for p in pieces:
+            length = (_DAY_MICROS if p[1][:10] != day else _micros(p[1])) - _micros(p[0])
+            if length > longest:
+                largest, longest = p, length
+    return largest
+
+
 def daily_local(
     con: ReadConnection, f: Filters, bounds: Sequence[str]
 ) -> list[tuple[int, int, float, int, int]]:
@@ -414,9 +445,15 @@ def daily_local(
     Each UTC day they touch is cut at the local midnights inside it. Its largest piece
     is its ``trade_days`` row minus the other pieces; those are read from ``trades``
     (each is shorter than a day; with one midnight inside, half a day at most).
+
+    A piece's length is read off its UTC text (``_micros``): parsing both ends of ~730
+    pieces as datetimes was a third of a year's calendar.
     """
     lo, hi = bounds[0], bounds[-1]
-    midnights = {d + MIDNIGHT for d in _days_between(lo[:10], hi[:10])}
+    first = dt.date.fromisoformat(lo[:10]).toordinal()
+    last = dt.date.fromisoformat(hi[:10]).toordinal()
+    days = [dt.date.fromordinal(o).isoformat() for o in range(first, last + 2)]
+    midnights = {d + MIDNIGHT for d in days[:-1]}
     cuts = sorted(set(bounds) | {m for m in midnights if lo < m < hi})
     local = {b: i for i, b in enumerate(bounds)}
     Piece = tuple[str, str, int]  # [start, end) and its local day (-1: outside [lo, hi))
@@ -425,13 +462,14 @@ def daily_local(
     for start, end in itertools.pairwise(cuts):
         index = local.get(start, index)
         by_day.setdefault(start[:10], []).append((start, end, index))
+    next_day = dict(itertools.pairwise(days))
     derived: list[Piece] = []
     read: list[Piece] = []
     for day, pieces in by_day.items():
-        largest = max(pieces, key=lambda p: _utc(p[1]) - _utc(p[0]))
+        largest = _longest(day, pieces)
         derived.append(largest)
         read += [p for p in pieces if p is not largest]
-        day_lo, day_hi = day + MIDNIGHT, _next_day(day) + MIDNIGHT
+        day_lo, day_hi = day + MIDNIGHT, next_day[day] + MIDNIGHT
         if pieces[0][0] > day_lo:  # before lo, or after hi: outside the range
             read.append((day_lo, pieces[0][0], -1))
         if pieces[-1][1] < day_hi:
@@ -446,9 +484,10 @@ def daily_local(
             t[k] += values[k]
             if i >= 0:
                 sums[i][k] += values[k]
+    nothing = (0, 0.0, 0, 0)
     for start, _, i in derived:
-        day_sums = whole.get(start[:10], (0, 0.0, 0, 0))
-        t = taken.get(start[:10], [0, 0.0, 0, 0])
+        day_sums = whole.get(start[:10], nothing)
+        t = taken.get(start[:10], nothing)  # type: ignore[arg-type]
         for k in range(4):
             sums[i][k] += (day_sums[k] or 0) - t[k]
     return [(i, int(v[0]), float(v[1]), int(v[2]), int(v[3])) for i, v in enumerate(sums)]

@@ -8,9 +8,12 @@ row of another tenant never leaves the database; it is not filtered afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import os
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +81,35 @@ def scoped(principal: Principal, name: str, params: dict[str, Any]) -> tuple[Que
     return spec, f.model_copy(update=scope)
 
 
+_SHARED = threading.local()  # .con: (db, the connection one_connection() opened)
+
+
+@contextlib.contextmanager
+def one_connection(db: Path | str) -> Iterator[ReadConnection]:
+    """Every read of ``db`` made in this thread inside the block goes through one
+    connection (the dashboard's seven answers opened seven, each starting with a cold
+    page cache), which remembers its aggregate reads: the sums of all history that the
+    P&L card and the history's summary both need are read once."""
+    with connect_readonly(db) as con:
+        con.memo = {}
+        _SHARED.con = (db, con)
+        try:
+            yield con
+        finally:
+            _SHARED.con = None
+
+
+@contextlib.contextmanager
+def _connected(db: Path | str) -> Iterator[ReadConnection]:
+    """The connection of an enclosing :func:`one_connection` on ``db``, else a new one."""
+    shared = getattr(_SHARED, "con", None)
+    if shared is not None and shared[0] == db:
+        yield shared[1]
+        return
+    with connect_readonly(db) as con:
+        yield con
+
+
 def run_scoped(
     db: Path | str, principal: Principal, name: str, params: dict[str, Any]
 ) -> dict[str, Any]:
@@ -87,7 +119,7 @@ def run_scoped(
     spec, f = scoped(principal, name, params)
     if f.wait_for and not wait_for_event(db, f.wait_for, f.wait_timeout_s):
         raise QueryError(f"event {f.wait_for} was not committed within {f.wait_timeout_s:g}s")
-    with connect_readonly(db) as con:
+    with _connected(db) as con:
         result = spec.run(con, f, dt.datetime.now(dt.UTC)).as_dict()
     return clean(result)  # type: ignore[no-any-return]
 
@@ -110,7 +142,7 @@ def bots(db: Path | str, principal: Principal, params: dict[str, Any]) -> list[d
     active trades), open positions, last activity (the latest close on its last
     trading day, or a later update of an open trade)."""
     where, args = _scope_sql(principal)
-    with connect_readonly(db) as con:
+    with _connected(db) as con:
         closed = _closed_by_source(con, where, args)
         plus = con.d.noindex
         active = {

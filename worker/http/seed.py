@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from worker.http.reads import bots, clean, health, run_scoped
+from worker.http.reads import bots, clean, health, one_connection, run_scoped
 from worker.http.tokens import Principal
 
 TENANCY = ("account", "source", "plugin_id", "mode")
@@ -130,17 +130,18 @@ def dashboard_data(db: Path | str, p: Principal, params: dict[str, Any]) -> dict
     tz = _pick({"tz": params.get("tz")}, "tz")
     history_filters = {**_pick(params, "tz", "symbol", "side", "strategy", "since", "until",
                                "status", "offset"), "limit": params.get("limit") or 50}  # fmt: skip
-    pnl = run_scoped(db, p, "pnl", tz)
-    all_time = pnl["rows"][0]["pnl"] if pnl["rows"] else 0.0
-    calendar = run_scoped(db, p, "calendar", tz)  # the calendar card and the equity curve
-    # run_scoped's answers are clean already; the rest is cleaned here (cleaning the
-    # whole answer again walked its 140 kB a second time).
-    return {
-        "pnl": pnl,
-        "bots": clean(bots(db, p, tz)),
-        "open_trades": run_scoped(db, p, "active-trades", {}),
-        "history": run_scoped(db, p, "history", history_filters),
-        "calendar": calendar,
-        "daily_loss": run_scoped(db, p, "daily-loss", tz),
-        "equity": clean(equity(db, p, tz, all_time, calendar)),
-    }
+    with one_connection(db):  # one connection for every part (see one_connection)
+        pnl = run_scoped(db, p, "pnl", tz)
+        all_time = pnl["rows"][0]["pnl"] if pnl["rows"] else 0.0
+        calendar = run_scoped(db, p, "calendar", tz)  # the calendar card and the equity curve
+        # run_scoped's answers are clean already; the rest is cleaned here (cleaning the
+        # whole answer again walked its 140 kB a second time).
+        return {
+            "pnl": pnl,
+            "bots": clean(bots(db, p, tz)),
+            "open_trades": run_scoped(db, p, "active-trades", {}),
+            "history": run_scoped(db, p, "history", history_filters),
+            "calendar": calendar,
+            "daily_loss": run_scoped(db, p, "daily-loss", tz),
+            "equity": clean(equity(db, p, tz, all_time, calendar)),
+        }
