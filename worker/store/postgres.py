@@ -398,7 +398,6 @@ async def _run(con: asyncpg.Connection, statements: Iterable[Statement]) -> None
             await con.execute(bulk.sql, *pgbulk.as_columns(bulk, params))
 
 
-
 async def replay(con: asyncpg.Connection, chunk: int) -> int:
     """Inside the caller's transaction: empty the projections, replay the log into
     them (the worker's code path: ``project`` then ``merge``), sum the aggregates afresh;
