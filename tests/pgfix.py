@@ -130,6 +130,25 @@ def create_database_sync(admin_url: str) -> str:
     return database_url(admin_url, name)
 
 
+def migrated_database(admin_url: str) -> str:
+    """A new database of the suite's server at the store's latest schema version."""
+    import anyio
+
+    from worker.store.postgres import PostgresStore
+
+    url = create_database_sync(admin_url)
+
+    async def migrate() -> None:
+        store = await PostgresStore.open(url)
+        try:
+            await store.migrate()
+        finally:
+            await store.close()
+
+    anyio.run(migrate)
+    return url
+
+
 async def create_database(admin_url: str) -> str:
     import asyncpg
 

@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 
 from bench.workload import wire_events
 from contracts.events import WIRE_FIELD
-from tests.pgfix import create_database_sync
+from tests.pgfix import migrated_database
 from worker.entries import decode
 from worker.store import batch as batch_sql
 from worker.store import pgbulk, pgsql
 from worker.store.aggregates import DAYS
-from worker.store.postgres import PostgresStore, _Fetched, _run
+from worker.store.postgres import _Fetched, _run
 from worker.store.projections import utc_text
 from worker.store.write import plan_projections
 
@@ -32,17 +32,7 @@ pytestmark = pytest.mark.timeout(300)
 def pg_db(postgres_admin_url: str) -> str:
     """One migrated database for the module (each example works in a transaction it
     rolls back)."""
-    url = create_database_sync(postgres_admin_url)
-
-    async def migrate() -> None:
-        store = await PostgresStore.open(url)
-        try:
-            await store.migrate()
-        finally:
-            await store.close()
-
-    anyio.run(migrate)
-    return url
+    return migrated_database(postgres_admin_url)
 
 
 async def _types(url: str) -> pgbulk.ColumnTypes:

@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from tests.logmodel import Scribe
-from tests.pgfix import create_database
+from tests.pgfix import migrated_database
 from worker.store.pgmaint import rebuild_check
 from worker.store.postgres import PROJECTION_TABLES, PostgresStore
 from worker.store.write import Planned
@@ -28,17 +28,7 @@ _URL: list[str] = []  # the module's database, emptied before each example
 
 @pytest.fixture(autouse=True, scope="module")
 def _database(postgres_admin_url: str) -> Iterator[None]:
-    url = anyio.run(create_database, postgres_admin_url)
-
-    async def migrate() -> None:
-        store = await PostgresStore.open(url)
-        try:
-            await store.migrate()
-        finally:
-            await store.close()
-
-    anyio.run(migrate)
-    _URL.append(url)
+    _URL.append(migrated_database(postgres_admin_url))
     yield
     _URL.clear()
 

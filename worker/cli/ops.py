@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
-import redis
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from contracts.errors import NoWorkerError, RedisUnreachableError
-from contracts.redisclient import REDIS_ERRORS, sync_client
+from contracts.redisclient import REDIS_ERRORS, SyncRedis, sync_client
 from contracts.redisurl import mask_url
 from worker.cli.options import (
     ConfigOpt,
@@ -165,10 +165,9 @@ def check(
         _check_partitions(s, max_beat_age, max_pending_age, error_window, ping_timeout,
                           min_workers, as_json)  # fmt: skip
     key = client_key(s)
-    client: redis.Redis | redis.RedisCluster | None = None
-    try:
-        client = sync_client(s.redis_url, socket_timeout=5, socket_connect_timeout=5)
-        health = check_health(
+
+    def judge(client: SyncRedis) -> Health:
+        return check_health(
             client,
             s.stream,
             s.group,
@@ -177,17 +176,12 @@ def check(
             max_pending_age_s=max_pending_age,
             error_window_s=error_window,
         )
-    except REDIS_ERRORS as exc:
-        line = f"unhealthy: cannot reach Redis at {mask_url(s.redis_url)}: {exc}"
-        typer.echo(json.dumps({"ok": False, "reasons": [line]}) if as_json else line)
-        raise typer.Exit(1) from None
-    finally:
-        if client is not None:
-            client.close()
-    if health.ok:
-        _answers_a_ping(s, ping_timeout, health)
-    typer.echo(json.dumps(health.as_dict(), default=str) if as_json else health.summary())
-    raise typer.Exit(0 if health.ok else 1)
+
+    def pinged(health: Health) -> None:
+        if health.ok:
+            _answers_a_ping(s, ping_timeout, health)
+
+    _report_health(s, as_json, judge, pinged)
 
 
 def _check_partitions(
@@ -201,29 +195,50 @@ def _check_partitions(
 ) -> NoReturn:
     """``check`` of workers sharing partitions: exits 0 or 1."""
     key = client_key(s)
-    client: redis.Redis | redis.RedisCluster | None = None
-    try:
-        answered = _who_answers_a_ping(s, ping_timeout)
-        client = sync_client(s.redis_url, socket_timeout=5, socket_connect_timeout=5)
-        health: PartitionsHealth = check_partitions(
+
+    def judge(client: SyncRedis) -> PartitionsHealth:
+        return check_partitions(
             client,
             s.stream,
             s.group,
             s.partitions,
             key=key,
-            answered=answered,
+            answered=_who_answers_a_ping(s, ping_timeout),
             max_beat_age_s=max_beat_age or s.heartbeat_ttl_s,
             max_pending_age_s=max_pending_age,
             error_window_s=error_window,
             min_workers=min_workers,
         )
+
+    _report_health(s, as_json, judge)
+
+
+_H = TypeVar("_H", Health, PartitionsHealth)
+
+
+def _report_health(
+    s: Settings,
+    as_json: bool,
+    judge: Callable[[SyncRedis], _H],
+    then: Callable[[_H], None] | None = None,
+) -> NoReturn:
+    """Judge with a client of ``s``'s Redis (``then``: after it is closed), print the
+    verdict (one line, or JSON) and exit 0 if healthy, else 1; Redis not reachable is
+    unhealthy, said in one line."""
+    client: SyncRedis | None = None
+    try:
+        client = sync_client(s.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        health = judge(client)
     except (*REDIS_ERRORS, RedisUnreachableError) as exc:
-        line = f"unhealthy: cannot reach Redis at {mask_url(s.redis_url)}: {exc}"
+        said = str(exc) if isinstance(exc, RedisUnreachableError) else ""  # names the URL
+        line = f"unhealthy: {said or f'cannot reach Redis at {mask_url(s.redis_url)}: {exc}'}"
         typer.echo(json.dumps({"ok": False, "reasons": [line]}) if as_json else line)
         raise typer.Exit(1) from None
     finally:
         if client is not None:
             client.close()
+    if then is not None:
+        then(health)
     typer.echo(json.dumps(health.as_dict(), default=str) if as_json else health.summary())
     raise typer.Exit(0 if health.ok else 1)
 

@@ -39,7 +39,6 @@ class Bulk:
     """How one planner INSERT runs as a single statement over column arrays."""
 
     sql: str  # INSERT ... SELECT * FROM unnest($1::type[], ...) ...
-    width: int  # the number of columns (of parameters of the original statement)
     key: tuple[int, ...]  # positions of the DO UPDATE conflict key; () when none
 
 
@@ -76,7 +75,7 @@ def bulk_of(sql: str, types: ColumnTypes) -> Bulk | None:
         f"INSERT INTO {m['table']}{m['alias'] or ''} ({m['columns']}) "
         f"SELECT * FROM unnest({arrays}){m['tail']}"
     )
-    return Bulk(text, len(columns), key)
+    return Bulk(text, key)
 
 
 def repeats_a_key(bulk: Bulk, rows: Sequence[Sequence[Any]]) -> bool:
@@ -87,6 +86,6 @@ def repeats_a_key(bulk: Bulk, rows: Sequence[Sequence[Any]]) -> bool:
     return len(seen) != len(rows)
 
 
-def as_columns(bulk: Bulk, rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
-    """The rows as one list per column, the statement's parameters."""
-    return [list(column) for column in zip(*rows, strict=True)] or [[] for _ in range(bulk.width)]
+def as_columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """The rows (at least one) as one list per column, the statement's parameters."""
+    return [list(column) for column in zip(*rows, strict=True)]

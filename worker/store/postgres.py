@@ -395,7 +395,7 @@ async def _run(con: asyncpg.Connection, statements: Iterable[Statement]) -> None
         if bulk is None or pgbulk.repeats_a_key(bulk, params):
             await con.executemany(pg_sql, params)
         else:
-            await con.execute(bulk.sql, *pgbulk.as_columns(bulk, params))
+            await con.execute(bulk.sql, *pgbulk.as_columns(params))
 
 
 async def replay(con: asyncpg.Connection, chunk: int) -> int:
