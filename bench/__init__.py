@@ -101,6 +101,33 @@ def _cpu_rows(figures: dict[str, Any]) -> list[tuple[str, Any]]:
         ("drain: CPU us/event, event loop / write process / redis", split),
         ("publish: cores busy, bots / event loop / write process / redis", busy),
         ("publish: bot CPU us per publish() call", figures.get("publish_cpu_us_per_call")),
+        (
+            "publish: CPU us per iteration of the bots' pacing loop alone",
+            figures.get("publish_idle_loop_cpu_us"),
+        ),
+        (
+            "publish: calling thread's CPU us inside publish()",
+            figures.get("publish_in_call_cpu_us"),
+        ),
+        *_linger_rows(figures.get("publish_linger"), figures.get("publish_linger_s")),
+    ]
+
+
+def _linger_rows(linger: dict[str, Any] | None, linger_s: Any) -> list[tuple[str, Any]]:
+    """The same publishing with ``Publisher(linger_s=...)``."""
+    if not linger:
+        return []
+    label = f"publish, linger_s={linger_s}"
+    return [
+        (
+            f"{label}: bot CPU us per call / inside the call",
+            f"{linger['publish_cpu_us_per_call']:.1f} / {linger['publish_in_call_cpu_us']:.1f}",
+        ),
+        (
+            f"{label}: call p50 / p99 ms",
+            f"{linger['publish_p50_ms']:.3f} / {linger['publish_p99_ms']:.3f}",
+        ),
+        (f"{label}: publish-to-commit p99 ms", linger["commit_p99_ms"]),
     ]
 
 

@@ -60,6 +60,8 @@ class ProcessResult:
     seconds: float
     latencies_ms: array[float]
     cpu_s: float = 0.0  # the process's CPU time in its timed loop
+    idle_cpu_us: float = 0.0  # CPU per iteration of the same rate-limited loop, no call
+    in_call_cpu_us: float = 0.0  # the calling thread's CPU inside publish(), all calls
 
 
 def _write_trade(con: sqlite3.Connection, source: str, event_type: str, d: dict[str, Any]) -> None:
@@ -128,6 +130,7 @@ def _publisher_bot(
     stream: str,
     rate: float,
     seconds: float,
+    linger_s: float,
     go: Barrier,
     out: Queue[ProcessResult],
 ) -> None:
@@ -137,10 +140,12 @@ def _publisher_bot(
     errors = 0
     with Publisher(
         url, source=flow.source, account=flow.account, plugin_id=flow.plugin_id,
-        mode=flow.mode, stream=stream,
+        mode=flow.mode, stream=stream, linger_s=linger_s,
     ) as pub:  # fmt: skip
         pub.publish("audit.event", action="bench.warmup")  # connect before the clock starts
         go.wait()
+        idle_cpu_us = _idle_loop_cpu_us(rate, min(1.0, seconds / 5))
+        in_call = 0.0
         started = time.perf_counter()
         cpu_started = time.process_time()
         for k, (event_type, data) in enumerate(specs):
@@ -148,15 +153,34 @@ def _publisher_bot(
             wait = due - time.perf_counter()
             if wait > 0:
                 time.sleep(wait)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             try:
                 pub.publish(event_type, data)
             except Exception:
                 errors += 1
+            in_call += time.thread_time() - c0
             latencies.append((time.perf_counter() - t0) * 1000)
-        cpu = time.process_time() - cpu_started
+    cpu = time.process_time() - cpu_started  # with close(): a lingering publisher's last send
     seconds = time.perf_counter() - started
-    out.put(ProcessResult(len(specs) - errors, errors, seconds, latencies, cpu))
+    out.put(
+        ProcessResult(
+            len(specs) - errors, errors, seconds, latencies, cpu, idle_cpu_us, in_call * 1e6
+        )
+    )
+
+
+def _idle_loop_cpu_us(rate: float, seconds: float) -> float:
+    """CPU per iteration of the publish loop's pacing and timing alone (its sleeps'
+    wake-ups are most of it), run by all the bots together before they publish."""
+    n = max(1, int(rate * seconds))
+    started, cpu_started = time.perf_counter(), time.process_time()
+    for k in range(n):
+        wait = started + k / rate - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        t0 = time.perf_counter()
+        _ = (time.perf_counter() - t0) * 1000
+    return (time.process_time() - cpu_started) * 1e6 / n
 
 
 def _run_all(target: Any, args_for: Any, processes: int) -> list[ProcessResult]:
@@ -189,9 +213,15 @@ def run_direct(db: Path, seconds: float, processes: int = SOURCES) -> list[Proce
 
 
 def run_publishers(
-    url: str, stream: str, rate: float, seconds: float, processes: int = SOURCES
+    url: str,
+    stream: str,
+    rate: float,
+    seconds: float,
+    linger_s: float = 0.0,
+    processes: int = SOURCES,
 ) -> list[ProcessResult]:
-    return _run_all(_publisher_bot, lambda i: (i, url, stream, rate, seconds), processes)
+    """The publishing bots; ``linger_s`` as ``Publisher``'s (0: a round trip per call)."""
+    return _run_all(_publisher_bot, lambda i: (i, url, stream, rate, seconds, linger_s), processes)
 
 
 def percentile(values: list[float], q: float) -> float:

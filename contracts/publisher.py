@@ -213,15 +213,17 @@ class Publisher:
             raise
 
     def _drain(self) -> None:
-        """Send spooled events oldest first; back off while Redis is away."""
+        """Send spooled events oldest first; back off while Redis is away. Lingering,
+        wait ``linger_s`` before each chunk so that one pipeline carries what gathered."""
         core = self._core
         try:
-            while (chunk := core.next_chunk()) is not None:
+            while True:
+                if core.linger_s:
+                    self._wake.wait(core.linger_s)  # set by close(): no more waiting
+                if (chunk := core.next_chunk()) is None:
+                    break
                 try:
-                    pipe = self._redis().pipeline(transaction=False)
-                    for line in chunk.lines:
-                        pipe.xadd(core.stream_of_line(line), {WIRE_FIELD: line})
-                    pipe.execute()
+                    self._xadd_lines(chunk.lines)
                 except REDIS_ERRORS as exc:
                     self._wake.wait(core.chunk_failed(exc))
                     continue
@@ -229,9 +231,39 @@ class Publisher:
         except Exception as exc:
             log.exception("%s", core.drain_crashed(exc))
 
+    def _xadd_lines(self, lines: list[str]) -> None:
+        """One pipeline of XADDs on the held connection (dropped on any failure: the
+        whole chunk is sent again, and the worker keeps one copy of each event)."""
+        core = self._core
+        client = self._redis()
+        if isinstance(client, redis.RedisCluster):
+            pipe = client.pipeline(transaction=False)  # type: ignore[no-untyped-call]
+            for line in lines:
+                pipe.xadd(core.stream_of_line(line), {WIRE_FIELD: line})
+            pipe.execute()
+            return
+        with self._conn_lock:
+            conn = self._conn
+            if conn is None:
+                conn = self._conn = client.connection_pool.get_connection()
+            commands = [("XADD", core.stream_of_line(x), "*", WIRE_FIELD, x) for x in lines]
+            try:
+                packed = conn.pack_commands(commands)  # type: ignore[no-untyped-call]
+                conn.send_packed_command(packed)  # type: ignore[no-untyped-call]
+                for _ in lines:
+                    conn.read_response()
+            except BaseException:
+                conn.disconnect()  # type: ignore[no-untyped-call]
+                raise
+
     def close(self) -> None:
-        """Stop draining (what waits stays on disk for the next start) and disconnect."""
-        self._core.stop_draining()
+        """Stop draining (what waits stays on disk for the next start) and disconnect.
+        Lingering, first send what waits, for up to ``4 * timeout_s`` (not while Redis
+        is known to be away)."""
+        core = self._core
+        if core.linger_s and core.spool is not None and core.spool.last_error is None:
+            self.flush(timeout_s=4 * self._timeout_s)
+        core.stop_draining()
         self._wake.set()
         drainer = self._drainer
         if drainer is not None:
@@ -288,6 +320,11 @@ class AsyncPublisher:
         **keywords: Any,
     ) -> None:
         opts = PublisherOptions.resolve(options, keywords, "AsyncPublisher")
+        if opts.linger_s:
+            raise TypeError(
+                "AsyncPublisher() takes no linger_s: its publish already lets the loop run "
+                "while Redis answers (linger_s is for Publisher)"
+            )
         self._client = client or async_client(
             redis_url,
             retry=AsyncRetry(NoBackoff(), 1),

@@ -4,12 +4,16 @@ One append-only file per publishing process, ``<dir>/<source>.spool`` (or
 ``<source>+<pid>.spool`` when another live process of the same bot holds that
 one), created mode 0600 and held with an exclusive ``flock``. Each line is the
 wire JSON of one event, written with one ``write`` and fsync'd before the
-publisher returns, so an event the bot was told about survives a crash.
+publisher returns, so an event the bot was told about survives a crash. (A
+lingering ``Publisher`` writes every event here, without fsync while Redis
+answers: the page cache keeps it through a crash of the bot.)
 
 The drain (run by the publishers) reads lines from the oldest file first, sends
 them, and advances; a file fully sent is truncated (ours) or removed (one left
-by a dead process of the same bot). A crash mid-drain re-sends some lines on the
-next start: harmless, because the event log refuses an id it already holds.
+by a dead process of the same bot, or one we moved on from after ``ROTATE_BYTES``
+of it were sent while it was still written to). A crash mid-drain re-sends some
+lines on the next start: harmless, because the event log refuses an id it
+already holds.
 
 Only the standard library: a bot imports this through ``contracts``.
 """
@@ -31,6 +35,9 @@ from contracts.ids import event_id_time
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_MAX_EVENTS = 1_000_000
+# A file being sent while it is written to is truncated whenever the drain catches up;
+# one that never does is left for a new file once this much of it was sent.
+ROTATE_BYTES = 16 * 1024 * 1024
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.@-]")
 
 
@@ -63,6 +70,7 @@ class _File:
         self.sent = 0  # byte offset of the first line not yet sent
         self.size = os.fstat(fd).st_size
         self.events = 0
+        self.synced = True  # every line written was fsync'd (False: a lingering publisher's)
 
     def close(self) -> None:
         os.close(self.fd)
@@ -84,6 +92,15 @@ def _lock(path: Path) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def _line_id(line: bytes) -> str:
+    """The event id of a spooled line ("~", after every id, when it has none)."""
+    try:
+        value = json.loads(line)["id"]
+    except (ValueError, KeyError, TypeError):
+        return "~"
+    return value if isinstance(value, str) else "~"
 
 
 def _line_time(line: bytes) -> float:
@@ -142,8 +159,9 @@ class Spool:
 
     # -- writing -----------------------------------------------------------------
 
-    def append(self, wire: str) -> None:
-        """Write one event and fsync it; PublishError when the spool is full."""
+    def append(self, wire: str, *, durable: bool = True) -> None:
+        """Write one event and fsync it (``durable=False``: the page cache keeps it through
+        a crash of the bot, not of the machine); PublishError when the spool is full."""
         line = wire.encode() + b"\n"
         with self.lock:
             waiting = sum(f.size - f.sent for f in self._files)
@@ -157,7 +175,10 @@ class Spool:
             try:
                 own = self._own_file()
                 os.write(own.fd, line)
-                os.fsync(own.fd)
+                if durable:
+                    os.fsync(own.fd)
+                else:
+                    own.synced = False
             except OSError as exc:
                 raise PublishError(
                     f"cannot write the spool in {self.directory}: {exc} (set spool_dir or "
@@ -219,6 +240,10 @@ class Spool:
             f.events = max(0, f.events - len(chunk.lines))
             if f.sent >= f.size:
                 self._finish(f)
+            elif f is self._own and f.sent >= ROTATE_BYTES:
+                # Never caught up (a flood through a lingering publisher): new lines go
+                # to a new file, and this one is removed once it is sent.
+                self._own = None
             nxt = self._head()
             self._oldest_at = _line_time(nxt) if nxt else None
             self.last_error = None if not nxt else self.last_error
@@ -226,12 +251,22 @@ class Spool:
     def _finish(self, f: _File) -> None:
         if f is self._own:
             os.ftruncate(f.fd, 0)
-            os.fsync(f.fd)
+            if f.synced:  # else nothing of it was ever promised to the disk
+                os.fsync(f.fd)
             f.size = f.sent = f.events = 0
+            f.synced = True
             return
         f.path.unlink(missing_ok=True)
         f.close()
         self._files.remove(f)
+
+    def sync(self) -> None:
+        """fsync what was written without it (Redis went away while events lingered)."""
+        with self.lock:
+            for f in self._files:
+                if not f.synced:
+                    os.fsync(f.fd)
+                    f.synced = True
 
     def _head(self) -> bytes | None:
         for f in self._files:
@@ -240,7 +275,9 @@ class Spool:
         return None
 
     def _adopt_left_behind(self) -> None:
-        """Lock and queue the non-empty spool files a previous run of this bot left."""
+        """Lock and queue the non-empty spool files a previous run of this bot left,
+        oldest event first. They are sent and removed, but for ``<source>.spool`` when it
+        holds the newest events: new events are appended to it."""
         if not self.directory.is_dir():
             return
         found = [
@@ -248,8 +285,9 @@ class Spool:
             for p in self.directory.glob(f"{self.name}*.spool")
             if re.fullmatch(re.escape(self.name) + r"(\+\d+){0,2}\.spool", p.name)
         ]
-        for path in sorted(found, key=lambda p: p.stat().st_mtime):
-            if path.stat().st_size == 0 and path.name != f"{self.name}.spool":
+        adopted: list[tuple[tuple[str, float], _File]] = []
+        for path in found:
+            if path.stat().st_size == 0:
                 continue
             fd = _lock(path)
             if fd is None:
@@ -261,13 +299,13 @@ class Spool:
                 os.ftruncate(fd, whole)
                 f.size = whole
             f.events = data.count(b"\n")
-            if path.name == f"{self.name}.spool" and self._own is None:
-                self._own = f
-            self._files.append(f)
-        # our own file is the one we append to: keep it last
-        if self._own is not None:
-            self._files.remove(self._own)
-            self._files.append(self._own)
+            adopted.append(((_line_id(data.split(b"\n", 1)[0]), path.stat().st_mtime), f))
+        # By the id of the first event: one process's ids increase, so a file it moved on
+        # from (rotated) sorts before the next; the mtimes of two files written within one
+        # clock tick are equal.
+        self._files = [f for _, f in sorted(adopted, key=lambda pair: pair[0])]
+        if self._files and self._files[-1].path.name == f"{self.name}.spool":
+            self._own = self._files[-1]  # the newest is our usual file: append to it again
         head = self._head()
         self._oldest_at = _line_time(head) if head else None
 
