@@ -76,7 +76,15 @@ def test_quick_bench_writes_every_figure_and_prints_the_targets(tmp_path: Path) 
         assert figures["publish_cores"]["publishers"] > 0
         assert figures["publish_cores"]["worker"] > 0
         assert figures["publish_cpu_us_per_call"] > 0
+        assert figures["publish_in_call_cpu_us"] > 0
+        assert figures["publish_idle_loop_cpu_us"] > 0
         assert "cores busy" in out.stdout
+    # the same publishing with a lingering Publisher: every event committed, figures kept
+    linger = figures["publish_linger"]
+    assert linger["commit_events"] == linger["publish_events"] > 0
+    assert linger["publish_p99_ms"] > 0
+    assert figures["publish_linger_s"] > 0
+    assert "linger_s=" in out.stdout
     assert len(figures["scale"]) == 3
     assert all(v > 0 for v in figures["scale"].values())
     machine = figures["machine"]
@@ -200,3 +208,17 @@ def test_bench_json_into_a_missing_directory_is_one_clear_line(tmp_path: Path) -
     assert "cannot write --json" in out.stderr
     assert "is not a directory" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_stages_split_both_hot_paths_into_measured_parts(tmp_path: Path) -> None:
+    from bench import stages
+
+    out = tmp_path / "stages.json"
+    assert stages.main(["--events", "4000", "--calls", "300", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    drain, publish = figures["drain"], figures["publish"]
+    assert {k.split(":")[0] for k in drain} == {"event loop", "write process", "redis-server"}
+    assert len(drain) == 11
+    assert all(v > 0 for k, v in drain.items() if not k.startswith("redis-server"))
+    assert len(publish) == 5
+    assert all(v > 0 for v in publish.values())
