@@ -19,14 +19,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
+from contracts import Publisher
 from contracts.channelauth import heartbeat_header, sign
 from contracts.keys import stream_key
-from contracts.partitions import partition_stream
+from contracts.partitions import partition_of, partition_stream
 from tests.helpers import make_settings, run_cli, wait_for, where_flags
 from tests.pgfix import create_database, postgres_admin_url
-from tests.test_postgres import PgWorkerProcess
+from tests.test_postgres import PgWorkerProcess, wait_count
 from tests.test_security import acl_user
-from worker.embedded import EmbeddedRedis
 from worker.ops.health import heartbeat_key, worker_heartbeat_key
 from worker.settings import Settings
 
@@ -112,25 +112,16 @@ def test_the_dashboards_pipeline_health_judges_partitions_too(settings: Settings
     assert len(found["partitions"]) == K
 
 
-def test_the_ops_acl_recipe_runs_check_with_partitions_once_given_their_keys(
-    acl_user: Any, settings: Settings, redis_server: EmbeddedRedis
-) -> None:
-    """docs/scaling.md: the ops user needs the partition streams and the leases added."""
+def test_the_ops_acl_recipe_runs_check_with_partitions(acl_user: Any, settings: Settings) -> None:
+    """deploy/redis-acl.conf's ops user reads the leases and XPENDING of every partition:
+    a verdict (no worker holds them), not Redis's refusal."""
     s = settings
-    ops_url = acl_user("ops")
-    where = ["--redis-url", ops_url, "--stream", s.stream, "--group", s.group]
-    args = ["check", "--partitions", str(K), "--ping-timeout", "0.3", *where]
-    refused = run_cli(*args)
-    admin = redis.Redis(port=redis_server.port)
-    admin.execute_command("ACL", "SETUSER", f"tradescribe-ops-{s.group}",
-                          f"~{s.stream}:*", "~tradescribe:lease:*")  # fmt: skip
-    admin.close()
-    allowed = run_cli(*args)
-    assert refused.code == 1
-    assert "no permissions to access one of the keys" in refused.out, refused.out
-    assert allowed.code == 1  # no worker runs: a verdict, not a refusal
-    assert allowed.out.startswith("unhealthy: no worker holds partitions {0} {1} {2} {3}"), (
-        allowed.out
+    where = ["--redis-url", acl_user("ops"), "--stream", s.stream, "--group", s.group]
+    checked = run_cli("check", "--partitions", str(K), "--ping-timeout", "0.3", *where)
+    assert checked.code == 1  # no worker runs: a verdict, not a refusal
+    assert "no permissions" not in checked.out, checked.out
+    assert checked.out.startswith("unhealthy: no worker holds partitions {0} {1} {2} {3}"), (
+        checked.out
     )
 
 
@@ -317,6 +308,44 @@ def test_a_clean_stop_removes_only_its_own_heartbeat_and_status_asks_each_worker
         after = check(s)
         assert after.code == 0, after.out
         assert after.out.startswith(f"ok: 2 workers hold all 4 partitions of {s.stream}")
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+def test_partitioned_workers_bots_and_check_run_as_the_acl_recipes_users(
+    pg_url: str,
+    redis_url: str,
+    names: dict[str, str],
+    sync_redis: redis.Redis,
+    acl_user: Any,
+    tmp_path: Path,
+) -> None:
+    """deploy/redis-acl.conf as written, with --partitions: two workers as its worker
+    user, a bot as its bot user publishing to every partition, `check` as its ops user."""
+    worker_url, bot_url, ops_url = acl_user("worker"), acl_user("bot"), acl_user("ops")
+    settings = [worker_settings(pg_url, worker_url, names, f"w{i}") for i in range(2)]
+    procs = start(settings, tmp_path)
+    try:
+        settle(names, sync_redis, {"w0": 2, "w1": 2})
+        sources = [f"bot-{n}" for n in range(12)]
+        for source in sources:
+            with Publisher(bot_url, source=source, stream=names["stream"], partitions=K,
+                           spool=False) as pub:  # fmt: skip
+                for n in range(5):
+                    pub.publish("trade.opened", trade_id=f"T{n}", symbol="BTCUSDT",
+                                side="buy", quantity="1", entry_price="100")  # fmt: skip
+        used = {partition_of(source, K) for source in sources}
+        assert len(used) > 1  # the bot user wrote to several partition streams
+        anyio.run(wait_count, pg_url, "events", 60, 60)
+        anyio.run(wait_for, lambda: all(beat(sync_redis, settings[0], c) for c in ("w0", "w1")))
+        where = ["--redis-url", ops_url, "--stream", names["stream"], "--group", names["group"]]
+        checked = run_cli("check", "--partitions", str(K), "--ping-timeout", "1", *where)
+        logs = procs[0].output() + procs[1].output()
+        assert "NOPERM" not in logs, logs[-3000:]
+        assert "no permissions" not in logs, logs[-3000:]
+        assert checked.code == 0, checked.out
+        assert checked.out.startswith(f"ok: 2 workers hold all 4 partitions of {names['stream']}")
     finally:
         for proc in procs:
             proc.stop()
