@@ -19,9 +19,11 @@ what to send, when to spool, when a drain starts and ends, and what to raise.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import threading
 import time
+import weakref
 from types import TracebackType
 from typing import Any, Self, Unpack, overload
 
@@ -111,6 +113,12 @@ class Publisher:
         self._conn_lock = threading.Lock()
         self._wake = threading.Event()  # set by close(): a drain waiting to retry stops
         self._drainer: threading.Thread | None = None
+        self._at_exit: Any = None
+        if opts.linger_s:
+            # A script that exits without close() still sends what lingers (its spool
+            # would otherwise wait for the next start of the same bot).
+            self._at_exit = _close_at_exit(weakref.ref(self))
+            atexit.register(self._at_exit)
         self._kick()  # a previous run left events behind: send them first
 
     def publish(
@@ -261,6 +269,9 @@ class Publisher:
         Lingering, first send what waits, for up to ``4 * timeout_s`` (not while Redis
         is known to be away)."""
         core = self._core
+        if self._at_exit is not None:
+            atexit.unregister(self._at_exit)
+            self._at_exit = None
         if core.linger_s and core.spool is not None and core.spool.last_error is None:
             self.flush(timeout_s=4 * self._timeout_s)
         core.stop_draining()
@@ -287,6 +298,15 @@ class Publisher:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _close_at_exit(ref: weakref.ref[Publisher]) -> Any:
+    def close() -> None:
+        publisher = ref()
+        if publisher is not None:
+            publisher.close()
+
+    return close
 
 
 class AsyncPublisher:

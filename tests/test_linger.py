@@ -120,6 +120,31 @@ def test_events_a_killed_bot_was_told_about_are_sent_by_its_next_start(
     assert _stream_trade_ids(redis_url, "s-kill") == [f"T{k}" for k in range(n)]
 
 
+EXITING_SCRIPT = """
+import sys
+from contracts import Publisher
+pub = Publisher(sys.argv[1], source="script", stream="s-exit", spool_dir=sys.argv[2],
+                linger_s=0.5)
+for k in range(50):
+    pub.publish("trade.opened", trade_id=f"T{k}", symbol="BTCUSDT", side="buy",
+                quantity="1", entry_price="100")
+"""
+
+
+def test_a_script_that_exits_without_close_still_sends_what_lingers(
+    redis_url: str, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", EXITING_SCRIPT, redis_url, str(tmp_path)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert _stream_trade_ids(redis_url, "s-exit") == [f"T{k}" for k in range(50)]
+
+
 def test_a_wrong_password_is_raised_at_a_later_call_and_the_events_wait(
     redis_url: str, tmp_path: Path
 ) -> None:
