@@ -423,9 +423,19 @@ def parse_event(raw: bytes | str) -> AnyEvent:
 def build_event(event_type: str, data: dict[str, Any] | Payload, **envelope: Any) -> AnyEvent:
     """Build and validate an event from its type name, its data and envelope fields."""
     payload = data.model_dump(exclude_unset=True) if isinstance(data, Payload) else data
-    envelope.setdefault("id", new_event_id())
-    envelope.setdefault("ts", dt.datetime.now(dt.UTC))
-    return EVENT_ADAPTER.validate_python({"type": event_type, "data": payload, **envelope})
+    return validate_envelope(event_type, payload, envelope)
+
+
+def validate_envelope(event_type: str, payload: Any, envelope: dict[str, Any]) -> AnyEvent:
+    """``build_event`` on an envelope dict of the caller's own, which it fills in (a
+    new id and the time when absent) and validates as the event, without copying."""
+    if "id" not in envelope:
+        envelope["id"] = new_event_id()
+    if "ts" not in envelope:
+        envelope["ts"] = dt.datetime.now(dt.UTC)
+    envelope["type"] = event_type
+    envelope["data"] = payload
+    return EVENT_ADAPTER.validate_python(envelope)
 
 
 def to_wire(event: AnyEvent) -> str:

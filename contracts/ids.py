@@ -18,13 +18,16 @@ _last_ms = 0
 _counter = 0
 
 
-def _build(unix_ms: int, rand_a: int, rand_b: int) -> uuid.UUID:
+def _build(unix_ms: int, rand_a: int, rand_b: int) -> str:
+    """The canonical text of the UUIDv7 made of these parts (formatted here: through
+    ``uuid.UUID`` it took twice as long, a publish's id is made on every call)."""
     value = (unix_ms & 0xFFFF_FFFF_FFFF) << 80
     value |= 0x7 << 76  # version 7
     value |= (rand_a & 0xFFF) << 64
     value |= 0b10 << 62  # RFC 4122 variant
     value |= rand_b & 0x3FFF_FFFF_FFFF_FFFF
-    return uuid.UUID(int=value)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def new_event_id() -> str:
@@ -43,7 +46,7 @@ def new_event_id() -> str:
             _last_ms = now_ms
             _counter = int.from_bytes(os.urandom(2), "big") & 0x7FF
         counter = _counter
-    return str(_build(now_ms, counter, int.from_bytes(os.urandom(8), "big")))
+    return _build(now_ms, counter, int.from_bytes(os.urandom(8), "big"))
 
 
 def stable_event_id(when: datetime, *key_parts: str) -> str:
@@ -55,9 +58,7 @@ def stable_event_id(when: datetime, *key_parts: str) -> str:
     """
     digest = hashlib.sha256("\x1f".join(key_parts).encode()).digest()
     unix_ms = max(0, int(when.timestamp() * 1000))
-    return str(
-        _build(unix_ms, int.from_bytes(digest[:2], "big"), int.from_bytes(digest[2:10], "big"))
-    )
+    return _build(unix_ms, int.from_bytes(digest[:2], "big"), int.from_bytes(digest[2:10], "big"))
 
 
 def event_id_time(event_id: str) -> datetime | None:

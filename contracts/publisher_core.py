@@ -46,8 +46,8 @@ from contracts.events import (
     MAX_EVENT_BYTES,
     AnyEvent,
     Payload,
-    build_event,
     to_wire,
+    validate_envelope,
 )
 from contracts.partitions import check_partitions, stream_for, stream_for_wire
 from contracts.redisclient import TRANSIENT_ERRORS
@@ -208,15 +208,18 @@ class PublisherCore:
         envelope: dict[str, Any],
     ) -> AnyEvent:
         """The validated event of a ``publish`` call: its data, fields and envelope."""
-        payload: dict[str, Any] | Payload
+        payload: dict[str, Any]
         if data is None:
             payload = fields
         elif isinstance(data, Payload):
             payload = {**data.model_dump(exclude_unset=True), **fields}
         else:
-            payload = {**data, **fields}
-        given = {k: v for k, v in envelope.items() if v is not None}
-        return build_event(event_type, payload, **{**self.defaults, **given})
+            payload = {**data, **fields} if fields else data
+        given = self.defaults.copy()
+        for name, value in envelope.items():
+            if value is not None:
+                given[name] = value
+        return validate_envelope(event_type, payload, given)
 
     @staticmethod
     def wire(event: AnyEvent) -> str:
