@@ -99,10 +99,10 @@ class PublisherOptions:
     """``Publisher`` only. 0: each ``publish`` sends its event and returns once Redis
     has it. > 0 (at most 1): ``publish`` writes the event to the spool file (no fsync)
     and returns; a background thread sends what gathered every ``linger_s`` in one
-    pipeline. The call then costs a third of the CPU and never waits for Redis; an
-    event the bot was told about is in Redis or in the spool file, which a crash of
-    the bot keeps (its next start sends it), not a crash of the machine. Needs
-    ``spool=True``."""
+    pipeline. The call never waits for Redis (its p99 on a busy host: about 1 ms
+    against 5), at about the same CPU in all (docs/benchmark.md); an event the bot was
+    told about is in Redis or in the spool file, which a crash of the bot keeps (its
+    next start sends it), not a crash of the machine. Needs ``spool=True``."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.linger_s <= 1.0:
