@@ -450,6 +450,8 @@ def daily_local(
     pieces as datetimes was a third of a year's calendar.
     """
     lo, hi = bounds[0], bounds[-1]
+    if lo >= hi:  # days that never began (Samoa skipped 2011-12-30): no time, no trades
+        return [(i, 0, 0.0, 0, 0) for i in range(len(bounds) - 1)]
     first = dt.date.fromisoformat(lo[:10]).toordinal()
     last = dt.date.fromisoformat(hi[:10]).toordinal()
     days = [dt.date.fromordinal(o).isoformat() for o in range(first, last + 2)]
