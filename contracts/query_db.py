@@ -117,7 +117,7 @@ class ReadConnection:
         # When set (a dashboard's reads on one connection; serve's reads of one SQLite
         # version, worker/http/memo.py): the records of the aggregate reads by (SQL,
         # parameters), so a sum asked twice is read once.
-        self.memo: dict[tuple[Any, ...], Any] | None = None
+        self.memo: dict[Any, Any] | None = None
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         if self.d is SQLITE:

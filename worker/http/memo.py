@@ -33,11 +33,11 @@ from contracts.query_db import SQLITE, ReadConnection
 # distinct filter set or zone adds a few); past it, reads are made and not kept.
 MAX_ENTRIES = 4096
 
-Memo = dict[tuple[Any, ...], Any]
+Memo = dict[Any, Any]
 
 
 class FileMemo:
-    """The memo of one SQLite file's current version."""
+    """The memo of one SQLite file's current version (any file: the token file too)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -55,7 +55,7 @@ class FileMemo:
                 if self._watch is not None:
                     self._watch.close()
                 self._watch = sqlite3.connect(
-                    f"{self.path.as_uri()}?mode=ro", uri=True, check_same_thread=False
+                    f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False
                 )
             version = int(self._watch.execute("PRAGMA data_version").fetchone()[0])
             key = (*ident, version)
