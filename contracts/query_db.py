@@ -114,9 +114,10 @@ class ReadConnection:
         self.con = con
         self.d = dialect
         self.tables: dict[str, bool] = {}  # has_table's answers, asked once per connection
-        # When set (a dashboard's reads on one connection): the records of the aggregate
-        # reads by (SQL, parameters), so a sum two of its parts need is read once.
-        self.memo: dict[tuple[str, tuple[Any, ...]], list[Any]] | None = None
+        # When set (a dashboard's reads on one connection; serve's reads of one SQLite
+        # version, worker/http/memo.py): the records of the aggregate reads by (SQL,
+        # parameters), so a sum asked twice is read once.
+        self.memo: dict[Any, Any] | None = None
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         if self.d is SQLITE:

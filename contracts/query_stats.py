@@ -267,15 +267,33 @@ def _summed_where(
     return (" WHERE " + " AND ".join(parts) if parts else ""), params
 
 
+# The most entries a memo keeps; past it, reads are made and not kept.
+MEMO_ENTRIES = 4096
+_MISSING = object()
+
+
+def remembered(con: ReadConnection, key: tuple[Any, ...], read: Callable[[], Any]) -> Any:
+    """``read()``, made once per ``key`` while ``con.memo`` is set: the same sums asked
+    twice in one answer (the dashboard's P&L and history), or by any answer while the
+    database stays at one version (serve: worker/http/memo.py). What is kept is never
+    changed by its readers."""
+    memo = con.memo
+    if memo is None:
+        return read()
+    found = memo.get(key, _MISSING)
+    if found is _MISSING:
+        found = read()
+        if len(memo) < MEMO_ENTRIES:
+            memo[key] = found
+    return found
+
+
 def _remembered(con: ReadConnection, sql: str, params: list[Any]) -> list[Any]:
-    """The records of a read of sums; read once per connection whose ``memo`` is set
-    (the same sums asked twice in one answer: the dashboard's P&L and history)."""
-    if con.memo is None:
-        return con.execute(sql, params).fetchall()
-    key = (sql, tuple(params))
-    if key not in con.memo:
-        con.memo[key] = con.execute(sql, params).fetchall()
-    return con.memo[key]
+    """The records of a read of sums, through :func:`remembered`."""
+    found: list[Any] = remembered(
+        con, (sql, tuple(params)), lambda: con.execute(sql, params).fetchall()
+    )
+    return found
 
 
 def stats(
@@ -340,7 +358,7 @@ def daily_utc(con: ReadConnection, f: Filters, first: str, last: str) -> list[tu
     sql = f"""SELECT day, {d.isum("trades")}, {d.total("gross_profit")} + {d.total("gross_loss")},
         {d.isum("wins")}, {d.isum("losses")} FROM trade_days WHERE {" AND ".join(parts)}
         GROUP BY day ORDER BY day"""
-    return [(r[0], r[1], tidy(r[2]), r[3], r[4]) for r in con.execute(sql, params).fetchall()]
+    return [(r[0], r[1], tidy(r[2]), r[3], r[4]) for r in _remembered(con, sql, params)]
 
 
 def counts_since(
@@ -439,6 +457,19 @@ def _longest(day: str, pieces: list[tuple[str, str, int]]) -> tuple[str, str, in
 def daily_local(
     con: ReadConnection, f: Filters, bounds: Sequence[str]
 ) -> list[tuple[int, int, float, int, int]]:
+    """(local day index, trades, pnl, wins, losses) per local day (see
+    :func:`_local_days`), made once per filters and days while ``con.memo`` is set."""
+    parts, params = _filters(f)
+    key = ("daily_local", tuple(parts), tuple(params), tuple(bounds))
+    found: list[tuple[int, int, float, int, int]] = remembered(
+        con, key, lambda: _local_days(con, f, bounds)
+    )
+    return found
+
+
+def _local_days(
+    con: ReadConnection, f: Filters, bounds: Sequence[str]
+) -> list[tuple[int, int, float, int, int]]:
     """(local day index, trades, pnl, wins, losses) per local day, from ``trade_days``.
 
     ``bounds`` are the local midnights as UTC text: day i is [bounds[i], bounds[i+1]).
@@ -450,6 +481,8 @@ def daily_local(
     pieces as datetimes was a third of a year's calendar.
     """
     lo, hi = bounds[0], bounds[-1]
+    if lo >= hi:  # days that never began (Samoa skipped 2011-12-30): no time, no trades
+        return [(i, 0, 0.0, 0, 0) for i in range(len(bounds) - 1)]
     first = dt.date.fromisoformat(lo[:10]).toordinal()
     last = dt.date.fromisoformat(hi[:10]).toordinal()
     days = [dt.date.fromordinal(o).isoformat() for o in range(first, last + 2)]

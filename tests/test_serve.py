@@ -7,6 +7,7 @@ by a real ``tradescribe serve`` process; requests go over real HTTP.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import http.client as httpclient
 import io
 import json
@@ -32,7 +33,7 @@ import trustme
 from contracts import AsyncPublisher
 from tests.helpers import make_settings, running_worker, wait_for
 from tests.helpers import tradescribe as _tradescribe
-from tests.querydata import seeded
+from tests.querydata import at, seeded, stored_events
 from tests.servefix import ServeProcess, http, serve_process, token
 from worker.cli.query import fetch
 from worker.embedded import EmbeddedRedis
@@ -209,6 +210,57 @@ def test_format_csv_gives_the_rows_as_csv(site: Site) -> None:
     assert sorted(r["trade_id"] for r in rows) == ["T2", "T3", "T4"]
     seed_csv = site.get("/api/trades", site.a, format="csv").text
     assert seed_csv.splitlines()[0].startswith("id,source,account,symbol")
+
+
+# Samoa moved across the date line: 2011-12-29 23:59:59 (-10:00) was followed by
+# 2011-12-31 00:00 (+14:00), at 10:00 UTC on the 30th. Its 30th never began.
+APIA_TRADES = [("A1", "2011-12-29T09:00", "101"), ("A2", "2011-12-29T12:00", "99"),
+               ("A3", "2011-12-30T09:59", "103"), ("A4", "2011-12-30T10:30", "96")]  # fmt: skip
+
+
+async def _publish_apia_trades(settings: Settings) -> None:
+    async with running_worker(settings):
+        async with AsyncPublisher(settings.redis_url, source="bot-s", account="ACC-S",
+                                  stream=settings.stream) as pub:  # fmt: skip
+            for trade_id, closed, exit_price in APIA_TRADES:
+                await pub.publish("trade.opened", ts=at(closed) - dt.timedelta(hours=1),
+                                  trade_id=trade_id, symbol="BTCUSDT", side="buy",
+                                  quantity="1", entry_price="100")  # fmt: skip
+                await pub.publish("trade.closed", ts=at(closed), trade_id=trade_id,
+                                  exit_price=exit_price)  # fmt: skip
+        await wait_for(lambda: stored_events(settings) == 2 * len(APIA_TRADES),
+                       what="the Samoa trades committed")  # fmt: skip
+
+
+def test_a_calendar_over_samoas_skipped_day_answers_its_days(
+    tmp_path: Path, redis_url: str, names: dict[str, str], serve_process: Any
+) -> None:
+    """A calendar in Pacific/Apia over 2011-12-30, the day that never began there,
+    answers 200 (it was 500: ValueError) on every route that makes one: the skipped day
+    holds no trade, each trade is on the local day of its close."""
+    settings = make_settings(tmp_path / "samoa.db", redis_url, names)
+    anyio.run(_publish_apia_trades, settings)
+    tokens = tmp_path / "tokens.db"
+    secret = token(tokens, "samoa", "ACC-S")
+    proc: ServeProcess = serve_process(settings.db, tokens)
+    apia = "tz=Pacific/Apia"
+    skipped = http(f"{proc.url}/api/v1/calendar?{apia}&since=2011-12-30&until=2011-12-30", secret)
+    assert skipped.status == 200, skipped.text
+    assert skipped.json()["rows"] == []
+    assert skipped.json()["summary"]["days_traded"] == 0
+    around = http(f"{proc.url}/api/v1/calendar?{apia}&since=2011-12-28&until=2011-12-31", secret)
+    assert around.status == 200, around.text
+    # 09:00Z is 23:00 on the 28th, 12:00Z and 09:59Z the 29th (-10:00), 10:30Z the 31st
+    assert [(r["date"], r["trades"], r["pnl"]) for r in around.json()["rows"]] == [
+        ("2011-12-28", 1, 1.0), ("2011-12-29", 2, 2.0), ("2011-12-31", 1, -4.0)]  # fmt: skip
+    seed_range = "start_date=2011-12-30&end_date=2011-12-30"
+    for path in (f"/api/pnl-calendar?{seed_range}", f"/api/pnl-calendar?{seed_range}&format=csv",
+                 "/api/v1/calendar?since=2011-12-30&until=2011-12-30&format=csv"):  # fmt: skip
+        reply = http(f"{proc.url}{path}&{apia}", secret)
+        assert reply.status == 200, (path, reply.text)
+    seed_days = http(f"{proc.url}/api/pnl-calendar?{apia}&start_date=2011-12-29"
+                     "&end_date=2011-12-31", secret)  # fmt: skip
+    assert seed_days.json() == {"2011-12-29": 2.0, "2011-12-31": -4.0}
 
 
 def test_a_tenant_never_sees_another_tenants_data_on_any_route(site: Site) -> None:

@@ -28,7 +28,8 @@ from contracts.query import (
 )
 from contracts.query_db import SQLITE, ReadConnection
 from contracts.query_sql import ACTIVE_TRADE, summarise
-from contracts.query_stats import EMPTY, MIDNIGHT, has_table
+from contracts.query_stats import EMPTY, MIDNIGHT, has_table, remembered
+from worker.http import memo
 from worker.http.tokens import Principal
 
 # JSON numbers: the projections hold REAL; ten decimals drop the binary noise
@@ -91,7 +92,9 @@ def one_connection(db: Path | str) -> Iterator[ReadConnection]:
     page cache), which remembers its aggregate reads: the sums of all history that the
     P&L card and the history's summary both need are read once."""
     with connect_readonly(db) as con:
-        con.memo = {}
+        memo.attach(con, db)  # SQLite: the memo of the file's version, shared
+        if con.memo is None:
+            con.memo = {}  # PostgreSQL: this answer's own
         _SHARED.con = (db, con)
         try:
             yield con
@@ -107,6 +110,7 @@ def _connected(db: Path | str) -> Iterator[ReadConnection]:
         yield shared[1]
         return
     with connect_readonly(db) as con:
+        memo.attach(con, db)
         yield con
 
 
@@ -143,7 +147,8 @@ def bots(db: Path | str, principal: Principal, params: dict[str, Any]) -> list[d
     trading day, or a later update of an open trade)."""
     where, args = _scope_sql(principal)
     with _connected(db) as con:
-        closed = _closed_by_source(con, where, args)
+        closed = remembered(con, ("bots: closed by source", where, tuple(args)),
+                            lambda: _closed_by_source(con, where, args))  # fmt: skip
         plus = con.d.noindex
         active = {
             r[0]: r[1:]
@@ -165,11 +170,7 @@ def bots(db: Path | str, principal: Principal, params: dict[str, Any]) -> list[d
             last = [active[source][1]] if source in active else []
             if record:
                 day = record[7]
-                last.append(con.execute(
-                    f"""SELECT max(closed_at) FROM trades WHERE closed_at >= ? AND closed_at < ?
-                    AND {plus}status = 'closed' AND {plus}source = ? AND {_plus(con, where)}""",
-                    [day + MIDNIGHT, _next_day(day) + MIDNIGHT, source, *args],
-                ).fetchone()[0])  # fmt: skip
+                last.append(_last_close(con, where, args, source, day))
             out.append({
                 "source": source, "trades": summary["count"], "win_rate": summary["win_rate"],
                 "net": summary["net"], "profit_factor": summary["profit_factor"],
@@ -178,6 +179,19 @@ def bots(db: Path | str, principal: Principal, params: dict[str, Any]) -> list[d
                 "last_activity": max((t for t in last if t), default=None),
             })  # fmt: skip
     return out
+
+
+def _last_close(
+    con: ReadConnection, where: str, args: list[Any], source: str, day: str
+) -> str | None:
+    """The latest close of ``source`` on UTC ``day`` (its last trading day)."""
+    plus = con.d.noindex
+    sql = f"""SELECT max(closed_at) FROM trades WHERE closed_at >= ? AND closed_at < ?
+        AND {plus}status = 'closed' AND {plus}source = ? AND {_plus(con, where)}"""
+    params = [day + MIDNIGHT, _next_day(day) + MIDNIGHT, source, *args]
+    found: str | None = remembered(con, (sql, tuple(params)),
+                                   lambda: con.execute(sql, params).fetchone()[0])  # fmt: skip
+    return found
 
 
 def _closed_by_source(

@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from contracts.errors import TradescribeError
+from worker.http.memo import FileMemo
 
 PREFIX = "tsk_"
+MAX_REMEMBERED = 1024  # live tokens a server remembers (a lookup past it reads the file)
 SCHEMA = """CREATE TABLE IF NOT EXISTS tokens (
     token_id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -82,6 +84,7 @@ class TokenStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._live = FileMemo(path)  # live tokens by digest, while the file is unchanged
 
     @contextmanager
     def _connect(self, write: bool = False) -> Iterator[sqlite3.Connection]:
@@ -137,14 +140,29 @@ class TokenStore:
         return token, principal
 
     def lookup(self, token: str) -> Principal | None:
-        """The live (not revoked) token with this secret, or None."""
+        """The live (not revoked) token with this secret, or None. A token found is
+        remembered until the file next changes (a revocation is a commit to it), so a
+        request costs no connection to the file."""
         if not token.startswith(PREFIX) or len(token) > 200 or not self.path.is_file():
             return None
+        key = digest(token)
+        try:
+            live = self._live.current()
+        except (OSError, sqlite3.Error):  # the file went meanwhile: as before, read it
+            return self._find(key)
+        found: Principal | None = live.get(key)
+        if found is None:
+            found = self._find(key)
+            if found is not None and len(live) < MAX_REMEMBERED:
+                live[key] = found
+        return found
+
+    def _find(self, key: str) -> Principal | None:
         with self._connect() as con:
             row = con.execute(
                 "SELECT token_id, name, accounts, sources, publish, admin FROM tokens"
                 " WHERE sha256 = ? AND revoked_at IS NULL",
-                (digest(token),),
+                (key,),
             ).fetchone()
         if row is None:
             return None
