@@ -101,8 +101,9 @@ async def _after(url: str, bulk: bool, statements: list[tuple[str, list[Any]]]) 
                 for sql, rows in statements:
                     if rows:
                         await con.executemany(pgsql.translate(sql), rows)
+            # Sorted whole: rows that tie on a few columns come back in either order.
             return [
-                [tuple(r) for r in await con.fetch(f"SELECT * FROM {table} ORDER BY 1, 2, 3")]
+                sorted((tuple(r) for r in await con.fetch(f"SELECT * FROM {table}")), key=repr)
                 for table in ("trade_days", "trade_status_history")
             ]
         finally:
