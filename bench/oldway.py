@@ -149,10 +149,7 @@ def _publisher_bot(
         started = time.perf_counter()
         cpu_started = time.process_time()
         for k, (event_type, data) in enumerate(specs):
-            due = started + k / rate
-            wait = due - time.perf_counter()
-            if wait > 0:
-                time.sleep(wait)
+            _sleep_until(started + k / rate)
             t0, c0 = time.perf_counter(), time.thread_time()
             try:
                 pub.publish(event_type, data)
@@ -169,15 +166,21 @@ def _publisher_bot(
     )
 
 
+def _sleep_until(due: float) -> None:
+    """The publishing bots' pacing: an absolute schedule, so a late call does not lower
+    the offered rate."""
+    wait = due - time.perf_counter()
+    if wait > 0:
+        time.sleep(wait)
+
+
 def _idle_loop_cpu_us(rate: float, seconds: float) -> float:
     """CPU per iteration of the publish loop's pacing and timing alone (its sleeps'
     wake-ups are most of it), run by all the bots together before they publish."""
     n = max(1, int(rate * seconds))
     started, cpu_started = time.perf_counter(), time.process_time()
     for k in range(n):
-        wait = started + k / rate - time.perf_counter()
-        if wait > 0:
-            time.sleep(wait)
+        _sleep_until(started + k / rate)
         t0 = time.perf_counter()
         _ = (time.perf_counter() - t0) * 1000
     return (time.process_time() - cpu_started) * 1e6 / n

@@ -105,14 +105,8 @@ def _line_id(line: bytes) -> str:
 
 def _line_time(line: bytes) -> float:
     """When the event in this line was made (its UUIDv7 id), else now."""
-    try:
-        value = json.loads(line)
-        when = event_id_time(value["id"])
-        if when is not None:
-            return when.timestamp()
-    except (ValueError, KeyError, TypeError):
-        pass
-    return time.time()
+    when = event_id_time(_line_id(line))
+    return when.timestamp() if when is not None else time.time()
 
 
 class Spool:
