@@ -118,6 +118,9 @@ class ReadConnection:
         # version, worker/http/memo.py): the records of the aggregate reads by (SQL,
         # parameters), so a sum asked twice is read once.
         self.memo: dict[Any, Any] | None = None
+        # serve's reads of a SQLite file: a few reads kept across its versions, under
+        # a key that holds what they depend on (worker/http/memo.py ``Lasting``).
+        self.lasting: Any = None
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         if self.d is SQLITE:
