@@ -7,6 +7,7 @@ tenants), each answer is the one a server with nothing kept gives."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -205,3 +206,21 @@ def test_a_change_without_an_event_is_seen_when_the_kept_read_expires(
         assert reads.bots(book.path, ADMIN, {})[0]["last_activity"] == before  # kept
         monkeypatch.setattr(memo, "LASTING_S", 0.0)
         assert reads.bots(book.path, ADMIN, {})[0]["last_activity"] == later
+
+
+def test_another_file_put_in_the_paths_place_is_counted_afresh(tmp_path: Path) -> None:
+    """The health strip's counts and the kept last closes belong to the file, not to
+    its path: another file moved into the path (a restore) is read afresh, even with
+    more events than the one it replaced."""
+    book, other = Book(tmp_path / "a.db"), Book(tmp_path / "b.db")
+    book.commit([("close", "bot-1", "ACC-1", 30, 1.0)])
+    other.commit([("close", "bot-2", "ACC-1", m, 2.0) for m in (5, 50, 500)])
+    with nothing_kept():
+        answers(book.path)
+        os.replace(other.path, book.path)
+        for suffix in ("-wal", "-shm"):
+            Path(f"{book.path}{suffix}").unlink(missing_ok=True)
+        kept = answers(book.path)
+        with nothing_kept():
+            assert kept == answers(book.path)
+    assert kept["admin health"]["events"] == 3

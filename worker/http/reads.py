@@ -266,18 +266,20 @@ class _Log:
     tallies: dict[tuple[Any, ...], Tally] = field(default_factory=dict)  # per scope, at seq
 
 
-_LOGS: dict[str, _Log] = {}
+_LOGS: dict[tuple[Any, ...], _Log] = {}
 _LOGS_LOCK = threading.Lock()
 
 
 def _log(con: ReadConnection, db: Path | str) -> _Log:
     """The log of ``db`` as ``con`` sees it now: the events since the last look added."""
+    # a file put in the path's place is another log (PostgreSQL: the URL names it)
+    key = (str(db), *_identity(db)) if con.d is SQLITE else (str(db),)
     with _LOGS_LOCK:  # the max read inside: a later look never sees an earlier max
         upto = int(con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
-        log = _LOGS.get(str(db)) or _Log()
-        if upto < log.seq:  # another database behind the same path: start over
+        log = _LOGS.get(key) or _Log()
+        if upto < log.seq:  # a restored or rewritten database: start over
             log = _Log()
-        if upto > log.seq or str(db) not in _LOGS:
+        if upto > log.seq or key not in _LOGS:
             groups, by_source = dict(log.groups), dict(log.by_source)
             for kind, account, source, n, newest in con.execute(
                 """SELECT type, account, source, count(*), max(committed_at) FROM events
@@ -289,8 +291,13 @@ def _log(con: ReadConnection, db: Path | str) -> _Log:
                     (n, newest) if had is None else (had[0] + n, max(had[1], newest))
                 )
                 by_source[source] = by_source.get(source, 0) + n
-            log = _LOGS[str(db)] = _Log(upto, groups, by_source)
+            log = _LOGS[key] = _Log(upto, groups, by_source)
         return log
+
+
+def _identity(db: Path | str) -> tuple[int, int]:
+    st = os.stat(db)
+    return st.st_dev, st.st_ino
 
 
 def _tally(con: ReadConnection, db: Path | str, principal: Principal) -> Tally:
