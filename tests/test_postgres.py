@@ -31,9 +31,12 @@ from tests.helpers import (
 )
 from tests.pgfix import create_database
 from worker.cli.app import app
+from worker.entries import store_error
 from worker.errors import AlreadyRunningError, ConfigError
 from worker.settings import Settings, load_settings
+from worker.store import pgsql
 from worker.store.pgmaint import migrate, rebuild, rebuild_check
+from worker.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -394,6 +397,39 @@ async def test_a_terminated_postgres_session_is_reopened_and_nothing_is_lost_or_
     assert sorted(r[0] for r in stored) == sorted(ids)
     assert await pg_count(url, "dead_letters") == 0
     assert await pg_count(url, "trades") == 6000
+
+
+async def test_a_reconnect_that_finds_the_lock_taken_keeps_trying_for_the_lock(
+    pg_url: str,
+) -> None:
+    """The writer's session is terminated and another session takes the writer's lock
+    meanwhile: every reconnect refuses until the lock is free again, then holds it (the
+    second reconnect once went on without the lock, writing beside the other writer)."""
+    store = await PostgresStore.open(pg_url)
+    other = await asyncpg.connect(pg_url)
+    try:
+        await store.lock_writer({})
+        await store.migrate()
+        await other.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name LIKE 'tradescribe pid %'"
+        )
+        await other.execute("SELECT pg_advisory_lock($1, $2)", *pgsql.LOCK_KEYS)  # waits
+        # The first use of the old connection may fail on its own (the driver learns of
+        # the termination then); that is the store's outage, never the batch's.
+        with pytest.raises(Exception, match=".") as first:
+            await store.schema_version()
+        assert store_error(first.value), first.value
+        for _ in range(3):
+            with pytest.raises(ConnectionError, match="not the writer any more"):
+                await store.schema_version()
+        await other.execute("SELECT pg_advisory_unlock($1, $2)", *pgsql.LOCK_KEYS)
+        assert await store.schema_version() == pgsql.SCHEMA_VERSION
+        taken = await other.fetchval("SELECT pg_try_advisory_lock($1, $2)", *pgsql.LOCK_KEYS)
+        assert taken is False  # the store holds the writer's lock again
+    finally:
+        await other.close()
+        await store.close()
 
 
 async def test_status_reports_the_postgres_database_and_the_worker_answers_queries(

@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 from contracts.partitions import partition_streams
 from contracts.redisclient import AsyncRedis
 from worker.consume import Worker, _text
+from worker.entries import store_error
 from worker.errors import AlreadyRunningError, LeaseLostError
 from worker.lease import RedisLease
 from worker.settings import Settings
@@ -192,8 +193,11 @@ class PartitionedWorker(Worker):
             await lane.run_leased(lease)
         except LeaseLostError as exc:
             log.warning("partition %s: %s", lane.stream, exc)
-        except Exception:  # this partition stops; the balance takes it again later
-            log.exception("partition %s stopped on an error", lane.stream)
+        except Exception as exc:  # this partition stops; the balance takes it again later
+            if store_error(exc):  # PostgreSQL away (e.g. restarting as the lane migrated)
+                log.warning("partition %s stopped: its store failed (%s)", lane.stream, exc)
+            else:
+                log.exception("partition %s stopped on an error", lane.stream)
             self.stats.note_error("partition", RuntimeError(f"{lane.stream} stopped"))
         finally:
             self.lanes.pop(p, None)

@@ -194,6 +194,9 @@ class PostgresStore:
             try:
                 await self._lock()
             except AlreadyRunningError as exc:
+                # Still this store's to write under the lock: the next try takes it again
+                # (left False, the next reconnect wrote without the lock).
+                self._locked = True
                 await con.close()
                 raise ConnectionError(f"reconnected, but not the writer any more: {exc}") from exc
         await con.execute(pgsql.STAGE)
