@@ -8,6 +8,12 @@ read from ``trade_days`` (schema 3: per day and tenant), and the ragged edges
 days are not used (``trade_days`` has neither): the partial months are read from
 ``trades``. Another status than closed reads ``trades`` alone, as do databases
 older than the tables.
+
+Where a connection keeps reads across commits (``con.lasting``: serve on SQLite), the
+sums of whole months before :func:`settled_cut` (the month of the day before
+yesterday) are kept under the ``meta`` row the worker bumps in any commit that changes
+a day before yesterday (a late close, an import of history, a rebuild): after a commit
+of today's trades only the current month is read again (:func:`settled`).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import Any
 
 from contracts.query_db import Dialect, ReadConnection
 from contracts.query_model import Filters
-from contracts.vocabulary import ROW_TENANCY
+from contracts.vocabulary import ROW_TENANCY, SETTLED_CHANGED
 
 
 def raw_summary(d: Dialect) -> str:
@@ -296,6 +302,40 @@ def _remembered(con: ReadConnection, sql: str, params: list[Any]) -> list[Any]:
     return found
 
 
+def settled_cut(today: dt.date) -> str:
+    """The first instant (UTC) of the month that holds the day before yesterday: the sums
+    of whole months before it change only with a bump of :data:`SETTLED_CHANGED` (the
+    worker's cut, yesterday, leaves a day's margin)."""
+    return f"{today - dt.timedelta(days=2):%Y-%m}{MONTH_START}"
+
+
+def settled(con: ReadConnection) -> tuple[str, tuple[Any]] | None:
+    """(the cut, what to key reads before it with) when ``con`` keeps reads across
+    commits; None when it does not."""
+    if con.lasting is None:
+        return None
+
+    def read() -> tuple[Any]:
+        row = con.execute("SELECT value FROM meta WHERE key = ?", [SETTLED_CHANGED]).fetchone()
+        return (row[0] if row else None,)
+
+    changed: tuple[Any] = remembered(con, ("settled sums changed",), read)
+    return settled_cut(dt.datetime.now(dt.UTC).date()), changed
+
+
+def _kept(
+    con: ReadConnection, sql: str, params: list[Any], changed: tuple[Any] | None
+) -> list[Any]:
+    """The records of a read of sums; with ``changed`` (the range lies before the cut),
+    kept across commits under it."""
+    if changed is None:
+        return _remembered(con, sql, params)
+    found: list[Any] = con.lasting.get(
+        (sql, tuple(params), changed), lambda: _remembered(con, sql, params)
+    )
+    return found
+
+
 def stats(
     con: ReadConnection,
     f: Filters,
@@ -305,9 +345,33 @@ def stats(
     symbols: Symbols | None = None,
 ) -> dict[Any, tuple[Any, ...]]:
     """Summary tuples of closed trades in [lo, hi), per ``group`` column value (or None);
-    ``symbols``: the symbol filter if the caller resolved it already."""
+    ``symbols``: the symbol filter if the caller resolved it already. Where reads are
+    kept across commits (:func:`settled`), the part before the cut is read as its own
+    range, its reads kept."""
     if symbols is None:
         symbols = resolve_symbols(con, f)  # once, for every part below
+    cut = settled(con) if can_use_months(con, f) else None
+    if cut is None or (lo is not None and lo >= cut[0]):
+        out = _stats(con, f, lo, hi, group, symbols, None)
+    elif hi is not None and hi <= cut[0]:
+        out = _stats(con, f, lo, hi, group, symbols, cut[1])
+    else:
+        out = _stats(con, f, lo, cut[0], group, symbols, cut[1])
+        for key, sums in _stats(con, f, cut[0], hi, group, symbols, None).items():
+            out[key] = merge(out.get(key, EMPTY), sums)
+    # one rounding of the float sums, however many parts they were added from
+    return {k: (*v[:3], tidy(v[3]), tidy(v[4]), *v[5:]) for k, v in out.items()}
+
+
+def _stats(
+    con: ReadConnection,
+    f: Filters,
+    lo: str | None,
+    hi: str | None,
+    group: str | None,
+    symbols: Symbols | None,
+    changed: tuple[Any] | None,
+) -> dict[Any, tuple[Any, ...]]:
     # No GROUP BY without a group (SQLite would sort for nothing); trade_days is grouped
     # by the plain column, which its indexes hold in order.
     raw_key, days_key = (f"coalesce({group}, '')", group) if group else ("NULL", "NULL")
@@ -316,7 +380,7 @@ def stats(
     out: dict[Any, tuple[Any, ...]] = {}
 
     def add(sql: str, params: list[Any]) -> None:
-        for record in _remembered(con, sql, params):
+        for record in _kept(con, sql, params, changed):
             key = (record[0] or "(none)") if group else None
             sums = (*record[1:4], tidy(record[4]), tidy(record[5]), *record[6:])
             out[key] = merge(out.get(key, EMPTY), sums)
@@ -350,7 +414,21 @@ def stats(
 
 
 def daily_utc(con: ReadConnection, f: Filters, first: str, last: str) -> list[tuple[Any, ...]]:
-    """(day, trades, pnl, wins, losses) per UTC day from ``trade_days``."""
+    """(day, trades, pnl, wins, losses) per UTC day from ``trade_days`` (the days before
+    the cut kept across commits where reads are: :func:`settled`)."""
+    cut = settled(con)
+    if cut is None or first >= cut[0][:10]:
+        return _daily_utc(con, f, first, last, None)
+    before = (dt.date.fromisoformat(cut[0][:10]) - dt.timedelta(days=1)).isoformat()
+    if last <= before:
+        return _daily_utc(con, f, first, last, cut[1])
+    return [*_daily_utc(con, f, first, before, cut[1]),
+            *_daily_utc(con, f, cut[0][:10], last, None)]  # fmt: skip
+
+
+def _daily_utc(
+    con: ReadConnection, f: Filters, first: str, last: str, changed: tuple[Any] | None
+) -> list[tuple[Any, ...]]:
     parts, params = _filters(f)
     parts += ["day >= ?", "day <= ?"]
     params += [first, last]
@@ -358,7 +436,7 @@ def daily_utc(con: ReadConnection, f: Filters, first: str, last: str) -> list[tu
     sql = f"""SELECT day, {d.isum("trades")}, {d.total("gross_profit")} + {d.total("gross_loss")},
         {d.isum("wins")}, {d.isum("losses")} FROM trade_days WHERE {" AND ".join(parts)}
         GROUP BY day ORDER BY day"""
-    return [(r[0], r[1], tidy(r[2]), r[3], r[4]) for r in _remembered(con, sql, params)]
+    return [(r[0], r[1], tidy(r[2]), r[3], r[4]) for r in _kept(con, sql, params, changed)]
 
 
 def counts_since(
@@ -462,9 +540,26 @@ def daily_local(
     parts, params = _filters(f)
     key = ("daily_local", tuple(parts), tuple(params), tuple(bounds))
     found: list[tuple[int, int, float, int, int]] = remembered(
-        con, key, lambda: _local_days(con, f, bounds)
+        con, key, lambda: _settled_local_days(con, f, bounds, key)
     )
     return found
+
+
+def _settled_local_days(
+    con: ReadConnection, f: Filters, bounds: Sequence[str], key: tuple[Any, ...]
+) -> list[tuple[int, int, float, int, int]]:
+    """:func:`_local_days`, the local days through the last bound before the cut (their
+    reads lie in UTC days before it) kept across commits where reads are (:func:`settled`)."""
+    cut = settled(con)
+    k = -1 if cut is None else sum(1 for b in bounds if b < cut[0]) - 1
+    if cut is None or k < 1 or any(a > b for a, b in itertools.pairwise(bounds)):
+        return _local_days(con, f, bounds)
+    old: list[tuple[int, int, float, int, int]] = con.lasting.get(
+        (*key[:3], tuple(bounds[: k + 1]), cut[1]), lambda: _local_days(con, f, bounds[: k + 1])
+    )
+    if k == len(bounds) - 1:
+        return old
+    return [*old, *((i + k, n, pnl, w, lo) for i, n, pnl, w, lo in _local_days(con, f, bounds[k:]))]
 
 
 def _local_days(

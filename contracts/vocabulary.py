@@ -21,3 +21,8 @@ TERMINAL_STATUSES = frozenset({"closed", "cancelled", "expired"})
 TENANCY = ("account", "plugin_id", "mode")
 # The same with the source: what a reader filters by.
 ROW_TENANCY = ("account", "source", "plugin_id", "mode")
+
+# The ``meta`` row the worker bumps in every commit that changes the sums of a day
+# before yesterday (worker/store/aggregates.py); readers that keep sums of earlier
+# months across commits key them with its value (contracts/query_stats.py).
+SETTLED_CHANGED = "settled_sums_changed"

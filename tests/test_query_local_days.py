@@ -330,7 +330,9 @@ def test_the_dashboard_on_one_connection_equals_its_parts_apart(
     apart = {
         "pnl": reads.run_scoped(db, p, "pnl", params),
         "bots": reads.clean(reads.bots(db, p, params)),
-        "open_trades": reads.run_scoped(db, p, "active-trades", {}),
+        "open_trades": seed._columns(
+            reads.run_scoped(db, p, "active-trades", {}), seed.OPEN_COLUMNS
+        ),  # the page's columns
         "history": reads.run_scoped(db, p, "history", {**params, "limit": 50}),
         "calendar": reads.run_scoped(db, p, "calendar", params),
         "daily_loss": reads.run_scoped(db, p, "daily-loss", params),

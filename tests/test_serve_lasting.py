@@ -20,10 +20,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.ceiling import create_schema
+from contracts import query_stats
 from contracts.query_model import utc_text
 from worker.http import memo, reads, seed
 from worker.http.tokens import Principal
 from worker.store import aggregates
+from worker.store.write import AggregateDeltas
 
 ADMIN = Principal("a", "admin", (), (), publish=False, admin=True)
 TENANT = Principal("t", "tenant", ("ACC-1",), (), publish=False, admin=False)
@@ -67,8 +69,9 @@ def nothing_kept() -> Iterator[None]:
 
 
 class Book:
-    """A database the test writes as the worker would: trades, their sums rebuilt, and
-    an event in the log for each change, in one transaction per commit."""
+    """A database the test writes as the worker would: trades, their sums changed by the
+    worker's own deltas (with its mark of a change to the settled sums), and an event in
+    the log for each change, in one transaction per commit."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -79,17 +82,26 @@ class Book:
 
     def commit(self, changes: list[tuple[Any, ...]]) -> None:
         con = sqlite3.connect(self.path, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        deltas = AggregateDeltas()
         try:
             con.execute("BEGIN")
             for change in changes:
-                self._apply(con, *change)
-            for sql in aggregates.RESUM:
-                con.execute(sql)
+                self._apply(con, deltas, *change)
+            for sql, rows in deltas.statements():
+                con.executemany(sql, rows)
             con.execute("COMMIT")
         finally:
             con.close()
 
-    def _apply(self, con: sqlite3.Connection, kind: str, *args: Any) -> None:
+    def _apply(self, con: sqlite3.Connection, deltas: AggregateDeltas, kind: str,
+               *args: Any) -> None:  # fmt: skip
+        def row(source: str, trade_id: str) -> dict[str, Any] | None:
+            found = con.execute(
+                "SELECT * FROM trades WHERE source = ? AND trade_id = ?", (source, trade_id)
+            ).fetchone()
+            return None if found is None else dict(found)
+
         if kind == "close":
             source, account, minutes, pnl = args
             closed = utc_text(NOW - dt.timedelta(minutes=minutes))
@@ -101,12 +113,14 @@ class Book:
                 VALUES (?, ?, ?, 'p', 'paper', 's', 'closed', ?, ?, ?, ?)""",
                 (*trade, account, closed, pnl, closed, closed),
             )
+            deltas.change(None, row(*trade))  # type: ignore[arg-type]
             self._event(con, "trade_closed", source, account, trade[1])
             return
         if not self.trades:
             return
         pick, value = args
         source, trade_id = self.trades[pick % len(self.trades)]
+        before = row(source, trade_id)
         if kind == "amend":  # another P&L
             con.execute(
                 "UPDATE trades SET realized_pnl = ? WHERE source = ? AND trade_id = ?",
@@ -118,10 +132,10 @@ class Book:
                 "UPDATE trades SET closed_at = ? WHERE source = ? AND trade_id = ?",
                 (new, source, trade_id),
             )
-        (account,) = con.execute(
-            "SELECT account FROM trades WHERE source = ? AND trade_id = ?", (source, trade_id)
-        ).fetchone()
-        self._event(con, "trade_updated", source, account, trade_id)
+        after = row(source, trade_id)
+        assert after is not None
+        deltas.change(before, after)
+        self._event(con, "trade_updated", source, after["account"], trade_id)
 
     def _event(self, con: sqlite3.Connection, kind: str, source: str, account: str,
                subject: str) -> None:  # fmt: skip
@@ -224,3 +238,66 @@ def test_another_file_put_in_the_paths_place_is_counted_afresh(tmp_path: Path) -
         with nothing_kept():
             assert kept == answers(book.path)
     assert kept["admin health"]["events"] == 3
+
+
+def test_sums_of_settled_months_are_read_again_only_after_a_change_to_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a commit of today's close, the sums of months before the cut are not read
+    again; after a late close 40 days back (the worker bumps the ``meta`` row) they
+    are, and the answers are those of a server that kept nothing."""
+    book = Book(tmp_path / "settled.db")
+    book.commit([("close", "bot-1", "ACC-1", d * 1440, 1.5) for d in range(0, 120, 3)])
+    settled_reads: list[Any] = []
+    get = memo.Lasting.get
+
+    def counted(self: memo.Lasting, key: Any, read: Any) -> Any:
+        def made() -> Any:
+            if isinstance(key[-1], tuple):  # keyed by the settled sums' mark
+                settled_reads.append(key)
+            return read()
+
+        return get(self, key, made)
+
+    monkeypatch.setattr(memo.Lasting, "get", counted)
+    with nothing_kept():
+        answers(book.path)
+        assert settled_reads  # the months before the cut were read, and kept
+        settled_reads.clear()
+        book.commit([("close", "bot-2", "ACC-1", 5, 7.0)])
+        answers(book.path)
+        assert settled_reads == []
+        book.commit([("close", "bot-2", "ACC-1", 40 * 1440, -3.25)])
+        kept = answers(book.path)
+        assert settled_reads
+        with nothing_kept():
+            assert kept == answers(book.path)
+
+
+@pytest.mark.parametrize(
+    ("today", "period", "touches"),
+    [
+        ("2026-12-05", "2026-12-04", False),  # yesterday: not settled yet
+        ("2026-12-05", "2026-12-03", True),
+        ("2026-12-05", "2026-12", False),
+        ("2026-12-05", "2026-11", True),
+        ("2026-12-01", "2026-11-30", False),
+        ("2026-12-01", "2026-11-29", True),
+        ("2026-12-01", "2026-11", False),  # its days before yesterday bump by their day
+        ("2026-12-01", "2026-10", True),
+        ("2026-01-01", "2025-12-30", True),
+    ],
+)
+def test_the_worker_marks_changes_before_yesterday(today: str, period: str, touches: bool) -> None:
+    assert aggregates.touches_settled([period], dt.date.fromisoformat(today)) is touches
+
+
+def test_the_readers_cut_lies_a_day_before_the_workers() -> None:
+    """Whatever the day, the months a reader keeps end before the worker's first
+    unsettled day by at least a day."""
+    day = dt.date(2024, 1, 1)
+    for _ in range(800):
+        cut = query_stats.settled_cut(day)
+        assert cut.endswith("-01T00:00:00.000000Z")
+        assert cut[:10] <= (day - dt.timedelta(days=2)).isoformat() < aggregates.settled_from(day)
+        day += dt.timedelta(days=1)

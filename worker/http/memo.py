@@ -21,7 +21,10 @@ what they depend on: a bot's last close on its last trading day (a walk of that 
 closes, every bot's: 5-6 ms per idle bot after 40,000 closes of others that day) is
 kept under the number of the bot's events in the log, which every change to its rows
 adds to (``worker/http/reads.py``). Each is read again ``LASTING_S`` after it was made
-at the latest, for what no event shows (a database rewritten by a migration).
+at the latest, for what no event shows (a database rewritten by a migration). The
+sums of months before the day before yesterday are kept the same way, under the
+``meta`` row the worker bumps whenever a commit changes one of them
+(``contracts/query_stats.py``: ``settled``).
 
 PostgreSQL gets no shared memo (no such cheap counter): each answer reads its sums.
 """

@@ -28,7 +28,15 @@ from contracts.query import (
 )
 from contracts.query_db import SQLITE, ReadConnection
 from contracts.query_sql import ACTIVE_TRADE, summarise
-from contracts.query_stats import EMPTY, MIDNIGHT, has_table, remembered
+from contracts.query_stats import (
+    EMPTY,
+    MIDNIGHT,
+    has_table,
+    merge,
+    remembered,
+    settled,
+    tidy,
+)
 from worker.http import memo
 from worker.http.tokens import Principal
 
@@ -219,9 +227,25 @@ def _closed_by_source(
     # at 1,000,000 trades). A source's last day lies in its last month (a day's row and
     # its month's row are made, and kept, by the same trades): a range of the days'
     # primary key, read from its end.
-    sql = f"SELECT source, {figures}, max(month) FROM trade_months WHERE {where} GROUP BY source"
+    sql = f"SELECT source, {figures}, max(month) FROM trade_months WHERE {where}"
+    by = " GROUP BY source"
+    cut = settled(con)
+    if cut is None:
+        records = con.execute(sql + by, args).fetchall()
+    else:  # the months before the cut kept across commits, the rest read (one or two)
+        old_sql, new_sql = f"{sql} AND month < ?{by}", f"{sql} AND month >= ?{by}"
+        old_args = [*args, cut[0][:7]]
+        kept = con.lasting.get((old_sql, tuple(old_args), cut[1]),
+                               lambda: con.execute(old_sql, old_args).fetchall())  # fmt: skip
+        both: dict[str, tuple[Any, ...]] = {}
+        for source, *record, month in [*kept, *con.execute(new_sql, [*args, cut[0][:7]])]:
+            was = both.get(source)
+            sums = tuple(record) if was is None else merge(was[:7], record)
+            both[source] = (*sums, month if was is None else max(was[7], month))
+        records = [(source, *v[:3], tidy(v[3]), tidy(v[4]), *v[5:]) for source, v in
+                   both.items()]  # fmt: skip
     out = {}
-    for source, *record, month in con.execute(sql, args).fetchall():
+    for source, *record, month in records:
         last = con.execute(
             f"""SELECT day FROM trade_days WHERE day >= ? AND day < ? AND source = ?
             AND {where} ORDER BY day DESC LIMIT 1""",

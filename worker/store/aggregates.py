@@ -20,9 +20,13 @@ with ``trades = 0``; readers skip it. A trade counts when ``status = 'closed'`` 
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
+
+from contracts.vocabulary import SETTLED_CHANGED as SETTLED_CHANGED
 
 BUCKET = ("account", "source", "plugin_id", "mode", "strategy")
 
@@ -127,5 +131,30 @@ MONTHS = Aggregate(
     "date(trade_months.month || '-01', '+1 month')",
 )
 AGGREGATES = (DAYS, MONTHS)
+
+# The sums of days before yesterday settle; what still changes one of them (a late
+# close, an import of history, a rebuild) bumps this ``meta`` row in the same
+# transaction, so a reader may keep sums of earlier periods across commits under its
+# value (``contracts.query_stats``: ``serve`` keeps the months before two days ago).
+BUMP_SETTLED = (
+    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
+    "value = CAST(CAST(meta.value AS INTEGER) + 1 AS TEXT)"
+)
+
+
+def settled_from(today: dt.date) -> str:
+    """The first day whose sums are not settled yet: a change to a period before it
+    bumps :data:`SETTLED_CHANGED`."""
+    return (today - dt.timedelta(days=1)).isoformat()
+
+
+def touches_settled(periods: Iterable[str], today: dt.date) -> bool:
+    """Whether any of these days ('YYYY-MM-DD') or months ('YYYY-MM') lies before
+    :func:`settled_from`: a month only when it ends before that day's month (a month
+    read as a whole by a reader ends before its cut, two days ago at the latest)."""
+    first = settled_from(today)
+    return any(p < first[: len(p)] for p in periods)
+
+
 # Both tables summed afresh from the trades (a rebuild, rows put in directly).
 RESUM = [sql for a in AGGREGATES for sql in (f"DELETE FROM {a.table}", a.backfill_sql)]

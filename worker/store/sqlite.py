@@ -242,6 +242,7 @@ def _rebuild(con: sqlite3.Connection, chunk: int) -> int:
         # do not depend on its chunking.
         for sql in aggregates.RESUM:
             con.execute(sql)
+        con.execute(aggregates.BUMP_SETTLED, (aggregates.SETTLED_CHANGED, "1"))
         con.execute("COMMIT")
     except BaseException:
         if con.in_transaction:

@@ -33,7 +33,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from worker.store.aggregates import AGGREGATES, Aggregate
+from worker.store.aggregates import (
+    AGGREGATES,
+    BUMP_SETTLED,
+    SETTLED_CHANGED,
+    Aggregate,
+    touches_settled,
+)
 from worker.store.entities import TRADES, Entity
 from worker.store.rows import (
     ENTITY_BY_TABLE,
@@ -214,13 +220,16 @@ class AggregateDeltas:
                 s.best = pnl if s.best is None else max(s.best, pnl)
                 s.worst = pnl if s.worst is None else min(s.worst, pnl)
 
-    def statements(self) -> list[Statement]:
+    def statements(self, today: dt.date | None = None) -> list[Statement]:
         out: list[Statement] = []
         for aggregate in AGGREGATES:
             if sums := self.sums[aggregate]:
                 out.append((aggregate.add_sql, [(*b, *s.values()) for b, s in sums.items()]))
             if recompute := self.recompute[aggregate]:
                 out.append((aggregate.recompute_sql, sorted(recompute)))
+        periods = (k[0] for a in AGGREGATES for k in (*self.sums[a], *self.recompute[a]))
+        if touches_settled(periods, today or dt.datetime.now(dt.UTC).date()):
+            out.append((BUMP_SETTLED, [(SETTLED_CHANGED, "1")]))
         return out
 
 
