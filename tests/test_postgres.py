@@ -31,7 +31,7 @@ from tests.helpers import (
 )
 from tests.pgfix import create_database
 from worker.cli.app import app
-from worker.entries import store_error
+from worker.entries import decode, store_error
 from worker.errors import AlreadyRunningError, ConfigError
 from worker.settings import Settings, load_settings
 from worker.store import pgsql
@@ -235,6 +235,44 @@ async def test_postgres_dead_letters_and_id_conflicts_behave_as_on_sqlite(
     # the conflicting body's change is not applied: T2 never exists, T1 is as first sent
     assert await pg_fetch(url, "SELECT trade_id FROM trades") == [("T1",)]
     assert await pg_count(url, "events") == 2  # T1 and the journal entry
+
+
+async def test_the_appends_of_a_refused_event_are_left_out(
+    pg_url: str,
+) -> None:
+    """A batch's append-only rows (status history, journal) go in only for the events
+    the log took: an id conflict's rows stay out, whatever their table (a journal row
+    for an id the log holds as a trade), and the rest of the batch's go in."""
+    opened = build_event("trade.opened", {"trade_id": "T1", "symbol": "X", "side": "buy",
+                         "quantity": "1", "entry_price": "100"}, source="bot-a")  # fmt: skip
+    # the same id with a journal body: its journal row must not appear
+    conflict = json.loads(to_wire(opened))
+    conflict.update(type="journal.entry", data={"text": "not mine"})
+    fresh = build_event("journal.entry", {"text": "mine"}, source="bot-a")
+
+    def batch(*wires: str, first: int) -> list[Any]:
+        entries = [(f"{first + i}-0", {b"event": w.encode()}) for i, w in enumerate(wires)]
+        good, dead, later = decode(entries, {}, 1 << 20)
+        assert (dead, later) == ([], [])
+        return good
+
+    store = await PostgresStore.open(pg_url)
+    try:
+        await store.migrate()
+        assert await store.commit(batch(to_wire(opened), first=1), []) == (1, 0)
+        again = batch(json.dumps(conflict), to_wire(fresh), first=10)
+        assert await store.commit(again, []) == (1, 1)  # the fresh entry; one conflict
+        assert await store.commit(batch(to_wire(opened), first=20), []) == (0, 0)  # a copy
+    finally:
+        await store.close()
+    assert await pg_fetch(pg_url, "SELECT event_id, status FROM trade_status_history") == [
+        (opened.id, "open")
+    ]
+    assert await pg_fetch(pg_url, "SELECT event_id, text FROM journal_entries") == [
+        (fresh.id, "mine")
+    ]
+    dead = await pg_fetch(pg_url, "SELECT event_id, reason FROM dead_letters")
+    assert [(d[0], d[1].split(":")[0]) for d in dead] == [(opened.id, "id conflict")]
 
 
 class PgWorkerProcess(WorkerProcess):
