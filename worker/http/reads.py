@@ -15,6 +15,8 @@ import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +60,8 @@ def _clean_float(value: float) -> float | None:
 
 def clean(value: Any) -> Any:
     """Floats rounded to ``DECIMALS`` (no 0.30000000000000004), recursively. The plain
-    types are tested first, by ``type``: a page of 1,000 rows has 17,000 cells (this
-    walk was a third of a CSV page's time)."""
+    types are tested first, by ``type``: a page of 1,000 rows has 17,000 cells, and a
+    list of rows is cleaned a column at a time (:func:`_clean_rows`)."""
     kind = type(value)
     if kind in _AS_IS:
         return value
@@ -68,6 +70,8 @@ def clean(value: Any) -> Any:
     if kind is dict:
         return {k: v if type(v) in _AS_IS else clean(v) for k, v in value.items()}
     if kind is list:
+        if value and type(value[0]) is dict:
+            return _clean_rows(value)
         return [v if type(v) in _AS_IS else clean(v) for v in value]
     if isinstance(value, float):  # subclasses, as before
         return _clean_float(value)
@@ -76,6 +80,40 @@ def clean(value: Any) -> Any:
     if isinstance(value, list):
         return [clean(v) for v in value]
     return value
+
+
+def _clean_rows(rows: list[Any]) -> list[Any]:
+    """``[clean(row) for row in rows]`` for rows that are dicts with the same keys, done
+    a column at a time: a column of plain cells (most of them) is passed over with one
+    ``set(map(type, ...))``, and a column of floats is rounded by ``map`` without a call
+    of Python code per cell (cell by cell, the walk was a third of a CSV page's time).
+    The rows are copied and only the changed cells written over, so each keeps its own
+    order of keys."""
+    keys = tuple(rows[0])
+    if len(keys) < 2 or set(map(type, rows)) != {dict} or set(map(len, rows)) != {len(keys)}:
+        return [clean(row) for row in rows]  # itemgetter(one key) gives no tuple
+    try:
+        columns = zip(*map(itemgetter(*keys), rows), strict=True)
+    except KeyError:  # the same number of keys, not the same keys
+        return [clean(row) for row in rows]
+    out = list(map(dict.copy, rows))
+    for key, column in zip(keys, columns, strict=True):
+        kinds = set(map(type, column))
+        if kinds <= _AS_IS:
+            continue
+        for row, cell in zip(out, _clean_column(column, kinds), strict=True):
+            row[key] = cell
+    return out
+
+
+def _clean_column(column: tuple[Any, ...], kinds: set[type]) -> list[Any]:
+    """``[clean(cell) for cell in column]``; ``kinds`` are the types of its cells."""
+    if kinds == {float}:
+        rounded = list(map(round, column, repeat(DECIMALS)))
+        if 0.0 in rounded or not all(map(math.isfinite, rounded)):
+            return list(map(_clean_float, column))  # -0.0, 0.0, a NaN or an infinity
+        return rounded  # what _clean_float gives each: finite, rounded, not zero
+    return [v if type(v) in _AS_IS else clean(v) for v in column]
 
 
 def scoped(principal: Principal, name: str, params: dict[str, Any]) -> tuple[QuerySpec, Filters]:
