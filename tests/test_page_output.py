@@ -200,11 +200,11 @@ def test_csv_of_lists_of_cells_is_what_csv_writer_wrote(rows: list[list[Any]]) -
 
 # --- the pages serve answers ------------------------------------------------------
 
-AWKWARD = [  # (realized_pnl, fees, exit_reason, strategy)
-    (0.1 + 0.2, -1e-12, '=HYPERLINK("http://x")', "a,b"),
+AWKWARD = [  # (realized_pnl, fees, exit_reason: formulas, strategy: quotes needed)
+    (0.1 + 0.2, -0.0, "=1+1", "a,b"),
     (-103.78499999999985, 5e-324, "-103.5", 'say "hi"'),
     (1e300, float("inf"), "+cmd|' /C calc'!A0", "line\nbreak"),
-    (-0.0, float("-inf"), "@SUM(1)", "tab\there"),
+    (-1e-12, float("-inf"), "@SUM(1)", '=HYPERLINK("http://x")'),
     (2.0**53 + 1, 123456.78900000001, "\tindent", "carriage\rreturn"),
     (4.99999999995e-11, -5e-11, "", "-x"),
 ]
@@ -225,6 +225,8 @@ def awkward_db(path: Path) -> Path:
                 " WHERE rowid = ?",
                 (*AWKWARD[n % len(AWKWARD)], rowid),
             )
+        # an infinity in one column of floats, none in the other (realized_pnl's zeros)
+        con.execute("UPDATE trades SET exit_price = ? WHERE rowid = ?", (math.inf, newest[1]))
     con.close()
     return path
 
@@ -307,7 +309,8 @@ def test_pages_of_awkward_rows_are_byte_for_byte_what_they_were(tmp_path: Path) 
     now = pages_now_and_before(awkward_db(tmp_path / "read.db"), tmp_path)
     csv_page = now["1 /api/v1/history?limit=1000&format=csv"]
     assert csv_page.count(b"\r\n") == 1001  # a full page of the tenant's, header first
-    assert b"'=HYPERLINK" in csv_page
+    assert b",'=1+1," in csv_page
+    assert b'"\'=HYPERLINK(""http://x"")"' in csv_page
     assert b'"a,b"' in csv_page
     assert b",0.3," in csv_page
 
