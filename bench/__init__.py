@@ -178,7 +178,7 @@ def _pg_rows(pg: dict[str, Any] | None) -> list[tuple[str, Any]]:
         return [("postgres", "not measured")]
     if "skipped" in pg:
         return [("postgres", f"skipped: {pg['skipped']}")]
-    one, two = pg["one_worker"], pg["two_workers"]
+    one, split, two = pg["one_worker"], pg["one_worker_partitions"], pg["two_workers"]
 
     def cpu(run: dict[str, Any]) -> str:
         return " / ".join(f"{v:.1f}" for v in run["cpu_us_per_event"].values())
@@ -186,6 +186,10 @@ def _pg_rows(pg: dict[str, Any] | None) -> list[tuple[str, Any]]:
     return [
         ("postgres: SQLite drain just before, events/s", pg["sqlite_events_per_s"]),
         ("postgres: one worker, events/s", one["events_per_s"]),
+        (
+            f"postgres: one worker, {split['partitions']} partitions, events/s",
+            split["events_per_s"],
+        ),
         (f"postgres: two workers, {two['partitions']} partitions, events/s", two["events_per_s"]),
         ("postgres x1: CPU us/event, worker / postgres / redis", cpu(one)),
         ("postgres x2: CPU us/event, worker 0 / worker 1 / postgres / redis", cpu(two)),

@@ -1,6 +1,7 @@
 """The PostgreSQL phase of ``tradescribe bench``: the same events drained into SQLite
-(the reference, seconds before), into PostgreSQL by one worker, and into PostgreSQL by
-two workers sharing four partition streams (docs/scaling.md).
+(the reference, seconds before), into PostgreSQL by one worker from one stream, by one
+worker holding four partition streams, and by two workers sharing the four
+(docs/scaling.md).
 
 PostgreSQL is the ``pgserver`` wheel's (a unix socket in a temporary folder); where
 none can start, the phase is skipped and says why. Each PostgreSQL drain: the workers
@@ -61,9 +62,13 @@ def phase_postgres(bench: Bench, figures: dict[str, Any]) -> None:
     figures["pg_two_vs_one"] = (
         result["two_workers"]["events_per_s"] / result["one_worker"]["events_per_s"]
     )
+    figures["pg_partitions_vs_one"] = (
+        result["one_worker_partitions"]["events_per_s"] / result["one_worker"]["events_per_s"]
+    )
     bench.log(
         f"postgres: SQLite {result['sqlite_events_per_s']:,.0f}, PostgreSQL one worker "
-        f"{result['one_worker']['events_per_s']:,.0f}, two workers "
+        f"{result['one_worker']['events_per_s']:,.0f} (holding {PARTITIONS} partitions "
+        f"{result['one_worker_partitions']['events_per_s']:,.0f}), two workers "
         f"{result['two_workers']['events_per_s']:,.0f} events/s"
     )
 
@@ -86,6 +91,10 @@ def _measure(bench: Bench, admin: str, postmaster: int, n: int) -> dict[str, Any
     (bench.workdir / "pg-sqlite.db").unlink(missing_ok=True)
     one = drain_workers(bench, settings("pg1", anyio.run(pgdrain._new_database, admin), 1),
                         bodies, 1, postmaster)  # fmt: skip
+    # Reported, no target: the same one worker holding the four partitions, several
+    # commits in flight where one stream has one (docs/scaling.md).
+    one_split = drain_workers(bench, settings("pg1p", anyio.run(pgdrain._new_database, admin),
+                                              PARTITIONS), bodies, 1, postmaster)  # fmt: skip
     two = drain_workers(bench, settings("pg2", anyio.run(pgdrain._new_database, admin),
                                         PARTITIONS), bodies, 2, postmaster)  # fmt: skip
     return {
@@ -93,6 +102,7 @@ def _measure(bench: Bench, admin: str, postmaster: int, n: int) -> dict[str, Any
         "sqlite_events_per_s": sqlite["events_per_s"],
         "sqlite_cpu_us_per_event": sqlite["cpu_us_per_event"],
         "one_worker": one,
+        "one_worker_partitions": one_split,
         "two_workers": two,
     }
 

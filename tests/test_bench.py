@@ -147,15 +147,18 @@ def test_quick_bench_writes_every_figure_and_prints_the_targets(tmp_path: Path) 
 
 
 def assert_postgres_phase(figures: dict[str, Any], stdout: str) -> None:
-    """SQLite, PostgreSQL with one worker and with two drained the same events; or the
-    phase says why it was skipped (no PostgreSQL could start)."""
+    """SQLite, PostgreSQL with one worker (from one stream, and holding four partitions)
+    and with two drained the same events; or the phase says why it was skipped (no
+    PostgreSQL could start)."""
     pg = figures["postgres"]
     if "skipped" in pg:
         assert "no PostgreSQL could be started" in pg["skipped"]
         return
-    one, two = pg["one_worker"], pg["two_workers"]
-    assert one["stored"] == two["stored"] == pg["events"] > 0
+    one, split, two = pg["one_worker"], pg["one_worker_partitions"], pg["two_workers"]
+    assert one["stored"] == split["stored"] == two["stored"] == pg["events"] > 0
     assert (one["workers"], one["partitions"], two["workers"], two["partitions"]) == (1, 1, 2, 4)
+    assert (split["workers"], split["partitions"]) == (1, 4)
+    assert figures["pg_partitions_vs_one"] == split["events_per_s"] / one["events_per_s"]
     assert figures["pg_vs_sqlite"] == one["events_per_s"] / pg["sqlite_events_per_s"]
     assert set(two["cpu_us_per_event"]) == {"worker_0", "worker_1", "postgres", "redis"}
     if sys.platform.startswith("linux"):
@@ -163,6 +166,7 @@ def assert_postgres_phase(figures: dict[str, Any], stdout: str) -> None:
         assert one["cpu_us_per_event"]["postgres"] > 0
     assert "pg_vs_sqlite" in {v["key"] for v in figures["targets"]}
     assert "drain, PostgreSQL/SQLite" in stdout
+    assert f"{split['events_per_s']:,}" in stdout  # its row (the label wraps in the table)
 
 
 def assert_ceiling_wrote_the_workers_rows(worker_db: Path, ceiling_db: Path) -> None:
