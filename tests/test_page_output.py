@@ -26,11 +26,10 @@ from tests.helpers import make_settings
 from tests.querydata import seeded
 from tests.servefix import token
 from worker.cli import output
-from worker.cli.output import _FORMULA_START, _NUMBERS, csv_cell
+from worker.cli.output import _FORMULA_START, _NUMBERS, DECIMALS, clean, csv_cell
 from worker.embedded import EmbeddedRedis
 from worker.http import answers, app, reads, seed
 from worker.http.app import ServeConfig, create_app
-from worker.http.reads import DECIMALS, clean
 
 # --- the code before: a cell at a time ----------------------------------------------
 

@@ -15,9 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import tradescribe
+from contracts import build_event, to_wire
+from tests.helpers import make_db, query, tradescribe
 from tests.querydata import NOW
+from worker.entries import decode
 from worker.report import WIDGETS, gather, render
+from worker.store.sqlite import SqliteStore
 
 # A 200-column terminal, so a table row is one line; the suite's channel key, as a
 # deployment's shell has it.
@@ -39,6 +42,35 @@ async def test_query_prints_a_table_json_and_csv(history_db: Path) -> None:
     as_csv = wide_tradescribe("query", "plugins", "--db", history_db, "--csv")
     rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
     assert [(r["plugin_id"], r["count"]) for r in rows] == [("p2", "1"), ("p1", "3")]
+
+
+async def test_query_json_and_csv_print_a_derived_pnl_without_float_noise(tmp_path: Path) -> None:
+    """A P&L the worker derives from prices holds binary noise as a REAL; ``--json`` and
+    ``--csv`` print it as serve answers it, rounded to ten decimals."""
+    db = tmp_path / "pnl.db"
+    await make_db(db)
+    trade = {"trade_id": "T9", "symbol": "ETHUSDT", "side": "buy", "quantity": "9"}
+    events = [
+        build_event("trade.opened", {**trade, "entry_price": "2417.19483"}, source="bot-n"),
+        build_event("trade.closed", {"trade_id": "T9", "exit_price": "2396.33753"}, source="bot-n"),
+    ]
+    entries = [(f"{i + 1}-0", {b"event": to_wire(e).encode()}) for i, e in enumerate(events)]
+    good, dead, _ = decode(entries, {}, 1 << 20)
+    store = await SqliteStore.open(db)
+    try:
+        store.start_writer()
+        assert await store.commit(good, dead) == (2, 0)
+    finally:
+        await store.close()
+    assert query(db, "SELECT realized_pnl FROM trades") == [(-187.7157000000011,)]  # stored
+
+    as_json = wide_tradescribe("query", "history", "--db", db, "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["rows"][0]["realized_pnl"] == -187.7157
+    as_csv = wide_tradescribe("query", "history", "--db", db, "--csv")
+    assert as_csv.returncode == 0, as_csv.stderr
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert [r["realized_pnl"] for r in rows] == ["-187.7157"]
 
 
 async def test_trade_query_shows_history_and_events_tables(history_db: Path) -> None:

@@ -116,9 +116,11 @@ def query(
     else:
         result = fetch(name, filters, _database(config, db))
     if as_json:
-        print(safe_output.json_text(result, indent=2))
+        # floats as serve answers them: the projections' REAL without binary noise
+        # (a P&L derived from prices, -187.7157000000011, is -187.7157)
+        print(safe_output.json_text(safe_output.clean(result), indent=2))
     elif as_csv:
-        write_csv(result, sys.stdout)
+        write_csv(safe_output.clean(result), sys.stdout)
     else:
         console = Console()
         if not console.is_terminal:

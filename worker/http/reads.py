@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import math
 import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import repeat
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -39,81 +36,11 @@ from contracts.query_stats import (
     settled,
     tidy,
 )
+from worker.cli.output import clean as clean  # serve cleans every answer it reads
 from worker.http import memo
 from worker.http.tokens import Principal
 
-# JSON numbers: the projections hold REAL; ten decimals drop the binary noise
-# (0.1 + 0.2) and keep every digit a price or P&L was sent with.
-DECIMALS = 10
 QUERY_NAMES = tuple(QUERIES)
-
-
-_AS_IS = frozenset({str, int, bool, type(None)})  # cells clean() returns untouched
-
-
-def _clean_float(value: float) -> float | None:
-    if not math.isfinite(value):
-        return None
-    rounded = round(value, DECIMALS)
-    return 0.0 if rounded == 0 else rounded
-
-
-def clean(value: Any) -> Any:
-    """Floats rounded to ``DECIMALS`` (no 0.30000000000000004), recursively. The plain
-    types are tested first, by ``type``: a page of 1,000 rows has 17,000 cells, and a
-    list of rows is cleaned a column at a time (:func:`_clean_rows`)."""
-    kind = type(value)
-    if kind in _AS_IS:
-        return value
-    if kind is float:
-        return _clean_float(value)
-    if kind is dict:
-        return {k: v if type(v) in _AS_IS else clean(v) for k, v in value.items()}
-    if kind is list:
-        if value and type(value[0]) is dict:
-            return _clean_rows(value)
-        return [v if type(v) in _AS_IS else clean(v) for v in value]
-    if isinstance(value, float):  # subclasses, as before
-        return _clean_float(value)
-    if isinstance(value, dict):
-        return {k: clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [clean(v) for v in value]
-    return value
-
-
-def _clean_rows(rows: list[Any]) -> list[Any]:
-    """``[clean(row) for row in rows]`` for rows that are dicts with the same keys, done
-    a column at a time: a column of plain cells (most of them) is passed over with one
-    ``set(map(type, ...))``, and a column of floats is rounded by ``map`` without a call
-    of Python code per cell (cell by cell, the walk was a third of a CSV page's time).
-    The rows are copied and only the changed cells written over, so each keeps its own
-    order of keys."""
-    keys = tuple(rows[0])
-    if len(keys) < 2 or set(map(type, rows)) != {dict} or set(map(len, rows)) != {len(keys)}:
-        return [clean(row) for row in rows]  # itemgetter(one key) gives no tuple
-    try:
-        columns = zip(*map(itemgetter(*keys), rows), strict=True)
-    except KeyError:  # the same number of keys, not the same keys
-        return [clean(row) for row in rows]
-    out = list(map(dict.copy, rows))
-    for key, column in zip(keys, columns, strict=True):
-        kinds = set(map(type, column))
-        if kinds <= _AS_IS:
-            continue
-        for row, cell in zip(out, _clean_column(column, kinds), strict=True):
-            row[key] = cell
-    return out
-
-
-def _clean_column(column: tuple[Any, ...], kinds: set[type]) -> list[Any]:
-    """``[clean(cell) for cell in column]``; ``kinds`` are the types of its cells."""
-    if kinds == {float}:
-        rounded = list(map(round, column, repeat(DECIMALS)))
-        if 0.0 in rounded or not all(map(math.isfinite, rounded)):
-            return list(map(_clean_float, column))  # -0.0, 0.0, a NaN or an infinity
-        return rounded  # what _clean_float gives each: finite, rounded, not zero
-    return [v if type(v) in _AS_IS else clean(v) for v in column]
 
 
 def scoped(principal: Principal, name: str, params: dict[str, Any]) -> tuple[QuerySpec, Filters]:
