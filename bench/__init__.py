@@ -191,8 +191,11 @@ def _pg_rows(pg: dict[str, Any] | None) -> list[tuple[str, Any]]:
             split["events_per_s"],
         ),
         (f"postgres: two workers, {two['partitions']} partitions, events/s", two["events_per_s"]),
-        ("postgres x1: CPU us/event, worker / postgres / redis", cpu(one)),
-        ("postgres x2: CPU us/event, worker 0 / worker 1 / postgres / redis", cpu(two)),
+        ("postgres x1: CPU us/event, worker / its write process / postgres / redis", cpu(one)),
+        (
+            "postgres x2: CPU us/event, worker 0 / write 0 / worker 1 / write 1 / postgres / redis",
+            cpu(two),
+        ),
     ]
 
 

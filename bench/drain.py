@@ -65,6 +65,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         TRADESCRIBE_TRIM_KEEP_S=str(settings.trim_keep_s),
         TRADESCRIBE_PARTITIONS=str(settings.partitions),
         TRADESCRIBE_LEASE_TTL_MS=str(settings.lease_ttl_ms),
+        TRADESCRIBE_WRITER_PROCESS=str(settings.writer_process).lower(),
         TRADESCRIBE_LOG_LEVEL="WARNING",
     )
     if settings.channel_key is not None:  # PostgreSQL has no file to keep one beside

@@ -51,19 +51,20 @@ async def _new_database(admin_url: str) -> str:
     return f"{head.rsplit('/', 1)[0]}/{name}" + (f"?{tail}" if tail else "")
 
 
-async def _backend_pid(url: str, worker_pid: int) -> int | None:
-    """The PostgreSQL backend process serving the worker (by its application_name)."""
+async def _backend_pids(url: str, worker_pid: int) -> list[int]:
+    """The PostgreSQL backend processes serving the worker and its write process (by
+    their application_name)."""
     import asyncpg
 
     con = await asyncpg.connect(url)
     try:
-        pid = await con.fetchval(
+        rows = await con.fetch(
             "SELECT pid FROM pg_stat_activity WHERE application_name LIKE $1",
             f"tradescribe pid {worker_pid} %",
         )
     finally:
         await con.close()
-    return int(pid) if pid is not None else None
+    return [int(r["pid"]) for r in rows]
 
 
 async def _stored(url: str) -> tuple[int, int]:
@@ -86,15 +87,15 @@ def drain_once(
     ids = drain.load_stream(client, s.stream, bodies)
     client.xgroup_create(s.stream, s.group, id="0")
     child = drain.WorkerChild(s, log)
-    backend: list[int | None] = [None]
+    backends: list[int] = []
     marks: dict[str, dict[str, float]] = {}
 
     def split() -> dict[str, float]:
         cpu = drain.cpu_split(child, redis_pid)
         if s.database_url is not None:
-            if backend[0] is None:
-                backend[0] = anyio.run(_backend_pid, s.database_url, child.process.pid)
-            cpu["postgres"] = drain.cpu_seconds(backend[0])
+            if not backends:
+                backends.extend(anyio.run(_backend_pids, s.database_url, child.process.pid))
+            cpu["postgres"] = sum(drain.cpu_seconds(pid) for pid in backends)
         return cpu
 
     try:

@@ -239,7 +239,11 @@ def _wait_acked(
 def _cpu(
     children: list[drain.WorkerChild], postmaster: int, redis_pid: int | None
 ) -> dict[str, float]:
-    out = {f"worker_{i}": drain.cpu_seconds(c.process.pid) for i, c in enumerate(children)}
+    out: dict[str, float] = {}
+    for i, child in enumerate(children):
+        split = drain.cpu_split(child, None)
+        out[f"worker_{i}"] = split["worker"]
+        out[f"write_process_{i}"] = split["write_process"]
     server = [postmaster, *drain.child_pids(postmaster)]
     out["postgres"] = sum(drain.cpu_seconds(pid) for pid in server)
     out["redis"] = drain.cpu_seconds(redis_pid)

@@ -160,10 +160,12 @@ def assert_postgres_phase(figures: dict[str, Any], stdout: str) -> None:
     assert (split["workers"], split["partitions"]) == (1, 4)
     assert figures["pg_partitions_vs_one"] == split["events_per_s"] / one["events_per_s"]
     assert figures["pg_vs_sqlite"] == one["events_per_s"] / pg["sqlite_events_per_s"]
-    assert set(two["cpu_us_per_event"]) == {"worker_0", "worker_1", "postgres", "redis"}
+    parts = ("worker_0", "write_process_0", "worker_1", "write_process_1", "postgres")
+    assert set(two["cpu_us_per_event"]) == {*parts, "redis"}
     if sys.platform.startswith("linux"):
-        assert all(two["cpu_us_per_event"][k] > 0 for k in ("worker_0", "worker_1", "postgres"))
+        assert all(two["cpu_us_per_event"][k] > 0 for k in parts)
         assert one["cpu_us_per_event"]["postgres"] > 0
+        assert one["cpu_us_per_event"]["write_process_0"] > 0  # the commits run there
     assert "pg_vs_sqlite" in {v["key"] for v in figures["targets"]}
     assert "drain, PostgreSQL/SQLite" in stdout
     assert f"{split['events_per_s']:,}" in stdout  # its row (the label wraps in the table)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import signal
 import sqlite3
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
+from bench.drain import child_pids
 from bench.workload import wire_events
 from contracts import AsyncPublisher, Publisher, build_event, to_wire
 from tests.helpers import (
@@ -37,6 +41,7 @@ from worker.settings import Settings, load_settings
 from worker.store import pgsql
 from worker.store.pgmaint import migrate, rebuild, rebuild_check
 from worker.store.postgres import PostgresStore
+from worker.store.writer import error_for_parent
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -427,7 +432,9 @@ async def test_a_terminated_postgres_session_is_reopened_and_nothing_is_lost_or_
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE application_name LIKE 'tradescribe pid %' AND pid <> pg_backend_pid()",
         )
-        assert killed == [(True,)]  # the worker's one session, its writer lock with it
+        # the worker's two sessions: its write process's, the writer lock with it, and
+        # the one for the schema and reads
+        assert killed == [(True,), (True,)]
         await wait_count(url, "events", 6000, 60)
         await wait_for(lambda: pending(sync_redis, names) == 0)
         assert worker.stats.dead_letters == 0  # an outage of the store is never an entry's
@@ -531,3 +538,159 @@ async def test_migrate_and_rebuild_refuse_while_a_worker_writes_to_the_database(
             with pytest.raises(AlreadyRunningError, match="is writing to this PostgreSQL"):
                 await step
     assert (await rebuild(url))["events_replayed"] == 0  # the worker gone, it runs
+
+
+def _until(condition: Any, timeout: float, what: str) -> Any:
+    """Poll a sync ``condition`` (which may run its own event loop) until truthy."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.02)
+    return result
+
+
+async def _until_async(condition: Any, timeout: float, what: str) -> None:
+    """Poll an async ``condition`` until it is true."""
+    with anyio.fail_after(timeout):
+        while True:
+            if await condition():
+                return
+            await anyio.sleep(0.02)
+
+
+def _write_process(proc: WorkerProcess, timeout: float = 30.0) -> int:
+    """The pid of the worker's PostgreSQL write process, once there is one."""
+    assert proc.process is not None
+    pid = proc.process.pid
+    return int(_until(lambda: child_pids(pid), timeout, f"a write process: {proc.output()}")[0])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_the_postgres_write_process_killed_mid_stream_is_restarted_and_loses_nothing(
+    pg_settings: Settings, sync_redis: redis.Redis, names: dict[str, str], tmp_path: Path
+) -> None:
+    """The commits run in a child (worker/store/pgwriter.py) holding the writer's lock:
+    killed with -9 three times mid-stream, its transaction is rolled back, the worker
+    starts another (which takes the lock again) and retries the batch; sent = stored,
+    nothing twice, nothing pending, ``rebuild --check`` EQUAL."""
+    s = pg_settings.model_copy(update={"batch_max": 500})
+    url = s.database_url
+    assert url is not None
+    sent = 20_000
+    ids = publish_trades(sync_redis, s.stream, sent)
+    proc = PgWorkerProcess(s, tmp_path / "w.log").start()
+    try:
+        assert proc.process is not None
+        kills = 0
+        while kills < 3 and (stored := anyio.run(pg_count, url, "events")) < sent:
+            writer = _write_process(proc)
+            anyio.run(wait_at_least, url, "events", stored + 1)  # mid-stream: it commits
+            os.kill(writer, signal.SIGKILL)
+            kills += 1
+            _until(
+                lambda w=writer: (
+                    set(child_pids(proc.process.pid)) - {w}  # type: ignore[union-attr]
+                    or anyio.run(pg_count, url, "events") == sent
+                ),
+                30,
+                "a new write process (or the kill came after the last commit)",
+            )
+        anyio.run(wait_count, url, "events", sent, 90)
+        anyio.run(wait_for, lambda: pending(sync_redis, names) == 0)
+        print(f"sent {sent}, killed the PostgreSQL write process {kills} times mid-stream")
+        assert kills == 3
+        assert "the write process exited" in proc.output()
+    finally:
+        proc.stop()
+    stored_ids = anyio.run(pg_fetch, url, "SELECT event_id FROM events")
+    assert len(stored_ids) == sent  # nothing twice (event_id is unique besides)
+    assert {r[0] for r in stored_ids} == set(ids)
+    assert anyio.run(pg_count, url, "trades") == sent
+    assert anyio.run(pg_count, url, "dead_letters") == 0
+    check = anyio.run(rebuild_check, url)
+    assert check["equal"], check["tables"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_a_worker_killed_with_minus_9_takes_its_postgres_write_process_and_lock_along(
+    pg_settings: Settings, sync_redis: redis.Redis, names: dict[str, str], tmp_path: Path
+) -> None:
+    """The write process waits for a table another session locked, with a batch in
+    hand, when the worker is killed with -9: it dies at once (PR_SET_PDEATHSIG), so the
+    batch is never committed for a dead worker, and the writer's lock is free."""
+    url = pg_settings.database_url
+    assert url is not None
+    proc = PgWorkerProcess(pg_settings, tmp_path / "w.log").start()
+    publish_trades(sync_redis, pg_settings.stream, 10)
+    anyio.run(wait_count, url, "events", 10, 60)
+    writer = _write_process(proc)
+
+    async def scenario() -> None:
+        foreign = await asyncpg.connect(url)
+        try:
+            async with foreign.transaction():
+                await foreign.execute("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE")
+                with sync_redis.pipeline(transaction=False) as pipe:
+                    for i in range(10):
+                        event = build_event("trade.opened", {"trade_id": f"L{i}",
+                                            "symbol": "BTCUSDT", "side": "buy",
+                                            "quantity": "1", "entry_price": "100"},
+                                            source="bot-late")  # fmt: skip
+                        pipe.xadd(pg_settings.stream, {"event": to_wire(event)})
+                    pipe.execute()
+                # the batch is in the write process's hands: it waits for the table
+                waiting = (
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND application_name LIKE 'tradescribe pid % writer %'"
+                )
+                await wait_for(lambda: pending(sync_redis, names) == 10, 10, "the batch read")
+
+                async def blocked() -> bool:
+                    return bool(await foreign.fetchval(waiting) == 1)
+
+                await _until_async(blocked, 10, "the write process waiting for the table")
+                assert _alive(writer)
+                proc.kill()
+                await wait_for(lambda: not _alive(writer), 1.5, "the write process to die")
+        finally:
+            await foreign.close()
+        assert await pg_count(url, "events") == 10  # the late batch never committed
+        free = await pg_fetch(url, "SELECT pg_try_advisory_lock($1, $2)", *pgsql.LOCK_KEYS)
+        assert free == [(True,)]  # the writer's lock went with its session
+
+    try:
+        anyio.run(scenario)
+    finally:
+        proc.stop()
+
+
+def test_an_error_that_cannot_be_pickled_reaches_the_worker_as_its_kind() -> None:
+    """The write process answers with its exception; one that cannot be pickled is
+    sent as an OSError when it is the store's (retried) and a ValueError when it is the
+    batch's (committed event by event), never the other way round."""
+
+    class Deadlock(asyncpg.DeadlockDetectedError):  # local: cannot be pickled
+        pass
+
+    class BadText(asyncpg.InvalidTextRepresentationError):
+        pass
+
+    for exc, kind, stores in (
+        (Deadlock("deadlock detected"), OSError, True),
+        (BadText("invalid input syntax"), ValueError, False),
+    ):
+        assert store_error(exc) is stores
+        sent = error_for_parent(exc)
+        assert type(sent) is kind
+        assert store_error(sent) is stores
+        assert str(exc) in str(sent)
+    kept = asyncpg.UniqueViolationError("duplicate key")
+    assert error_for_parent(kept) is kept  # pickles: its own class, its SQLSTATE

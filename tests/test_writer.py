@@ -138,7 +138,7 @@ def _batch(*statements: tuple[str, list[tuple[object, ...]]]) -> Planned:
 async def test_writer_errors_keep_their_class_and_roll_back(tmp_path: Path) -> None:
     db = tmp_path / "w.db"
     await make_db(db)
-    writer = WriterProcess(db, "FULL", 1000)
+    writer = WriterProcess.sqlite(db, "FULL", 1000)
     writer.start()
     try:
         journal = (

@@ -264,7 +264,8 @@ class Worker:
         repeats: list[Entry] = []
         seen: set[str] = set()
         limit = self.settings.max_message_bytes
-        step = (len(entries) or 1) if isinstance(self.store, SqliteStore) else DECODE_STEP
+        whole = isinstance(self.store, SqliteStore) or self.store.writer is not None
+        step = (len(entries) or 1) if whole else DECODE_STEP
         for start in range(0, len(entries), step):
             if start:
                 await anyio.lowlevel.checkpoint()

@@ -166,7 +166,9 @@ class PartitionedWorker(Worker):
             return False
         assert s.database_url is not None
         try:
-            store = await PostgresStore.open(s.database_url, (p, stream))
+            store = await PostgresStore.open(
+                s.database_url, (p, stream), writer_process=s.writer_process
+            )
         except Exception as exc:  # PostgreSQL away or refusing: try again next tick
             log.warning("cannot open PostgreSQL for partition %s (%s)", stream, exc)
             await _release(lease)

@@ -53,7 +53,9 @@ async def open_store(settings: Settings) -> SqliteStore | PostgresStore:
     if settings.database_url is not None:
         from worker.store.postgres import PostgresStore
 
-        return await PostgresStore.open(settings.database_url)
+        return await PostgresStore.open(
+            settings.database_url, writer_process=settings.writer_process
+        )
     return await SqliteStore.open(
         settings.db,
         synchronous=settings.synchronous,

@@ -106,7 +106,8 @@ class Settings(BaseSettings):
     writer_process: bool = Field(
         True,
         description="Commit batches in a child process, beside the event loop instead of "
-        "sharing its GIL (false: on a thread of the worker process).",
+        "sharing its GIL and core: SQLite's merge and commit, or PostgreSQL's on a "
+        "connection of its own that holds the writer's lock (false: in the worker process).",
     )
     retry_max_s: float = Field(5.0, gt=0, description="Longest back-off after a transient error.")
     shutdown_grace_s: float = Field(

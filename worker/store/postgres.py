@@ -54,13 +54,14 @@ except ImportError as _missing:  # an extra: SQLite needs none of it
 
 from contracts.events import parse_event
 from worker.errors import AlreadyRunningError, DatabaseNewerError
-from worker.store import pgbulk, pgsql
+from worker.store import pgbulk, pgsql, pgwriter
 from worker.store.batch import DeadLetter, Decoded, append_statements, plan_batch
 from worker.store.entities import Entity
 from worker.store.projections import ENTITIES, project, utc_text
 from worker.store.rows import ENTITY_BY_TABLE, Change, Key, Row, row_from_db
 from worker.store.sql import EVENT_COLUMNS, Statement
 from worker.store.write import Planned, id_conflict, plan_projections
+from worker.store.writer import WriterProcess, encode
 
 log = logging.getLogger(__name__)
 
@@ -102,16 +103,24 @@ def _select_sql(entity: Entity) -> str:
 
 
 class PostgresStore:
-    """Owns one connection to a PostgreSQL database, which holds the writer's lock."""
+    """Owns one connection to a PostgreSQL database, which holds the writer's lock; or,
+    with a write process (:mod:`worker.store.pgwriter`), which runs the commits and
+    holds the lock on a connection of its own, one for the rest (schema, reads)."""
 
     migration_backup: str | None = None
-    writer = None  # merges run in the worker's process: no write process to start
 
     def __init__(
-        self, con: asyncpg.Connection, url: str, partition: tuple[int, str] | None = None
+        self,
+        con: asyncpg.Connection,
+        url: str,
+        partition: tuple[int, str] | None = None,
+        writer: WriterProcess | None = None,
+        name: tuple[int | None, str] = (None, ""),
     ) -> None:
         self._con = con
         self.url = url
+        self.writer = writer
+        self._name = name  # the session's pid and role, for _connect again
         # (p, its stream) when this store writes one partition; None: the one writer.
         self.partition = partition
         self._dead_stream = partition[1] if partition else ""
@@ -122,20 +131,46 @@ class PostgresStore:
         self._turn = anyio.Lock()
 
     @classmethod
-    async def open(cls, url: str, partition: tuple[int, str] | None = None) -> PostgresStore:
-        return cls(await _connect(url), url, partition)
+    async def open(
+        cls,
+        url: str,
+        partition: tuple[int, str] | None = None,
+        *,
+        writer_process: bool = False,
+        name_pid: int | None = None,
+        role: str = "",
+    ) -> PostgresStore:
+        """``writer_process``: commit in a child process (started by :meth:`lock_writer`).
+        ``name_pid`` and ``role`` name the session as the worker's (``pg_stat_activity``
+        and the lock holder's message show them)."""
+        writer = pgwriter.handle(url, partition) if writer_process else None
+        name = (name_pid, role)
+        return cls(await _connect(url, *name), url, partition, writer, name)
 
     def start_writer(self) -> None:
-        """Nothing to start (kept for the loop, which calls it after :meth:`migrate`)."""
+        """Nothing to start (kept for the loop, which calls it after :meth:`migrate`):
+        a write process started with the lock."""
 
     async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
         if not self._con.is_closed():
             await self._con.close()
+
+    async def stage(self) -> None:
+        """The session's table for a batch's event rows (a write process's connection
+        makes it before its first batch)."""
+        async with self._turn:
+            await (await self._connected()).execute(pgsql.STAGE)
 
     # -- the one writer ---------------------------------------------------------------
 
     async def lock_writer(self, identity: dict[str, Any]) -> None:
-        """Take the database's writer lock, or raise AlreadyRunningError naming who has it."""
+        """Take the database's writer lock, or raise AlreadyRunningError naming who has it.
+        With a write process: start it, and it takes the lock on its connection."""
+        if self.writer is not None:
+            self.writer.start()  # from the event loop's thread: it stays (the death signal)
+            return
         async with self._turn:
             await self._lock()
 
@@ -166,6 +201,8 @@ class PostgresStore:
         self._locked = True
 
     async def unlock_writer(self) -> None:
+        if self.writer is not None:  # its lock goes with its session, before it exits
+            self.writer.close()
         if self._locked and not self._con.is_closed():
             async with self._turn:
                 if self.partition is None:
@@ -187,7 +224,7 @@ class PostgresStore:
         retried, nothing acknowledged), never the batch's fault."""
         if not self._con.is_closed():
             return self._con
-        con = await _connect(self.url)
+        con = await _connect(self.url, *self._name)
         self._con = con
         if self._locked:
             self._locked = False
@@ -248,14 +285,18 @@ class PostgresStore:
 
     # -- batches ----------------------------------------------------------------------
 
-    def prepare(self, good: Sequence[Decoded], dead: Sequence[DeadLetter]) -> Planned:
-        """A batch's rows and changes (pure), for :meth:`commit_planned`."""
-        return plan_batch(good, dead, utc_text(dt.datetime.now(dt.UTC)))
+    def prepare(self, good: Sequence[Decoded], dead: Sequence[DeadLetter]) -> Planned | bytes:
+        """A batch's rows and changes (pure), for :meth:`commit_planned`; pickled
+        already for a write process."""
+        planned = plan_batch(good, dead, utc_text(dt.datetime.now(dt.UTC)))
+        return encode(planned) if self.writer is not None else planned
 
     async def commit_planned(self, batch: Planned | bytes) -> tuple[int, int]:
         """Store a batch in one transaction; returns (events new to the log, id conflicts).
         On an error nothing of it is stored (and the error is raised)."""
-        assert isinstance(batch, Planned), "PostgreSQL takes a planned batch, not a pickle"
+        if self.writer is not None:
+            return await self.writer.write(batch)
+        assert isinstance(batch, Planned), "pickled for a write process this store lacks"
         async with self._turn:
             con = await self._connected()
             async with con.transaction():
@@ -277,8 +318,9 @@ class PostgresStore:
                 return await replay(con, chunk)
 
 
-async def _connect(url: str) -> asyncpg.Connection:
-    name = f"tradescribe pid {os.getpid()} on {socket.gethostname()}"[:63]
+async def _connect(url: str, pid: int | None = None, role: str = "") -> asyncpg.Connection:
+    who = f"{pid or os.getpid()} {role}".strip()
+    name = f"tradescribe pid {who} on {socket.gethostname()}"[:63]
     con: asyncpg.Connection = await asyncpg.connect(url, server_settings={"application_name": name})
     return con
 

@@ -95,7 +95,7 @@ class SqliteStore:
             await db.close()
             raise
         writer = (
-            WriterProcess(path, synchronous, busy_timeout_ms, cache_rows)
+            WriterProcess.sqlite(path, synchronous, busy_timeout_ms, cache_rows)
             if writer_process
             else None
         )

@@ -37,6 +37,7 @@ from typing import IO, Any
 
 import anyio
 
+from worker.entries import store_error
 from worker.store.sql import WalBound, writer_pragmas
 from worker.store.write import Planned, RowCache, write_planned
 
@@ -51,7 +52,7 @@ class WriterGone(OSError):
     """The write process exited; the batch is not committed (it is retried)."""
 
 
-def _frame(message: Any) -> bytes:
+def frame(message: Any) -> bytes:
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     return len(data).to_bytes(_HEADER, "little") + data
 
@@ -59,15 +60,15 @@ def _frame(message: Any) -> bytes:
 def encode(batch: Planned) -> bytes:
     """A batch as :meth:`WriterProcess.write` sends it; pickled ahead of time, the
     write process need not wait for the pickling."""
-    return _frame(batch)
+    return frame(batch)
 
 
-def _send(out: IO[bytes], message: Any) -> None:
-    out.write(_frame(message))
+def send(out: IO[bytes], message: Any) -> None:
+    out.write(frame(message))
     out.flush()
 
 
-def _receive(inp: IO[bytes]) -> Any:
+def receive(inp: IO[bytes]) -> Any:
     """The next message, or None at the end of the stream."""
     header = inp.read(_HEADER)
     if len(header) < _HEADER:
@@ -83,9 +84,9 @@ def _send_frames(fd: int, outbox: queue.SimpleQueue[bytes | None]) -> None:
     """The sender thread: write each frame into the (blocking) pipe, giving up the GIL
     for the whole transfer however slowly the child reads; None ends it. A child that
     is gone is reported by the read side (end of its stdout)."""
-    while (frame := outbox.get()) is not None:
+    while (data := outbox.get()) is not None:
         try:
-            view = memoryview(frame)
+            view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
         except OSError:
@@ -125,19 +126,23 @@ class WriterProcess:
     The reply is read by the loop itself.
     """
 
-    def __init__(
-        self, path: Path, synchronous: str, busy_timeout_ms: int, cache_rows: int = 20_000
-    ) -> None:
-        self._args = [
-            str(path),
-            synchronous,
-            str(int(busy_timeout_ms)),
-            str(int(cache_rows)),
-            str(os.getpid()),
-        ]
+    def __init__(self, args: list[str], module: str = __name__, first: bytes = b"") -> None:
+        """The child ``python -m module *args``: this module's SQLite writer, or
+        :mod:`worker.store.pgwriter` (the same protocol) for PostgreSQL, which is sent
+        ``first`` (a frame) on its stdin before anything else."""
+        self._module = module
+        self._first = first
+        self._args = list(args)
         self._proc: subprocess.Popen[bytes] | None = None
         self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._sender: threading.Thread | None = None
+
+    @classmethod
+    def sqlite(
+        cls, path: Path, synchronous: str, busy_timeout_ms: int, cache_rows: int = 20_000
+    ) -> WriterProcess:
+        args = [str(path), synchronous, str(int(busy_timeout_ms)), str(int(cache_rows))]
+        return cls([*args, str(os.getpid())])
 
     @property
     def pid(self) -> int | None:
@@ -145,20 +150,26 @@ class WriterProcess:
 
     def start(self) -> None:
         """Start the child, from the thread that stays (the death signal follows the
-        thread that started it) and wait for its ready message."""
+        thread that started it) and wait for its ready message. A child that could not
+        start answers ``("error", exception)`` instead: raised here."""
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.store.writer", *self._args],
+            [sys.executable, "-m", self._module, *self._args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
         assert self._proc.stdin is not None
         assert self._proc.stdout is not None
         try:
-            reply = _receive(self._proc.stdout)  # blocking: the child opens the file first
-        except ValueError:
+            if self._first:
+                self._proc.stdin.write(self._first)
+                self._proc.stdin.flush()
+            reply = receive(self._proc.stdout)  # blocking: the child opens the file first
+        except (ValueError, OSError):
             reply = None
         if reply != ("ready", self._proc.pid):
             self._reap()
+            if isinstance(reply, tuple) and len(reply) == 2 and reply[0] == "error":
+                raise reply[1]
             raise WriterGone(f"the write process did not start: {reply!r}")
         os.set_blocking(self._proc.stdout.fileno(), False)
         self._outbox = queue.SimpleQueue()
@@ -178,20 +189,25 @@ class WriterProcess:
                 log.warning("the write process exited (code %s); starting it again",
                             self._proc.returncode)  # fmt: skip
                 self._reap()
-            self.start()
+            try:
+                self.start()
+            except WriterGone:
+                raise
+            except Exception as exc:  # e.g. its lock taken meanwhile: the store's outage
+                raise WriterGone(f"the write process could not start again: {exc}") from exc
         proc = self._proc
         assert proc is not None
         assert proc.stdin is not None
         assert proc.stdout is not None
-        frame = batch if isinstance(batch, bytes) else _frame(batch)
+        data = batch if isinstance(batch, bytes) else frame(batch)
         try:
-            if len(frame) <= _PIPE_EMPTY_FITS:
+            if len(data) <= _PIPE_EMPTY_FITS:
                 # The child read the last batch before it replied, so the pipe is empty
                 # and a small batch goes in at once, without waking the sender thread
                 # (that wake-up was half the p99 commit latency; docs/benchmark.md).
-                os.write(proc.stdin.fileno(), frame)
+                os.write(proc.stdin.fileno(), data)
             else:
-                self._outbox.put(frame)
+                self._outbox.put(data)
             reply = await _read_message(proc.stdout.fileno())
         except (BrokenPipeError, ValueError) as exc:
             raise WriterGone(f"the write process is gone: {exc}") from None
@@ -247,7 +263,7 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
-def _die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int) -> None:
     """SIGKILL when the parent dies (Linux); its open transaction is then rolled back."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
@@ -264,19 +280,22 @@ def _open(path: str, synchronous: str, busy_timeout_ms: int) -> sqlite3.Connecti
     return con
 
 
-def _error(exc: BaseException) -> BaseException:
-    """The exception itself when it survives pickling (its class decides the retry)."""
+def error_for_parent(exc: BaseException) -> BaseException:
+    """The exception itself when it survives pickling (its class decides the retry),
+    else one of the same kind: an OSError for the store's failure, retried; a
+    ValueError for the batch's, which the worker then commits event by event."""
     try:
         pickle.loads(pickle.dumps(exc))
     except Exception:
-        return sqlite3.OperationalError(f"{type(exc).__name__}: {exc}")
+        text = f"{type(exc).__name__}: {exc}"
+        return OSError(text) if store_error(exc) else ValueError(text)
     return exc
 
 
 def child_main(argv: list[str]) -> int:
     path, synchronous, busy_timeout_ms = argv[0], argv[1], int(argv[2])
     cache_rows, parent = int(argv[3]), int(argv[4])
-    _die_with_parent(parent)
+    die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when to stop
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # The protocol owns stdout; anything printed by accident goes to stderr.
@@ -286,15 +305,15 @@ def child_main(argv: list[str]) -> int:
     con = _open(path, synchronous, busy_timeout_ms)
     cache = RowCache(con, cache_rows)
     tune_gc()  # a collection every 700 allocations would walk the row cache again and again
-    _send(out, ("ready", os.getpid()))
+    send(out, ("ready", os.getpid()))
     wal = WalBound(f"{path}-wal")
-    while (batch := _receive(inp)) is not None:
+    while (batch := receive(inp)) is not None:
         try:
-            _send(out, ("ok", write_planned(con, batch, cache)))  # rolls back on errors
+            send(out, ("ok", write_planned(con, batch, cache)))  # rolls back on errors
         except BrokenPipeError:
             break
         except Exception as exc:
-            _send(out, ("error", _error(exc)))
+            send(out, ("error", error_for_parent(exc)))
             continue
         with contextlib.suppress(sqlite3.Error):  # committed already; tried after the next
             wal.after_commit(con)
