@@ -41,8 +41,10 @@ _TRANSIENT_REDIS = TRANSIENT_ERRORS  # a cluster failing over, too
 _UNREACHABLE = "redis unreachable"
 
 
-# On PostgreSQL, entries decoded between two turns of the event loop (about 2 ms of
-# CPU). SQLite's commit is one round trip to its write process: a batch is decoded whole.
+# On PostgreSQL without a write process, entries decoded between two turns of the event
+# loop (about 2 ms of CPU): the commit there is a series of round trips from this loop.
+# A commit in a write process (SQLite's, PostgreSQL's) is one round trip to it: a batch
+# is decoded whole.
 DECODE_STEP = 200
 
 
@@ -256,9 +258,9 @@ class Worker:
         """The batch of these entries, and those that go in the next one: a batch holds
         an event id once (see :func:`decode`).
 
-        On PostgreSQL decoded :data:`DECODE_STEP` entries at a time, letting the batch
-        before it commit in between: that commit is a series of round trips, each of
-        which would otherwise wait for the whole batch to be decoded."""
+        On PostgreSQL without a write process decoded :data:`DECODE_STEP` entries at a
+        time, letting the batch before it commit in between: that commit is a series of
+        round trips, each of which would otherwise wait for the whole batch to be decoded."""
         good: list[Decoded] = []
         dead: list[DeadLetter] = []
         repeats: list[Entry] = []

@@ -24,6 +24,7 @@ The URL comes on stdin's first frame, not the command line: it may hold a passwo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -72,8 +73,12 @@ async def _serve(url: str, parent: int, partition: tuple[int, str] | None,
     except BrokenPipeError:
         pass
     finally:
-        await store.unlock_writer()
-        await store.close()
+        # The lock goes with the session anyway; unlocked first so that it is free when
+        # the worker sees this process exit. A connection lost has nothing to release.
+        with contextlib.suppress(Exception):
+            await store.unlock_writer()
+        with contextlib.suppress(Exception):
+            await store.close()
     return 0
 
 

@@ -19,7 +19,8 @@ second implementation to keep equal to the first. Reading the rows costs one que
 per table per batch. No row cache: a row read inside the transaction is never stale,
 whatever another session did.
 
-Only one writer per database: a session advisory lock, held by the store's connection.
+Only one writer per database: a session advisory lock, held by the connection that
+commits (the write process's, :mod:`worker.store.pgwriter`, where there is one).
 With stream partitions (docs/scaling.md) one writer per partition: each partition's
 store holds that lock shared and its partition's lock alone. Partitions never write the
 same row of a projection (every entity and aggregate key holds the event's source, and
@@ -153,7 +154,7 @@ class PostgresStore:
 
     async def close(self) -> None:
         if self.writer is not None:
-            self.writer.close()
+            await anyio.to_thread.run_sync(self.writer.close)
         if not self._con.is_closed():
             await self._con.close()
 
@@ -169,7 +170,7 @@ class PostgresStore:
         """Take the database's writer lock, or raise AlreadyRunningError naming who has it.
         With a write process: start it, and it takes the lock on its connection."""
         if self.writer is not None:
-            self.writer.start()  # from the event loop's thread: it stays (the death signal)
+            await self.writer.start_async()  # the event loop's thread stays: the death signal
             return
         async with self._turn:
             await self._lock()
@@ -201,8 +202,10 @@ class PostgresStore:
         self._locked = True
 
     async def unlock_writer(self) -> None:
-        if self.writer is not None:  # its lock goes with its session, before it exits
-            self.writer.close()
+        if self.writer is not None:
+            # Its lock goes with its session, before it exits; waited for on a thread, so
+            # that the other partitions' lanes on this event loop go on meanwhile.
+            await anyio.to_thread.run_sync(self.writer.close)
         if self._locked and not self._con.is_closed():
             async with self._turn:
                 if self.partition is None:

@@ -37,7 +37,6 @@ from typing import IO, Any
 
 import anyio
 
-from worker.entries import store_error
 from worker.store.sql import WalBound, writer_pragmas
 from worker.store.write import Planned, RowCache, write_planned
 
@@ -152,30 +151,59 @@ class WriterProcess:
         """Start the child, from the thread that stays (the death signal follows the
         thread that started it) and wait for its ready message. A child that could not
         start answers ``("error", exception)`` instead: raised here."""
-        self._proc = subprocess.Popen(
+        proc = self._spawn()
+        assert proc.stdout is not None
+        try:
+            reply = receive(proc.stdout)  # blocking: the child opens the file first
+        except (ValueError, OSError, EOFError, pickle.UnpicklingError):
+            reply = None
+        self._started(reply)
+
+    async def start_async(self) -> None:
+        """:meth:`start`, the event loop going on while the child gets ready (a PostgreSQL
+        one connects and takes its lock first): the loop's other tasks, the leases'
+        renewals among them, are not held up."""
+        proc = self._spawn()
+        assert proc.stdout is not None
+        os.set_blocking(proc.stdout.fileno(), False)
+        try:
+            reply = await _read_message(proc.stdout.fileno())
+        except (ValueError, OSError, EOFError, pickle.UnpicklingError):
+            reply = None
+        except BaseException:  # cancelled: no child left behind
+            self._reap()
+            raise
+        self._started(reply)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        proc = self._proc = subprocess.Popen(
             [sys.executable, "-m", self._module, *self._args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
-        assert self._proc.stdin is not None
-        assert self._proc.stdout is not None
-        try:
-            if self._first:
-                self._proc.stdin.write(self._first)
-                self._proc.stdin.flush()
-            reply = receive(self._proc.stdout)  # blocking: the child opens the file first
-        except (ValueError, OSError):
-            reply = None
-        if reply != ("ready", self._proc.pid):
+        assert proc.stdin is not None
+        if self._first:
+            with contextlib.suppress(OSError):  # a child gone at once: its reply says so
+                proc.stdin.write(self._first)
+                proc.stdin.flush()
+        return proc
+
+    def _started(self, reply: Any) -> None:
+        """The child's first answer: ready, or the reason it is not (raised)."""
+        proc = self._proc
+        assert proc is not None
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        if reply != ("ready", proc.pid):
             self._reap()
             if isinstance(reply, tuple) and len(reply) == 2 and reply[0] == "error":
                 raise reply[1]
             raise WriterGone(f"the write process did not start: {reply!r}")
-        os.set_blocking(self._proc.stdout.fileno(), False)
+        os.set_blocking(proc.stdout.fileno(), False)
         self._outbox = queue.SimpleQueue()
         self._sender = threading.Thread(
             target=_send_frames,
-            args=(self._proc.stdin.fileno(), self._outbox),
+            args=(proc.stdin.fileno(), self._outbox),
             name="tradescribe-writer-send",
             daemon=True,
         )
@@ -190,7 +218,7 @@ class WriterProcess:
                             self._proc.returncode)  # fmt: skip
                 self._reap()
             try:
-                self.start()
+                await self.start_async()
             except WriterGone:
                 raise
             except Exception as exc:  # e.g. its lock taken meanwhile: the store's outage
@@ -287,6 +315,9 @@ def error_for_parent(exc: BaseException) -> BaseException:
     try:
         pickle.loads(pickle.dumps(exc))
     except Exception:
+        # Imported here: it loads pydantic, which the SQLite write process never needs.
+        from worker.entries import store_error
+
         text = f"{type(exc).__name__}: {exc}"
         return OSError(text) if store_error(exc) else ValueError(text)
     return exc
