@@ -386,3 +386,12 @@ def foreign_write_lock(db: Path) -> Iterator[None]:
         holder.wait(10)
         if holder.stdout is not None:
             holder.stdout.close()
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (not gone, not a zombie): Linux /proc."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -25,6 +25,7 @@ from bench.workload import wire_events
 from contracts import AsyncPublisher, Publisher, build_event, to_wire
 from tests.helpers import (
     WorkerProcess,
+    alive,
     count,
     make_settings,
     pending,
@@ -565,14 +566,6 @@ def _write_process(proc: WorkerProcess, timeout: float = 30.0) -> int:
     return int(_until(lambda: child_pids(pid), timeout, f"a write process: {proc.output()}")[0])
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
 def test_the_postgres_write_process_killed_mid_stream_is_restarted_and_loses_nothing(
     pg_settings: Settings, sync_redis: redis.Redis, names: dict[str, str], tmp_path: Path
@@ -657,9 +650,9 @@ def test_a_worker_killed_with_minus_9_takes_its_postgres_write_process_and_lock_
                     return bool(await foreign.fetchval(waiting) == 1)
 
                 await _until_async(blocked, 10, "the write process waiting for the table")
-                assert _alive(writer)
+                assert alive(writer)
                 proc.kill()
-                await wait_for(lambda: not _alive(writer), 1.5, "the write process to die")
+                await wait_for(lambda: not alive(writer), 1.5, "the write process to die")
         finally:
             await foreign.close()
         assert await pg_count(url, "events") == 10  # the late batch never committed

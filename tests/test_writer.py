@@ -15,6 +15,7 @@ import redis
 from bench.drain import child_pids
 from tests.helpers import (
     WorkerProcess,
+    alive,
     count,
     make_db,
     pending,
@@ -28,14 +29,6 @@ from worker.store.write import Planned
 from worker.store.writer import WriterProcess
 
 pytestmark = pytest.mark.delivery
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def writer_of(proc: WorkerProcess, timeout: float = 20.0) -> int:
