@@ -4,8 +4,8 @@ A redis-server and a PostgreSQL of its own (the ``pgserver`` wheel: a unix socke
 a temporary folder; or ``--pg-url`` of a server you started), the benchmark's event mix
 (``bench.workload``), the real worker as a child process on each engine in turn. Per
 engine: events/s from the first read to the last ack, and CPU microseconds per event
-of the worker's event loop, its write process (SQLite only), redis-server and the
-PostgreSQL backend serving the worker (PostgreSQL only).
+of the worker's event loop, its write process, redis-server and the PostgreSQL
+backends serving the worker and its write process (PostgreSQL only).
 """
 
 from __future__ import annotations
@@ -127,6 +127,12 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--batch-max", type=int, default=2000)
     parser.add_argument("--pg-url", help="an existing, empty PostgreSQL server's admin URL")
+    parser.add_argument(
+        "--pg-in-process",
+        action="store_true",
+        help="PostgreSQL's commits in the worker's process, without a write process "
+        "(writer_process=false; SQLite keeps its own)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tradescribe-pgdrain-"))
     work.chmod(0o755)
@@ -149,7 +155,8 @@ def main() -> int:
                 db = anyio.run(_new_database, admin)
             s = Settings(redis_url=server.url, db=db, stream=f"pgdrain:{engine}",
                          group="bench", consumer=f"bench-{engine}", batch_max=args.batch_max,
-                         trim_keep_s=0, channel_key=key)  # fmt: skip
+                         trim_keep_s=0, channel_key=key,
+                         writer_process=engine == "sqlite" or not args.pg_in_process)  # fmt: skip
             results[engine] = drain_once(client, s, bodies, work / f"{engine}.log", redis_pid)
             print(engine, results[engine], flush=True)
             time.sleep(0.5)
