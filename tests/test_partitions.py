@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 import pytest
 import redis
+import redis.asyncio as aredis
 
 from contracts import Publisher, build_event, to_wire
 from contracts.keys import stream_key
@@ -30,7 +31,9 @@ from tests.test_postgres import (
     wait_count,
 )
 from worker.embedded import EmbeddedRedis
-from worker.partitions import fair_share
+from worker.errors import AlreadyRunningError, LeaseLostError
+from worker.lease import RedisLease, worker_identity
+from worker.partitions import _lost_lease, _renewing, fair_share
 from worker.settings import Settings
 from worker.store.pgmaint import rebuild_check
 
@@ -323,3 +326,46 @@ def test_a_deadlock_or_serialization_failure_is_the_stores_outage_never_an_entry
     # connection would have dead-lettered each event for the driver's state
     assert store_error(asyncpg.InternalClientError("cannot switch to state 15"))
     assert store_error(asyncpg.exceptions._base.ProtocolError("unexpected message"))
+
+
+# -- taking a partition: the lease is renewed while its write process starts -----------------
+
+
+async def test_a_lease_is_renewed_while_a_partitions_store_starts(
+    redis_url: str, names: dict[str, str]
+) -> None:
+    """A partition's write process takes its lock in about half a second, longer on a
+    loaded host: the partition's lease (1 s to live here) is renewed meanwhile, so no
+    other worker can take it before the lane that renews it has started; an error of
+    the start is raised as it is; a lease taken by another meanwhile is LeaseLostError."""
+    client = aredis.Redis.from_url(redis_url)
+    try:
+        lease = RedisLease(client, names["stream"], names["group"], worker_identity("w0"), 1000)
+        await lease.acquire()
+        await _renewing(lease, anyio.sleep(2.5))  # two and a half times its time to live
+        assert json.loads(await client.get(lease.key))["consumer"] == "w0"
+
+        async def refused() -> None:
+            raise AlreadyRunningError("another worker is writing partition p")
+
+        with pytest.raises(AlreadyRunningError, match="writing partition p"):
+            await _renewing(lease, refused())
+
+        async def stolen() -> None:
+            await client.set(lease.key, json.dumps(worker_identity("w1")), px=60_000)
+            await anyio.sleep(0.8)
+
+        with pytest.raises(LeaseLostError, match="consumer w1"):
+            await _renewing(lease, stolen())
+    finally:
+        await client.aclose()
+
+
+def test_a_lost_lease_is_found_inside_a_task_groups_errors() -> None:
+    """A lane's lease lost is a warning, not a traceback: the lane's task group wraps it."""
+    lost = LeaseLostError("the writer lease k is now held by w1")
+    assert _lost_lease(lost) is lost
+    assert _lost_lease(ExceptionGroup("lane", [lost])) is lost
+    assert _lost_lease(ExceptionGroup("lane", [ExceptionGroup("inner", [lost])])) is lost
+    assert _lost_lease(ExceptionGroup("lane", [lost, KeyError("bug")])) is None
+    assert _lost_lease(KeyError("bug")) is None

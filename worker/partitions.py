@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -174,10 +175,13 @@ class PartitionedWorker(Worker):
             await _release(lease)
             return False
         try:
-            await store.lock_writer(self.identity)
+            # The lock is taken by the partition's write process, which starts in about
+            # half a second (more on a loaded host): the lease is renewed meanwhile, or
+            # it could expire before the lane that renews it has started.
+            await _renewing(lease, store.lock_writer(self.identity))
         except BaseException as exc:
-            if isinstance(exc, Exception):
-                log.info("partition %s is still written by another session: %s", stream, exc)
+            if isinstance(exc, Exception):  # still written by another session, or lost
+                log.info("cannot take partition %s yet: %s", stream, exc)
             with anyio.CancelScope(shield=True):
                 await _release(lease)
                 await store.close()
@@ -193,10 +197,10 @@ class PartitionedWorker(Worker):
     async def _run_lane(self, p: int, lane: Worker, lease: RedisLease) -> None:
         try:
             await lane.run_leased(lease)
-        except LeaseLostError as exc:
-            log.warning("partition %s: %s", lane.stream, exc)
         except Exception as exc:  # this partition stops; the balance takes it again later
-            if store_error(exc):  # PostgreSQL away (e.g. restarting as the lane migrated)
+            if (lost := _lost_lease(exc)) is not None:  # raised inside the lane's task group
+                log.warning("partition %s: %s", lane.stream, lost)
+            elif store_error(exc):  # PostgreSQL away (e.g. restarting as the lane migrated)
                 log.warning("partition %s stopped: its store failed (%s)", lane.stream, exc)
             else:
                 log.exception("partition %s stopped on an error", lane.stream)
@@ -206,6 +210,49 @@ class PartitionedWorker(Worker):
             self._leaving.discard(p)
             with anyio.CancelScope(shield=True):
                 await lane.store.close()
+
+
+async def _renewing(lease: RedisLease, step: Awaitable[None]) -> None:
+    """Await ``step`` while renewing ``lease`` every third of its time to live; a lease
+    lost meanwhile raises LeaseLostError once ``step`` is done."""
+    lost: list[LeaseLostError] = []
+
+    async def renew() -> None:
+        while True:
+            await anyio.sleep(lease.ttl_ms / 3000)
+            try:
+                await lease.renew()
+            except LeaseLostError as exc:
+                lost.append(exc)
+                return
+            except (RedisError, OSError) as exc:  # the lane's renewals retry the same way
+                log.warning("cannot renew the lease %s (%s)", lease.key, exc)
+
+    failed: Exception | None = None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(renew)
+        try:
+            await step
+        except Exception as exc:  # raised as it is, not in the task group's group
+            failed = exc
+        finally:
+            tg.cancel_scope.cancel()
+    if failed is not None:
+        raise failed
+    if lost:
+        raise lost[0]
+
+
+def _lost_lease(exc: BaseException) -> LeaseLostError | None:
+    """The LeaseLostError that ``exc`` is, or that a task group's group of errors holds
+    alone."""
+    if isinstance(exc, LeaseLostError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        found = [_lost_lease(inner) for inner in exc.exceptions]
+        if found and all(f is not None for f in found):
+            return found[0]
+    return None
 
 
 async def _release(lease: RedisLease) -> None:
