@@ -53,12 +53,16 @@ async def _serve(url: str, parent: int, partition: tuple[int, str] | None,
                  inp: IO[bytes], out: IO[bytes]) -> int:  # fmt: skip
     from worker.store.postgres import PostgresStore  # asyncpg: an extra
 
+    store: PostgresStore | None = None
     try:
         store = await PostgresStore.open(url, partition, name_pid=parent, role="writer")
         await store.lock_writer({})
         await store.stage()
     except Exception as exc:
         send(out, ("error", error_for_parent(exc)))
+        if store is not None:  # its session closed before this process exits
+            with contextlib.suppress(Exception):
+                await store.close()
         return 1
     send(out, ("ready", os.getpid()))
     try:

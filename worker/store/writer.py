@@ -157,7 +157,10 @@ class WriterProcess:
             reply = receive(proc.stdout)  # blocking: the child opens the file first
         except (ValueError, OSError, EOFError, pickle.UnpicklingError):
             reply = None
-        self._started(reply)
+        if reply != ("ready", proc.pid):
+            self._reap()
+            raise _not_started(reply)
+        self._ready(proc)
 
     async def start_async(self) -> None:
         """:meth:`start`, the event loop going on while the child gets ready (a PostgreSQL
@@ -173,7 +176,11 @@ class WriterProcess:
         except BaseException:  # cancelled: no child left behind
             self._reap()
             raise
-        self._started(reply)
+        if reply != ("ready", proc.pid):
+            # Refused (its lock held, say): its exit waited for off the event loop too.
+            await anyio.to_thread.run_sync(self._reap)
+            raise _not_started(reply)
+        self._ready(proc)
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         proc = self._proc = subprocess.Popen(
@@ -188,17 +195,10 @@ class WriterProcess:
                 proc.stdin.flush()
         return proc
 
-    def _started(self, reply: Any) -> None:
-        """The child's first answer: ready, or the reason it is not (raised)."""
-        proc = self._proc
-        assert proc is not None
+    def _ready(self, proc: subprocess.Popen[bytes]) -> None:
+        """The child said it is ready: the pipes set up for batches."""
         assert proc.stdin is not None
         assert proc.stdout is not None
-        if reply != ("ready", proc.pid):
-            self._reap()
-            if isinstance(reply, tuple) and len(reply) == 2 and reply[0] == "error":
-                raise reply[1]
-            raise WriterGone(f"the write process did not start: {reply!r}")
         os.set_blocking(proc.stdout.fileno(), False)
         self._outbox = queue.SimpleQueue()
         self._sender = threading.Thread(
@@ -272,6 +272,13 @@ class WriterProcess:
     def close(self) -> None:
         """End the child: closing its stdin makes it exit after the batch in hand."""
         self._reap()
+
+
+def _not_started(reply: Any) -> BaseException:
+    """Why a child did not start: the exception it answered, or what it said instead."""
+    if isinstance(reply, tuple) and len(reply) == 2 and reply[0] == "error":
+        return reply[1]  # type: ignore[no-any-return]
+    return WriterGone(f"the write process did not start: {reply!r}")
 
 
 # -- the child ----------------------------------------------------------------------
