@@ -141,7 +141,7 @@ def bots(db: Path | str, principal: Principal, params: dict[str, Any]) -> list[d
             record = closed.get(source)
             summary = summarise(record[:7]) if record else summarise(EMPTY)
             last = [active[source][1]] if source in active else []
-            if record:
+            if record and record[7]:  # no day row in its last month: no close to name
                 last.append(_last_close(con, db, where, args, source, record[7]))
             out.append({
                 "source": source, "trades": summary["count"], "win_rate": summary["win_rate"],
