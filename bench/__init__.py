@@ -173,6 +173,10 @@ def _http_rows(http: dict[str, Any] | None) -> list[tuple[str, Any]]:
     return rows
 
 
+def _pair(values: list[int]) -> str:
+    return f"{values[0]:,} / {values[1]:,} (mean {round(sum(values) / 2):,})"
+
+
 def _pg_rows(pg: dict[str, Any] | None) -> list[tuple[str, Any]]:
     if not pg:
         return [("postgres", "not measured")]
@@ -184,8 +188,14 @@ def _pg_rows(pg: dict[str, Any] | None) -> list[tuple[str, Any]]:
         return " / ".join(f"{v:.1f}" for v in run["cpu_us_per_event"].values())
 
     return [
-        ("postgres: SQLite drain just before, events/s", pg["sqlite_events_per_s"]),
-        ("postgres: one worker, events/s", one["events_per_s"]),
+        (
+            "postgres: SQLite, first and last drain, events/s",
+            _pair(pg["sqlite_drains_events_per_s"]),
+        ),
+        (
+            "postgres: one worker, second and fifth drain, events/s",
+            _pair([one["events_per_s"], pg["one_worker_again"]["events_per_s"]]),
+        ),
         (
             f"postgres: one worker, {split['partitions']} partitions, events/s",
             split["events_per_s"],

@@ -1,7 +1,9 @@
 """The PostgreSQL phase of ``tradescribe bench``: the same events drained into SQLite
-(the reference, seconds before), into PostgreSQL by one worker from one stream, by one
-worker holding four partition streams, and by two workers sharing the four
-(docs/scaling.md).
+(the reference), into PostgreSQL by one worker from one stream, by one worker holding
+four partition streams, by two workers sharing the four (docs/scaling.md), then by one
+worker from one stream again and into SQLite again: the ratio of the two engines is
+that of their means, each pair's mean taken at the same middle instant, so a machine
+that drifts faster or slower through the phase moves both alike.
 
 PostgreSQL is the ``pgserver`` wheel's (a unix socket in a temporary folder); where
 none can start, the phase is skipped and says why. Each PostgreSQL drain: the workers
@@ -58,7 +60,7 @@ def phase_postgres(bench: Bench, figures: dict[str, Any]) -> None:
         server.cleanup()
         shutil.rmtree(folder, ignore_errors=True)
     figures["postgres"] = result
-    figures["pg_vs_sqlite"] = result["one_worker"]["events_per_s"] / result["sqlite_events_per_s"]
+    figures["pg_vs_sqlite"] = result["one_worker_mean_events_per_s"] / result["sqlite_events_per_s"]
     figures["pg_two_vs_one"] = (
         result["two_workers"]["events_per_s"] / result["one_worker"]["events_per_s"]
     )
@@ -66,8 +68,11 @@ def phase_postgres(bench: Bench, figures: dict[str, Any]) -> None:
         result["one_worker_partitions"]["events_per_s"] / result["one_worker"]["events_per_s"]
     )
     bench.log(
-        f"postgres: SQLite {result['sqlite_events_per_s']:,.0f}, PostgreSQL one worker "
-        f"{result['one_worker']['events_per_s']:,.0f} (holding {PARTITIONS} partitions "
+        f"postgres: SQLite {result['sqlite_events_per_s']:,.0f} (drains "
+        f"{' and '.join(f'{v:,}' for v in result['sqlite_drains_events_per_s'])}), PostgreSQL "
+        f"one worker {result['one_worker_mean_events_per_s']:,.0f} (drains "
+        f"{result['one_worker']['events_per_s']:,} and "
+        f"{result['one_worker_again']['events_per_s']:,}; holding {PARTITIONS} partitions "
         f"{result['one_worker_partitions']['events_per_s']:,.0f}), two workers "
         f"{result['two_workers']['events_per_s']:,.0f} events/s"
     )
@@ -84,24 +89,41 @@ def _measure(bench: Bench, admin: str, postmaster: int, n: int) -> dict[str, Any
                         partitions=partitions, lease_ttl_ms=1500, channel_key=key)  # fmt: skip
 
     client = bench.client
-    sqlite = pgdrain.drain_once(
-        client, settings("pg-sqlite", bench.workdir / "pg-sqlite.db", 1), bodies,
-        bench.workdir / "pg-sqlite.log", bench.redis_pid,
-    )  # fmt: skip
-    (bench.workdir / "pg-sqlite.db").unlink(missing_ok=True)
-    one = drain_workers(bench, settings("pg1", anyio.run(pgdrain._new_database, admin), 1),
-                        bodies, 1, postmaster)  # fmt: skip
+
+    def sqlite_drain(name: str) -> dict[str, Any]:
+        db = bench.workdir / f"{name}.db"
+        try:
+            return pgdrain.drain_once(client, settings(name, db, 1), bodies,
+                                      bench.workdir / f"{name}.log", bench.redis_pid)  # fmt: skip
+        finally:
+            db.unlink(missing_ok=True)
+
+    def one_worker(name: str) -> dict[str, Any]:
+        return drain_workers(bench, settings(name, anyio.run(pgdrain._new_database, admin), 1),
+                             bodies, 1, postmaster)  # fmt: skip
+
+    sqlite = sqlite_drain("pg-sqlite")
+    one = one_worker("pg1")
     # Reported, no target: the same one worker holding the four partitions, several
     # commits in flight where one stream has one (docs/scaling.md).
     one_split = drain_workers(bench, settings("pg1p", anyio.run(pgdrain._new_database, admin),
                                               PARTITIONS), bodies, 1, postmaster)  # fmt: skip
     two = drain_workers(bench, settings("pg2", anyio.run(pgdrain._new_database, admin),
                                         PARTITIONS), bodies, 2, postmaster)  # fmt: skip
+    # The same pair in the opposite order (A B ... B A): the ratio of their means.
+    one_again = one_worker("pg1b")
+    sqlite_again = sqlite_drain("pg-sqlite-2")
+    sqlite_drains = [sqlite["events_per_s"], sqlite_again["events_per_s"]]
     return {
         "events": n,
-        "sqlite_events_per_s": sqlite["events_per_s"],
+        "sqlite_events_per_s": round(sum(sqlite_drains) / 2),
+        "sqlite_drains_events_per_s": sqlite_drains,
         "sqlite_cpu_us_per_event": sqlite["cpu_us_per_event"],
+        "one_worker_mean_events_per_s": round(
+            (one["events_per_s"] + one_again["events_per_s"]) / 2
+        ),
         "one_worker": one,
+        "one_worker_again": one_again,
         "one_worker_partitions": one_split,
         "two_workers": two,
     }
