@@ -173,8 +173,8 @@ def _http_rows(http: dict[str, Any] | None) -> list[tuple[str, Any]]:
     return rows
 
 
-def _pair(values: list[int]) -> str:
-    return f"{values[0]:,} / {values[1]:,} (mean {round(sum(values) / 2):,})"
+def _pair(values: list[int], mean: int) -> str:
+    return f"{values[0]:,} / {values[1]:,} (mean {mean:,})"
 
 
 def _pg_rows(pg: dict[str, Any] | None) -> list[tuple[str, Any]]:
@@ -190,11 +190,14 @@ def _pg_rows(pg: dict[str, Any] | None) -> list[tuple[str, Any]]:
     return [
         (
             "postgres: SQLite, first and last drain, events/s",
-            _pair(pg["sqlite_drains_events_per_s"]),
+            _pair(pg["sqlite_drains_events_per_s"], pg["sqlite_events_per_s"]),
         ),
         (
             "postgres: one worker, second and fifth drain, events/s",
-            _pair([one["events_per_s"], pg["one_worker_again"]["events_per_s"]]),
+            _pair(
+                [one["events_per_s"], pg["one_worker_again"]["events_per_s"]],
+                pg["one_worker_mean_events_per_s"],
+            ),
         ),
         (
             f"postgres: one worker, {split['partitions']} partitions, events/s",

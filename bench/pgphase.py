@@ -98,35 +98,35 @@ def _measure(bench: Bench, admin: str, postmaster: int, n: int) -> dict[str, Any
         finally:
             db.unlink(missing_ok=True)
 
-    def one_worker(name: str) -> dict[str, Any]:
-        return drain_workers(bench, settings(name, anyio.run(pgdrain._new_database, admin), 1),
-                             bodies, 1, postmaster)  # fmt: skip
+    def pg_drain(name: str, partitions: int = 1, workers: int = 1) -> dict[str, Any]:
+        db = anyio.run(pgdrain._new_database, admin)
+        return drain_workers(bench, settings(name, db, partitions), bodies, workers, postmaster)
 
     sqlite = sqlite_drain("pg-sqlite")
-    one = one_worker("pg1")
+    one = pg_drain("pg1")
     # Reported, no target: the same one worker holding the four partitions, several
     # commits in flight where one stream has one (docs/scaling.md).
-    one_split = drain_workers(bench, settings("pg1p", anyio.run(pgdrain._new_database, admin),
-                                              PARTITIONS), bodies, 1, postmaster)  # fmt: skip
-    two = drain_workers(bench, settings("pg2", anyio.run(pgdrain._new_database, admin),
-                                        PARTITIONS), bodies, 2, postmaster)  # fmt: skip
+    one_split = pg_drain("pg1p", PARTITIONS)
+    two = pg_drain("pg2", PARTITIONS, workers=2)
     # The same pair in the opposite order (A B ... B A): the ratio of their means.
-    one_again = one_worker("pg1b")
+    one_again = pg_drain("pg1b")
     sqlite_again = sqlite_drain("pg-sqlite-2")
     sqlite_drains = [sqlite["events_per_s"], sqlite_again["events_per_s"]]
     return {
         "events": n,
-        "sqlite_events_per_s": round(sum(sqlite_drains) / 2),
+        "sqlite_events_per_s": _mean(sqlite_drains),
         "sqlite_drains_events_per_s": sqlite_drains,
         "sqlite_cpu_us_per_event": sqlite["cpu_us_per_event"],
-        "one_worker_mean_events_per_s": round(
-            (one["events_per_s"] + one_again["events_per_s"]) / 2
-        ),
+        "one_worker_mean_events_per_s": _mean([one["events_per_s"], one_again["events_per_s"]]),
         "one_worker": one,
         "one_worker_again": one_again,
         "one_worker_partitions": one_split,
         "two_workers": two,
     }
+
+
+def _mean(values: list[int]) -> int:
+    return round(sum(values) / len(values))
 
 
 def drain_workers(
