@@ -27,7 +27,9 @@ def bench(
     workdir: Annotated[
         Path | None,
         typer.Option(
-            "--dir", help="Directory for the databases (default: a temporary one, removed after)."
+            "--dir",
+            help="Directory for the databases, made if missing and kept after "
+            "(default: a temporary one, removed after).",
         ),
     ] = None,
     smoke: Annotated[bool, typer.Option("--smoke", hidden=True)] = False,
@@ -43,8 +45,11 @@ def bench(
 
     if json_file is not None and not json_file.parent.is_dir():
         raise BenchError(f"cannot write --json {json_file}: {json_file.parent} is not a directory")
-    if workdir is not None and not workdir.is_dir():
-        raise BenchError(f"--dir {workdir} is not a directory (create it first)")
+    if workdir is not None:
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BenchError(f"cannot use --dir {workdir}: {exc.strerror or exc}") from None
     sizes = SMOKE if smoke else QUICK if quick else FULL
     console = Console(stderr=True)
     own = workdir is None

@@ -56,8 +56,10 @@ def bench(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
 @pytest.mark.slow
 def test_quick_bench_writes_every_figure_and_prints_the_targets(tmp_path: Path) -> None:
     out_file = tmp_path / "bench.json"
-    out = bench("--quick", "--smoke", "--json", str(out_file), "--dir", str(tmp_path))
+    where = tmp_path / "runs" / "first"  # missing: the bench makes it
+    out = bench("--quick", "--smoke", "--json", str(out_file), "--dir", str(where))
     assert out.returncode == 0, out.stderr[-2000:]
+    assert any(where.iterdir())
     figures = json.loads(out_file.read_text())
     for key in REQUIRED:
         assert isinstance(figures[key], int | float), (key, figures.get(key))
@@ -226,6 +228,15 @@ def test_bench_json_into_a_missing_directory_is_one_clear_line(tmp_path: Path) -
     assert out.returncode == 1
     assert "cannot write --json" in out.stderr
     assert "is not a directory" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_bench_dir_that_is_a_file_is_one_clear_line(tmp_path: Path) -> None:
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+    out = bench("--quick", "--dir", str(taken))
+    assert out.returncode == 1
+    assert f"cannot use --dir {taken}: File exists" in out.stderr
     assert "Traceback" not in out.stderr
 
 
