@@ -125,7 +125,9 @@ def drain_once(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--batch-max", type=int, default=2000)
+    parser.add_argument(
+        "--batch-max", type=int, help="for both engines (default: each engine's default)"
+    )
     parser.add_argument("--pg-url", help="an existing, empty PostgreSQL server's admin URL")
     parser.add_argument(
         "--pg-in-process",
@@ -148,13 +150,14 @@ def main() -> int:
         bodies = list(wire_events(args.events))
         check_sample(bodies)
         key = secrets.token_hex(16)
+        batch_max = {} if args.batch_max is None else {"batch_max": args.batch_max}
         results = {}
         for engine in ("sqlite", "postgresql"):
             db: Any = work / "drain.db"
             if engine == "postgresql":
                 db = anyio.run(_new_database, admin)
             s = Settings(redis_url=server.url, db=db, stream=f"pgdrain:{engine}",
-                         group="bench", consumer=f"bench-{engine}", batch_max=args.batch_max,
+                         group="bench", consumer=f"bench-{engine}", **batch_max,
                          trim_keep_s=0, channel_key=key,
                          writer_process=engine == "sqlite" or not args.pg_in_process)  # fmt: skip
             results[engine] = drain_once(client, s, bodies, work / f"{engine}.log", redis_pid)

@@ -16,7 +16,7 @@ import pytest
 
 from contracts import Publisher
 from tests.helpers import WorkerProcess, cli, count, wait_for
-from worker.settings import Settings
+from worker.settings import PG_BATCH_MAX, SQLITE_BATCH_MAX, Settings
 
 
 @pytest.fixture(autouse=True)
@@ -54,6 +54,28 @@ async def test_config_precedence_is_flags_then_env_then_toml(
     assert flag_wins["stream"] == "from-flag"
     with_db = json.loads((await cli("config", "--json", "--db", str(tmp_path / "x.db"))).stdout)
     assert with_db["db"] == str(tmp_path / "x.db")  # the worker's --db, shown as it would run
+
+
+async def test_batch_max_unset_is_each_engines_default_and_set_it_wins_everywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = "postgresql://bot@db.example/trades"
+
+    async def batch_max(*args: str) -> int:
+        result = await cli("config", "--json", *args)
+        assert result.exit_code == 0, result.output
+        return int(json.loads(result.stdout)["batch_max"])
+
+    assert await batch_max("--db", str(tmp_path / "x.db")) == SQLITE_BATCH_MAX == 2000
+    assert await batch_max("--db", url) == PG_BATCH_MAX == 5000
+    toml = tmp_path / "t.toml"
+    toml.write_text(f'db = "{url}"\nbatch_max = 7\n')
+    assert await batch_max("--config", str(toml)) == 7
+    toml.write_text(f'database_url = "{url}"\n')
+    assert await batch_max("--config", str(toml)) == PG_BATCH_MAX
+    monkeypatch.setenv("TRADESCRIBE_BATCH_MAX", "9")
+    assert await batch_max("--db", url) == 9
+    assert Settings(db=url, batch_max=11).batch_max == 11
 
 
 def test_bad_setting_value_prints_one_line_naming_it_and_exits_1() -> None:
