@@ -52,7 +52,12 @@ def worker(
     consumer: Annotated[
         str | None, typer.Option(help="Consumer name (default: host name).")
     ] = None,
-    batch_max: Annotated[int | None, typer.Option(help="Most events per transaction.")] = None,
+    batch_max: Annotated[
+        int | None,
+        typer.Option(
+            help="Most events per transaction (default: 2000 on SQLite, 5000 on PostgreSQL)."
+        ),
+    ] = None,
     partitions: Annotated[
         int | None,
         typer.Option(help="Partition streams shared with other workers (PostgreSQL only)."),
