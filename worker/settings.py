@@ -174,7 +174,8 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _url_as_db(cls, values: Any) -> Any:
-        """``--db postgresql://...`` (or TRADESCRIBE_DB) is a database URL, not a path."""
+        """``--db postgresql://...`` (or TRADESCRIBE_DB) is a database URL, not a path;
+        with a database URL, ``batch_max`` unset is PostgreSQL's default."""
         if not isinstance(values, dict):
             return values
         db = values.get("db")

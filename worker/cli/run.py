@@ -13,7 +13,7 @@ import anyio
 import typer
 
 from worker.cli.options import ConfigOpt, DbOpt, GroupOpt, JsonOpt, RedisOpt, StreamOpt
-from worker.settings import Settings, load_settings
+from worker.settings import PG_BATCH_MAX, SQLITE_BATCH_MAX, Settings, load_settings
 
 
 class _JsonFormatter(logging.Formatter):
@@ -55,7 +55,8 @@ def worker(
     batch_max: Annotated[
         int | None,
         typer.Option(
-            help="Most events per transaction (default: 2000 on SQLite, 5000 on PostgreSQL)."
+            help=f"Most events per transaction (default: {SQLITE_BATCH_MAX} on SQLite, "
+            f"{PG_BATCH_MAX} on PostgreSQL)."
         ),
     ] = None,
     partitions: Annotated[

@@ -54,7 +54,6 @@ except ImportError as _missing:  # an extra: SQLite needs none of it
     ) from _missing
 
 from contracts.events import parse_event
-from contracts.vocabulary import SETTLED_CHANGED
 from worker.errors import AlreadyRunningError, DatabaseNewerError
 from worker.store import aggregates, pgbulk, pgsql, pgwriter
 from worker.store.batch import DeadLetter, Decoded, append_statements, plan_batch
@@ -470,5 +469,5 @@ async def replay(con: asyncpg.Connection, chunk: int) -> int:
         await con.execute(sql)
     # As SQLite's rebuild does: every month may have changed, so a reader keeping the
     # sums of settled months (``contracts.query_stats``) must read them again.
-    await _run(con, [(aggregates.BUMP_SETTLED, [(SETTLED_CHANGED, "1")])])
+    await con.execute(pgsql.translate(aggregates.BUMP_SETTLED), aggregates.SETTLED_CHANGED, "1")
     return replayed
